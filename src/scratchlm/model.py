@@ -1,0 +1,205 @@
+"""The decoder-only transformer LM, read top to bottom: a Block, then the TransformerLM built from blocks.
+
+Contract (as nanoGPT's): `forward(idx, targets=None) -> (logits, loss)`. Parameter names follow the
+CS336/CSE599-O handout, so its adapters are glue and checkpoints interoperate:
+token_embeddings.weight, layers.{i}.ln1.weight, layers.{i}.attn.{q,k,v,output}_proj.weight,
+layers.{i}.ln2.weight, layers.{i}.ffn.{w1,w2,w3}.weight, ln_final.weight, lm_head.weight
+(plus position_embeddings.weight for learned positions, and .bias entries for LayerNorm).
+
+Shapes: B = batch (any leading dims), T = positions, D = d_model, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from scratchlm.config import ModelConfig
+from scratchlm.errors import ShapeError
+from scratchlm.nn.attention import CausalSelfAttention
+from scratchlm.nn.ffn import SiLUMLP, SwiGLU
+from scratchlm.nn.functional import cross_entropy, dropout
+from scratchlm.nn.layers import Embedding, Linear, build_norm
+from scratchlm.nn.positions import (
+    LearnedPositionalEmbedding,
+    RotaryPositionalEmbedding,
+    SinusoidalPositionalEmbedding,
+)
+
+IGNORE_INDEX = -100  # a target equal to this contributes nothing to the loss
+
+
+class Block(nn.Module):
+    """One transformer block. Pre-norm: x + attn(ln1(x)), then + ffn(ln2(x)).
+
+    Post-norm (the 2017 original, for ablations): ln1(x + attn(x)), then ln2(x + ffn(x)).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        *,
+        rope: RotaryPositionalEmbedding | None = None,
+        norm: str = "rmsnorm",
+        norm_position: str = "pre",
+        norm_eps: float = 1e-5,
+        ffn: str = "swiglu",
+        causal: bool = True,
+        dropout: float = 0.0,
+        attention_backend: str = "reference",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = norm_position == "pre"
+        self.dropout = dropout
+        self.ln1 = build_norm(norm, d_model, norm_eps, device, dtype)
+        self.attn = CausalSelfAttention(
+            d_model,
+            num_heads,
+            rope=rope,
+            causal=causal,
+            backend=attention_backend,
+            dropout=dropout,
+            device=device,
+            dtype=dtype,
+        )
+        self.ln2 = build_norm(norm, d_model, norm_eps, device, dtype)
+        ffn_cls = SwiGLU if ffn == "swiglu" else SiLUMLP
+        self.ffn = ffn_cls(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x_BTD: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        if self.pre_norm:
+            # The residual stream itself is never normalized: a clean path from embeddings to the head.
+            x_BTD = x_BTD + self._drop(self.attn(self.ln1(x_BTD), token_positions))
+            return x_BTD + self._drop(self.ffn(self.ln2(x_BTD)))
+        x_BTD = self.ln1(x_BTD + self._drop(self.attn(x_BTD, token_positions)))
+        return self.ln2(x_BTD + self._drop(self.ffn(x_BTD)))
+
+    def _drop(self, x: Tensor) -> Tensor:
+        return dropout(x, self.dropout, self.training)
+
+
+class TransformerLM(nn.Module):
+    """Token embeddings -> num_layers Blocks -> final norm -> LM head, built from one ModelConfig."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.token_embeddings = Embedding(c.vocab_size, c.d_model, device=device, dtype=dtype)
+        # One RoPE table shared by every layer: the rotation depends only on position.
+        rope = (
+            RotaryPositionalEmbedding(c.rope_theta, c.head_dim, c.context_length, device=device)
+            if c.positional == "rope"
+            else None
+        )
+        self.position_embeddings: nn.Module | None = None
+        if c.positional == "sinusoidal":
+            self.position_embeddings = SinusoidalPositionalEmbedding(c.d_model, c.context_length, device=device)
+        elif c.positional == "learned":
+            self.position_embeddings = LearnedPositionalEmbedding(
+                c.context_length, c.d_model, device=device, dtype=dtype
+            )
+        self.layers = nn.ModuleList(
+            Block(
+                c.d_model,
+                c.num_heads,
+                c.d_ff,
+                rope=rope,
+                norm=c.norm,
+                norm_position=c.norm_position,
+                norm_eps=c.norm_eps,
+                ffn=c.ffn,
+                causal=c.causal,
+                dropout=c.dropout,
+                attention_backend=c.attention_backend,
+                device=device,
+                dtype=dtype,
+            )
+            for _ in range(c.num_layers)
+        )
+        # Post-norm blocks already end in a norm; a second one would only rescale.
+        final_norm = c.norm if c.norm_position == "pre" else "none"
+        self.ln_final = build_norm(final_norm, c.d_model, c.norm_eps, device, dtype)
+        self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
+        if c.tie_embeddings:
+            # lm_head comes last in reset_parameters, so the shared matrix gets the Linear init: its scale
+            # sets the initial logits, while pre-norm blocks are insensitive to the embedding scale.
+            self.lm_head.weight = self.token_embeddings.weight
+
+    def reset_parameters(self) -> None:
+        """(Re-)initialize every parameter, e.g. after building on the meta device and `to_empty()`."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, token_positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """idx: (B, T) token ids, T <= context_length; targets: (B, T) next-token ids (or IGNORE_INDEX).
+
+        Returns logits (B, T, V) and the mean cross-entropy over non-ignored targets (None without
+        targets). token_positions: (B, T) or (T,) absolute positions, default 0..T-1.
+        """
+        self._check_inputs(idx, targets)
+        seq_len = idx.shape[-1]
+        x_BTD = self.token_embeddings(idx)
+        if token_positions is None:
+            token_positions = torch.arange(seq_len, device=idx.device)
+        if self.position_embeddings is not None:
+            x_BTD = x_BTD + self.position_embeddings(token_positions).to(x_BTD.dtype)
+        x_BTD = dropout(x_BTD, self.config.dropout, self.training)
+        for block in self.layers:
+            x_BTD = block(x_BTD, token_positions)
+        logits_BTV = self.lm_head(self.ln_final(x_BTD))
+        if targets is None:
+            return logits_BTV, None
+        return logits_BTV, cross_entropy(logits_BTV, targets, ignore_index=IGNORE_INDEX, validate=False)
+
+    def _check_inputs(self, idx: Tensor, targets: Tensor | None) -> None:
+        c = self.config
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ShapeError(f"model input `idx` must hold integer token ids, got dtype {idx.dtype}.")
+        if idx.dim() == 0 or idx.shape[-1] == 0:
+            raise ShapeError(f"model input `idx` must have shape (batch, seq_len) with seq_len >= 1, got {tuple(idx.shape)}.")
+        if idx.shape[-1] > c.context_length:
+            raise ShapeError(
+                f"model input `idx` has {idx.shape[-1]} positions but context_length is {c.context_length}; "
+                "crop the sequence (keep the last context_length tokens) or use a longer-context model."
+            )
+        if targets is not None and targets.shape != idx.shape:
+            raise ShapeError(
+                f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}."
+            )
+        if torch.compiler.is_compiling():
+            return  # value checks are data-dependent; eager runs catch bad ids before compiled ones run
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= c.vocab_size:
+            raise ShapeError(
+                f"model input `idx` holds ids in [{lo}, {hi}] but vocab_size is {c.vocab_size}; check the "
+                "tokenizer matches the model."
+            )
+        if targets is not None:
+            real = targets[targets != IGNORE_INDEX]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= c.vocab_size):
+                raise ShapeError(
+                    f"`targets` holds ids in [{int(real.min())}, {int(real.max())}] outside [0, {c.vocab_size})"
+                    f" (use {IGNORE_INDEX} to ignore a position)."
+                )
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Distinct parameters (a tied matrix counts once). non_embedding drops the lookup tables."""
+        params = {id(p): p for p in self.parameters()}
+        if non_embedding:
+            params.pop(id(self.token_embeddings.weight), None)
+            if isinstance(self.position_embeddings, LearnedPositionalEmbedding):
+                params.pop(id(self.position_embeddings.weight), None)
+        return sum(p.numel() for p in params.values())

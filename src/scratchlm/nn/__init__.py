@@ -1,0 +1,42 @@
+"""From-scratch layers. The reference path uses no torch.nn layers, torch.nn.functional or torch.optim."""
+
+from scratchlm.nn.attention import ATTENTION_BACKENDS, CausalSelfAttention
+from scratchlm.nn.ffn import SiLUMLP, SwiGLU, default_d_ff
+from scratchlm.nn.functional import (
+    causal_mask,
+    cross_entropy,
+    log_softmax,
+    perplexity,
+    scaled_dot_product_attention,
+    silu,
+    softmax,
+)
+from scratchlm.nn.layers import Embedding, LayerNorm, Linear, NoNorm, RMSNorm
+from scratchlm.nn.positions import (
+    LearnedPositionalEmbedding,
+    RotaryPositionalEmbedding,
+    SinusoidalPositionalEmbedding,
+)
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "CausalSelfAttention",
+    "Embedding",
+    "LayerNorm",
+    "LearnedPositionalEmbedding",
+    "Linear",
+    "NoNorm",
+    "RMSNorm",
+    "RotaryPositionalEmbedding",
+    "SiLUMLP",
+    "SinusoidalPositionalEmbedding",
+    "SwiGLU",
+    "causal_mask",
+    "cross_entropy",
+    "default_d_ff",
+    "log_softmax",
+    "perplexity",
+    "scaled_dot_product_attention",
+    "silu",
+    "softmax",
+]

@@ -1,0 +1,89 @@
+"""Causal multi-head self-attention with swappable attention backends.
+
+Shapes: B... = any leading batch dims, T = query positions, S = key positions, H = heads,
+D = d_model, Dh = head dim (D / H). Heads are one more batch dim: attention runs on (..., H, T, Dh).
+
+Backends compute softmax(q k^T / sqrt(Dh)) v from already-projected, already-rotated q/k/v, so they share
+every parameter and the state-dict layout; `ModelConfig.attention_backend` picks one:
+- "reference": the explicit masked softmax of `functional.scaled_dot_product_attention`;
+- "sdpa": PyTorch's fused kernel (flash attention on a GPU), in `scratchlm.nn.sdpa`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from scratchlm.nn.functional import causal_mask, scaled_dot_product_attention
+from scratchlm.nn.layers import Linear
+from scratchlm.nn.positions import RotaryPositionalEmbedding
+from scratchlm.nn.sdpa import sdpa_attention
+
+AttentionBackend = Callable[..., Tensor]
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, dropout_p: float) -> Tensor:
+    """(..., T, Dh) queries against (..., S, Dh) keys/values, through the from-scratch softmax."""
+    mask_TS = causal_mask(q.shape[-2], k.shape[-2], device=q.device) if causal else None
+    return scaled_dot_product_attention(q, k, v, mask_TS, dropout_p=dropout_p, training=dropout_p > 0)
+
+
+ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
+    "reference": reference_attention,
+    "sdpa": sdpa_attention,
+}
+
+
+class CausalSelfAttention(nn.Module):
+    """W_O · MultiHead(W_Q x, W_K x, W_V x), with RoPE applied to q and k only.
+
+    `causal=False` drops the mask (the causal-mask audit trains such a model on purpose).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        rope: RotaryPositionalEmbedding | None = None,
+        causal: bool = True,
+        backend: str = "reference",
+        dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(
+                f"`d_model` ({d_model}) must be divisible by `num_heads` ({num_heads}) to split it into heads."
+            )
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {sorted(ATTENTION_BACKENDS)}.")
+        self.num_heads = num_heads
+        self.causal = causal
+        self.backend = backend
+        self.dropout = dropout
+        self.rope = rope
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+
+    def forward(self, x_BTD: Tensor, token_positions: Tensor | None = None) -> Tensor:
+        """x: (..., T, D); token_positions: (..., T) or (T,), default 0..T-1. Returns (..., T, D)."""
+        q_BHTd = rearrange(self.q_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
+        k_BHTd = rearrange(self.k_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
+        v_BHTd = rearrange(self.v_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(x_BTD.shape[-2], device=x_BTD.device)
+            positions_B1T = token_positions.unsqueeze(-2)  # one rotation shared by every head
+            q_BHTd = self.rope(q_BHTd, positions_B1T)
+            k_BHTd = self.rope(k_BHTd, positions_B1T)
+        dropout_p = self.dropout if self.training else 0.0
+        attend = ATTENTION_BACKENDS[self.backend]
+        o_BHTd = attend(q_BHTd, k_BHTd, v_BHTd, causal=self.causal, dropout_p=dropout_p)
+        return self.output_proj(rearrange(o_BHTd, "... h t d -> ... t (h d)"))

@@ -1,0 +1,60 @@
+"""Position-wise feed-forward networks: SwiGLU (the default) and a plain SiLU MLP (the ablation).
+
+Shapes: `...` is any number of leading batch dims; F = d_ff, the hidden width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from scratchlm.nn.functional import silu
+from scratchlm.nn.layers import Linear
+
+
+def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
+    """Hidden width giving both FFN kinds the same 8·d_model² parameters.
+
+    SwiGLU has three matrices, so ~8/3·d_model (nearest multiple of 64, for the hardware: 1344 at
+    d_model 512); the two-matrix SiLU MLP gets the classic 4·d_model.
+    """
+    if ffn == "silu":
+        return 4 * d_model
+    return max(64, 64 * round(8 * d_model / 3 / 64))
+
+
+class SwiGLU(nn.Module):
+    """W2 (SiLU(W1 x) * W3 x): a SiLU-gated linear unit (Shazeer, 2020)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+class SiLUMLP(nn.Module):
+    """W2 SiLU(W1 x): the ungated baseline of the SwiGLU ablation."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)))

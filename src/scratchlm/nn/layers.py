@@ -1,0 +1,156 @@
+"""Linear, Embedding and the normalization layers, from scratch.
+
+Only `nn.Module`, `nn.Parameter` and `nn.init.trunc_normal_` are used from torch.nn (the handout's rule).
+Every layer separates construction from initialization: `reset_parameters()` can be called again.
+Shapes: `...` is any number of leading batch dims.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import einsum
+from torch import Tensor, nn
+
+
+class Linear(nn.Module):
+    """y = x W^T without bias; W is stored (d_out, d_in) like nn.Linear, so rows are output features."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Variance 2/(d_in + d_out) (Glorot) keeps activations and gradients at unit scale both ways;
+        # truncation at 3 sigma removes the rare huge initial weights.
+        std = math.sqrt(2.0 / (self.in_features + self.out_features))
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3.0 * std, b=3.0 * std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return einsum(x, self.weight, "... d_in, d_out d_in -> ... d_out")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """Lookup table (num_embeddings, embedding_dim): row i is the vector of token i."""
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.init_std = init_std
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.init_std
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3.0 * std, b=3.0 * std)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        """(...) integer ids -> (..., embedding_dim)."""
+        return self.weight[token_ids]
+
+    def extra_repr(self) -> str:
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g, computed in (at least) float32 and returned in the input dtype."""
+
+    def __init__(
+        self,
+        d_model: int,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(d_model, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
+        # Squaring bf16/fp16 activations overflows or loses the mean; float64 inputs stay float64.
+        x = x.to(torch.promote_types(in_dtype, torch.float32))
+        inv_rms = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (x * inv_rms * self.weight).to(in_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class LayerNorm(nn.Module):
+    """(x - mean) / sqrt(var + eps) * g + b, for the normalization ablations."""
+
+    def __init__(
+        self,
+        d_model: int,
+        eps: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(d_model, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(d_model, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
+        x = x.to(torch.promote_types(in_dtype, torch.float32))
+        centered = x - x.mean(dim=-1, keepdim=True)
+        inv_std = torch.rsqrt(centered.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (centered * inv_std * self.weight + self.bias).to(in_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class NoNorm(nn.Module):
+    """The identity, standing in for a norm layer in the "no normalization" ablation."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+def build_norm(
+    kind: str, d_model: int, eps: float, device: torch.device | str | None, dtype: torch.dtype | None
+) -> nn.Module:
+    """The norm layer named by ModelConfig.norm ("rmsnorm", "layernorm" or "none")."""
+    if kind == "rmsnorm":
+        return RMSNorm(d_model, eps, device=device, dtype=dtype)
+    if kind == "layernorm":
+        return LayerNorm(d_model, eps, device=device, dtype=dtype)
+    return NoNorm()
