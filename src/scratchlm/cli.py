@@ -25,7 +25,9 @@ GROUP_HELP = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scratchlm", description="From-scratch transformer LMs for text and robot actions.")
+    parser = argparse.ArgumentParser(
+        prog="scratchlm", description="From-scratch transformer LMs for text and robot actions."
+    )
     parser.add_argument("--version", action="version", version=f"scratchlm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {

@@ -100,9 +100,7 @@ class ModelConfig:
         missing = [
             f.name
             for f in dataclasses.fields(cls)
-            if f.name not in values
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
+            if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
         if missing:
             raise ConfigError(f"model config is missing required key(s) {missing}.")

@@ -169,16 +169,16 @@ class TransformerLM(nn.Module):
         if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ShapeError(f"model input `idx` must hold integer token ids, got dtype {idx.dtype}.")
         if idx.dim() == 0 or idx.shape[-1] == 0:
-            raise ShapeError(f"model input `idx` must have shape (batch, seq_len) with seq_len >= 1, got {tuple(idx.shape)}.")
+            raise ShapeError(
+                f"model input `idx` must have shape (batch, seq_len) with seq_len >= 1, got {tuple(idx.shape)}."
+            )
         if idx.shape[-1] > c.context_length:
             raise ShapeError(
                 f"model input `idx` has {idx.shape[-1]} positions but context_length is {c.context_length}; "
                 "crop the sequence (keep the last context_length tokens) or use a longer-context model."
             )
         if targets is not None and targets.shape != idx.shape:
-            raise ShapeError(
-                f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}."
-            )
+            raise ShapeError(f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}.")
         if torch.compiler.is_compiling():
             return  # value checks are data-dependent; eager runs catch bad ids before compiled ones run
         lo, hi = int(idx.min()), int(idx.max())

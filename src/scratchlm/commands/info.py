@@ -10,7 +10,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="debug", help="preset name (see `scratchlm presets`); default debug")
     parser.add_argument("--config", help="TOML file whose tables override the preset's")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one value (repeatable)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one value (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

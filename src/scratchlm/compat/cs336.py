@@ -82,16 +82,12 @@ def run_multihead_self_attention_with_rope(
     token_positions: Tensor | None = None,
 ) -> Tensor:
     rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
-    attn = CausalSelfAttention(
-        d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype
-    )
+    attn = CausalSelfAttention(d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype)
     attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
     return attn(in_features, token_positions)
 
 
-def run_rope(
-    d_k: int, theta: float, max_seq_len: int, in_query_or_key: Tensor, token_positions: Tensor
-) -> Tensor:
+def run_rope(d_k: int, theta: float, max_seq_len: int, in_query_or_key: Tensor, token_positions: Tensor) -> Tensor:
     rope = RotaryPositionalEmbedding(theta, d_k, max_seq_len, device=in_query_or_key.device)
     return rope(in_query_or_key, token_positions)
 
@@ -148,9 +144,7 @@ def run_silu(in_features: Tensor) -> Tensor:
     return silu(in_features)
 
 
-def run_get_batch(
-    dataset: npt.NDArray, batch_size: int, context_length: int, device: str
-) -> tuple[Tensor, Tensor]:
+def run_get_batch(dataset: npt.NDArray, batch_size: int, context_length: int, device: str) -> tuple[Tensor, Tensor]:
     return get_batch(dataset, batch_size, context_length, device)
 
 
@@ -195,4 +189,3 @@ def run_load_checkpoint(
     optimizer: torch.optim.Optimizer,
 ) -> int:
     return load_checkpoint(src, model, optimizer)
-

@@ -43,9 +43,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep / (1.0 - p)
 
 
-def cross_entropy(
-    logits: Tensor, targets: Tensor, *, ignore_index: int = -100, validate: bool = True
-) -> Tensor:
+def cross_entropy(logits: Tensor, targets: Tensor, *, ignore_index: int = -100, validate: bool = True) -> Tensor:
     """Mean negative log-likelihood of `targets` under `logits`.
 
     logits: (..., V) unnormalized scores; targets: (...) integer class ids. Positions whose target equals
@@ -73,8 +71,7 @@ def _check_cross_entropy_inputs(logits: Tensor, targets: Tensor, ignore_index: i
         raise ShapeError(f"cross_entropy: `logits` must be a float tensor, got {logits.dtype}.")
     if targets.is_floating_point() or targets.dtype == torch.bool:
         raise ShapeError(
-            f"cross_entropy: `targets` must hold integer class ids, got {targets.dtype}; "
-            "convert with targets.long()."
+            f"cross_entropy: `targets` must hold integer class ids, got {targets.dtype}; convert with targets.long()."
         )
     if logits.shape[:-1] != targets.shape:
         raise ShapeError(
@@ -128,9 +125,7 @@ def scaled_dot_product_attention(
     True = may attend. Returns (..., Q, Dv).
     """
     if q_QD.shape[-1] != k_KD.shape[-1]:
-        raise ShapeError(
-            f"attention: `Q` feature dim {q_QD.shape[-1]} differs from `K` feature dim {k_KD.shape[-1]}."
-        )
+        raise ShapeError(f"attention: `Q` feature dim {q_QD.shape[-1]} differs from `K` feature dim {k_KD.shape[-1]}.")
     if k_KD.shape[-2] != v_KD.shape[-2]:
         raise ShapeError(
             f"attention: `K` has {k_KD.shape[-2]} positions but `V` has {v_KD.shape[-2]}; they must match."

@@ -48,9 +48,7 @@ class RotaryPositionalEmbedding(_DerivedTables):
     broadcastable against x's leading dims (attention passes (..., 1, T) so every head shares them).
     """
 
-    def __init__(
-        self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None
-    ) -> None:
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None) -> None:
         super().__init__()
         if d_k % 2:
             raise ValueError(f"RoPE rotates pairs of features, so `d_k` must be even, got {d_k}.")
@@ -114,5 +112,5 @@ class SinusoidalPositionalEmbedding(_DerivedTables):
 class LearnedPositionalEmbedding(Embedding):
     """A trained (max_seq_len, D) table, started at the sinusoid's scale (see ADDITIVE_POSITION_RMS)."""
 
-    def __init__(self, max_seq_len: int, d_model: int, device=None, dtype=None) -> None:  # noqa: ANN001
+    def __init__(self, max_seq_len: int, d_model: int, device=None, dtype=None) -> None:
         super().__init__(max_seq_len, d_model, device=device, dtype=dtype, init_std=ADDITIVE_POSITION_RMS)

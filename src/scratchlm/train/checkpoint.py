@@ -1,7 +1,7 @@
 """Saving and loading training state: model weights, optimizer state, iteration, and the model config.
 
 Checkpoints hold only tensors and plain Python values, so loading uses `torch.load(weights_only=True)`:
-a checkpoint from a stranger cannot run code. Saving to a path is atomic (temporary file, fsync, rename):
+a checkpoint from a stranger cannot run code. Saving to a path is atomic (`fileio.atomic_write`):
 a crash mid-write leaves the previous checkpoint intact. The model's state dict is taken from the
 unwrapped module, never from a torch.compile or DDP wrapper, so keys never carry `_orig_mod.`/`module.`.
 """
@@ -9,7 +9,6 @@ unwrapped module, never from a torch.compile or DDP wrapper, so keys never carry
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import IO, Any
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from scratchlm.config import ModelConfig
 from scratchlm.errors import CheckpointError
+from scratchlm.fileio import atomic_write
 from scratchlm.model import TransformerLM
 
 PathOrFile = str | os.PathLike | IO[bytes]
@@ -61,19 +61,8 @@ def save_checkpoint(
 
 
 def _atomic_save(state: dict[str, Any], path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
