@@ -50,3 +50,27 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None, *, training
     n = param_counts(c).matmul
     attention = c.num_layers * c.num_heads * c.head_dim * seq
     return float(6 * n + 12 * attention) if training else float(2 * n + 4 * attention)
+
+
+# Dense (no 2:4 sparsity) peak tensor-core throughput in FLOP/s, from the vendors' datasheets, by dtype.
+# Keys are matched as substrings of torch.cuda.get_device_name(), most specific first.
+PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12}),
+    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12}),
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12}),  # SXM
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
+    ("L40S", {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12}),
+    ("A10G", {"bf16": 70e12, "fp16": 70e12, "tf32": 35e12, "fp32": 31.2e12}),
+    ("RTX 4090", {"bf16": 165e12, "fp16": 165e12, "tf32": 82.6e12, "fp32": 82.6e12}),
+    ("RTX 3090", {"bf16": 71e12, "fp16": 71e12, "tf32": 35.6e12, "fp32": 35.6e12}),
+    ("V100", {"fp16": 125e12, "fp32": 15.7e12}),
+    ("T4", {"fp16": 65e12, "fp32": 8.1e12}),
+]
+
+
+def peak_flops(device_name: str, dtype: str = "bf16") -> float | None:
+    """Datasheet peak FLOP/s for a GPU name and compute dtype, or None when unknown (CPUs included)."""
+    for key, peaks in PEAK_FLOPS:
+        if key in device_name:
+            return peaks.get(dtype)
+    return None

@@ -90,7 +90,8 @@ class RMSNorm(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
+        with torch.no_grad():
+            self.weight.fill_(1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         in_dtype = x.dtype
@@ -121,8 +122,9 @@ class LayerNorm(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         in_dtype = x.dtype

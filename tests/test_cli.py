@@ -1,0 +1,70 @@
+"""The command line: commands run, and mistakes are one clear line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratchlm.cli import main
+from scratchlm.config import list_presets
+
+
+def test_presets_lists_every_shipped_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_presets())
+    assert {"debug", "scratch1", "scratch1-quick", "shakespeare-char", "tinystories-17m", "capstone-10m"} <= set(
+        list_presets()
+    )
+
+
+def test_info_reports_counts_and_applies_file_then_cli_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[model]\nd_model = 64\nnum_heads = 8\n")
+    assert main(["info", "--preset", "debug", "--config", str(config), "--set", "model.num_heads=2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["d_model"] == 64  # from the file
+    assert report["model"]["num_heads"] == 2  # the command line wins over the file
+    assert report["params"]["total"] > report["params"]["non_embedding"] > 0
+    assert report["flops_per_token"]["train"] == pytest.approx(3 * report["flops_per_token"]["forward"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "--preset", "nope"], "unknown preset 'nope'; available presets:"),
+        (["info", "--set", "model.d_model=30"], "divisible by model.num_heads"),
+        (["info", "--set", "model.depth=3"], "unknown model key(s) ['depth']; valid keys:"),
+        (["info", "--set", "model.d_model=big"], "model.d_model must be int, got 'big'"),
+        (["info", "--set", "d_model"], "--set expects section.key=value"),
+        (["info", "--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
+def test_mistakes_are_one_clear_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scratchlm: error:") and message in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nd_model = \n")
+    assert main(["info", "--config", str(bad)]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scratchlm.cli", "info", "--preset", "tinystories-17m", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout)["params"]["non_embedding"] == 17_576_448

@@ -1,0 +1,103 @@
+"""Linear, Embedding, norms and FFNs against PyTorch's own ops (float64), plus their initialization."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scratchlm.nn.ffn import SiLUMLP, SwiGLU, default_d_ff
+from scratchlm.nn.layers import Embedding, LayerNorm, Linear, NoNorm, RMSNorm
+
+TOL = {"rtol": 1e-12, "atol": 1e-12}
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 3), (2, 3, 5)])
+def test_linear_matches_f_linear_with_weight_stored_out_by_in(batch_shape: tuple[int, ...]) -> None:
+    layer = Linear(6, 9, dtype=F64)
+    assert layer.weight.shape == (9, 6)
+    x = torch.randn(*batch_shape, 6, dtype=F64)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight), **TOL)
+
+
+def test_linear_init_is_truncated_glorot_normal() -> None:
+    layer = Linear(300, 500)
+    std = math.sqrt(2 / (300 + 500))
+    w = layer.weight.detach()
+    assert w.abs().max().item() <= 3 * std + 1e-7
+    # a normal truncated at 3 sigma has std 0.9866 sigma
+    assert w.std().item() == pytest.approx(0.9866 * std, rel=0.02)
+    before = w.clone()
+    layer.reset_parameters()
+    assert not torch.equal(before, layer.weight)
+
+
+def test_embedding_matches_f_embedding_and_init() -> None:
+    emb = Embedding(50, 8, dtype=F64)
+    ids = torch.randint(0, 50, (3, 7))
+    torch.testing.assert_close(emb(ids), F.embedding(ids, emb.weight), **TOL)
+    big = Embedding(1000, 256).weight.detach()
+    assert big.abs().max().item() <= 3.0
+    assert big.std().item() == pytest.approx(0.9866, rel=0.02)
+
+
+@pytest.mark.parametrize("batch_shape", [(5,), (2, 3), (2, 3, 4)])
+def test_rmsnorm_matches_torch_rms_norm(batch_shape: tuple[int, ...]) -> None:
+    norm = RMSNorm(16, eps=1e-5, dtype=F64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, dtype=F64))
+    x = torch.randn(*batch_shape, 16, dtype=F64) * 3
+    ref = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), ref, **TOL)
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (16,), norm.weight, eps=1e-5), **TOL)
+
+
+def test_rmsnorm_computes_in_float32_and_returns_the_input_dtype() -> None:
+    norm = RMSNorm(64)
+    x = (torch.randn(4, 64) * 300).to(torch.bfloat16)  # squares overflow nothing in fp32, but lose bits in bf16
+    out = norm(x)
+    assert out.dtype == torch.bfloat16
+    expected = F.rms_norm(x.float(), (64,), norm.weight, eps=1e-5).to(torch.bfloat16)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for scale in (1e-6, 1e6):  # eps dominates tiny inputs, squares would overflow fp16 at huge ones
+        x = torch.randn(8, 64) * scale
+        x64 = x.double()
+        expected = x64 / torch.sqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5)
+        torch.testing.assert_close(norm(x).double(), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_layernorm_matches_f_layer_norm() -> None:
+    norm = LayerNorm(12, eps=1e-5, dtype=F64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(12, dtype=F64))
+        norm.bias.copy_(torch.randn(12, dtype=F64))
+    x = torch.randn(3, 5, 12, dtype=F64) * 2 + 1
+    torch.testing.assert_close(norm(x), F.layer_norm(x, (12,), norm.weight, norm.bias, eps=1e-5), **TOL)
+
+
+def test_no_norm_is_the_identity() -> None:
+    x = torch.randn(3, 4)
+    assert NoNorm()(x) is x
+
+
+@pytest.mark.parametrize("batch_shape", [(7,), (2, 5), (2, 3, 4)])
+def test_swiglu_and_silu_mlp_match_torch_compositions(batch_shape: tuple[int, ...]) -> None:
+    x = torch.randn(*batch_shape, 16, dtype=F64)
+    swiglu = SwiGLU(16, 48, dtype=F64)
+    ref = F.linear(F.silu(F.linear(x, swiglu.w1.weight)) * F.linear(x, swiglu.w3.weight), swiglu.w2.weight)
+    torch.testing.assert_close(swiglu(x), ref, **TOL)
+    mlp = SiLUMLP(16, 64, dtype=F64)
+    torch.testing.assert_close(mlp(x), F.linear(F.silu(F.linear(x, mlp.w1.weight)), mlp.w2.weight), **TOL)
+
+
+def test_default_d_ff_is_eight_thirds_rounded_to_64_and_matches_parameter_counts() -> None:
+    assert default_d_ff(512) == 1344  # the CS336 TinyStories value
+    assert default_d_ff(768) == 2048
+    assert all(default_d_ff(d) % 64 == 0 for d in (32, 100, 256, 384, 1000))
+    assert default_d_ff(256, "silu") == 1024
+    # SwiGLU (3 matrices at ~8/3 d) and the SiLU MLP (2 at 4 d) hold the same 8 d^2 parameters
+    d = 768
+    assert 3 * d * default_d_ff(d) == 2 * d * default_d_ff(d, "silu")
