@@ -19,8 +19,8 @@ from contextlib import nullcontext
 import torch
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
-from scratchlm.config import model_config_from_preset
 from scratchlm.model import TransformerLM
+from scratchlm.presets import model_config_from_preset
 
 
 def machine_description(device: torch.device) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchlm.config import model_config_from_preset
 from scratchlm.errors import CheckpointError
 from scratchlm.model import TransformerLM
 from scratchlm.optim import AdamW
+from scratchlm.presets import model_config_from_preset
 from scratchlm.train import checkpoint as ckpt_module
 from scratchlm.train.checkpoint import load_checkpoint, load_model, read_checkpoint, save_checkpoint
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scratchlm.cli import main
-from scratchlm.config import list_presets
+from scratchlm.presets import list_presets
 
 
 def test_presets_lists_every_shipped_preset(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts
-from scratchlm.config import ModelConfig, list_presets, model_config_from_preset
+from scratchlm.config import ModelConfig
 from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.model import TransformerLM
+from scratchlm.presets import list_presets, model_config_from_preset
 
 from .test_nn_positions import rope_via_complex
 
@@ -178,7 +179,7 @@ def test_input_errors_name_the_argument() -> None:
     [
         ({"d_model": 30}, "divisible by model.num_heads"),
         ({"d_model": 36, "num_heads": 4}, "must be even"),
-        ({"num_layers": 0}, "num_layers must be a positive"),
+        ({"num_layers": 0}, "num_layers must be > 0"),
         ({"norm": "batchnorm"}, "model.norm"),
         ({"positional": "alibi"}, "model.positional"),
         ({"attention_backend": "flash9000"}, "attention_backend"),

@@ -97,8 +97,8 @@ def test_adamw_rejects_invalid_hyperparameters(kwargs: dict) -> None:
 
 
 def test_weight_decay_groups_decay_matrices_only() -> None:
-    from scratchlm.config import model_config_from_preset
     from scratchlm.model import TransformerLM
+    from scratchlm.presets import model_config_from_preset
 
     model = TransformerLM(model_config_from_preset("debug"))
     decay, no_decay = weight_decay_param_groups(model, 0.1)

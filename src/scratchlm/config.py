@@ -1,27 +1,104 @@
-"""Configuration: the ModelConfig dataclass and TOML presets.
+"""Configuration schemas: one validated dataclass per TOML section, gathered in RunConfig.
 
-A preset is a TOML file in `scratchlm/presets/` with one table per config section (`[model]` here; the
-training engine adds its own sections). Precedence everywhere: command-line `--set` > config file > preset
-> dataclass defaults. A checkpoint stores `ModelConfig.to_dict()`, so a checkpoint alone rebuilds its model.
+Sections: [model] ModelConfig, [optim] OptimConfig, [data] DataConfig, [train] TrainConfig and [track]
+TrackConfig. Each checks itself in __post_init__ and names the offending `section.key` in one sentence.
+A checkpoint stores `ModelConfig.to_dict()` (and the whole RunConfig), so a checkpoint alone rebuilds its
+model. Presets, config files and `--set` overrides are resolved into a RunConfig in `presets.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import typing
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from scratchlm.errors import ConfigError
 from scratchlm.nn.attention import ATTENTION_BACKENDS
 from scratchlm.nn.ffn import default_d_ff
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+T = TypeVar("T")
+
+
+class _Section:
+    """Shared behaviour of the section dataclasses: type checks, choices, dict round trips."""
+
+    SECTION: ClassVar[str]
+
+    def _check_types(self) -> None:
+        """Check each field against its annotation; ints are accepted (and converted) where floats are expected."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            expected = hints[f.name]
+            args = typing.get_args(expected)
+            if value is None and type(None) in args:
+                continue
+            base = next((a for a in args if a is not type(None)), expected) if args else expected
+            origin = typing.get_origin(base) or base
+            if origin is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif origin is tuple and isinstance(value, (list, tuple)):
+                elem = typing.get_args(base)[0]
+                if len(value) != len(typing.get_args(base)) or not all(_is(v, elem) for v in value):
+                    raise ConfigError(f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r}.")
+                setattr(self, f.name, tuple(elem(v) for v in value))
+            elif not _is(value, origin):
+                raise ConfigError(
+                    f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r} ({type(value).__name__})."
+                )
+
+    def _choice(self, name: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            raise ConfigError(f"{self.SECTION}.{name} = {value!r} is not one of {', '.join(map(repr, choices))}.")
+
+    def _positive(self, *names: str, allow_zero: bool = False) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+                bound = ">= 0" if allow_zero else "> 0"
+                raise ConfigError(f"{self.SECTION}.{name} must be {bound}, got {value}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], values: dict[str, Any]) -> T:
+        """Build from a plain table (TOML or checkpoint), rejecting unknown and missing keys."""
+        section = cls.SECTION  # type: ignore[attr-defined]
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of key = value pairs, got {values!r}.")
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        valid = [f.name for f in fields]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown {section} key(s) {unknown}; valid keys: {', '.join(valid)}.")
+        missing = [
+            f.name
+            for f in fields
+            if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"[{section}] is missing required key(s) {missing}.")
+        return cls(**values)
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {len(typing.get_args(kind))} {typing.get_args(kind)[0].__name__}s"
+    return getattr(kind, "__name__", str(kind))
+
+
+# ------------------------------------------------------------------------------------------------ model
 
 NORMS = ("rmsnorm", "layernorm", "none")
 NORM_POSITIONS = ("pre", "post")
@@ -30,8 +107,10 @@ POSITIONALS = ("rope", "sinusoidal", "learned", "none")
 
 
 @dataclass
-class ModelConfig:
-    """Everything needed to build a TransformerLM; validated and completed in __post_init__."""
+class ModelConfig(_Section):
+    """Everything needed to build a TransformerLM."""
+
+    SECTION: ClassVar[str] = "model"
 
     vocab_size: int
     context_length: int
@@ -51,19 +130,18 @@ class ModelConfig:
     attention_backend: str = "reference"
 
     def __post_init__(self) -> None:
-        _coerce_and_check_types(self)
-        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)}.")
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
-        _check_choice("ffn", self.ffn, FFNS)
-        _check_choice("positional", self.positional, POSITIONALS)
-        _check_choice("attention_backend", self.attention_backend, tuple(ATTENTION_BACKENDS))
+        self._check_types()
+        self._positive("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
+        self._choice("norm", NORMS)
+        self._choice("norm_position", NORM_POSITIONS)
+        self._choice("ffn", FFNS)
+        self._choice("positional", POSITIONALS)
+        self._choice("attention_backend", tuple(ATTENTION_BACKENDS))
         if self.d_model % self.num_heads:
+            divisors = [d for d in range(1, min(self.d_model, 64) + 1) if self.d_model % d == 0]
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads}); "
-                f"try num_heads in {_divisors(self.d_model)}."
+                f"try num_heads in {divisors}."
             )
         if self.positional == "rope" and self.head_dim % 2:
             raise ConfigError(
@@ -72,12 +150,7 @@ class ModelConfig:
             )
         if self.d_ff is None:
             self.d_ff = default_d_ff(self.d_model, self.ffn)
-        elif self.d_ff < 1:
-            raise ConfigError(f"model.d_ff must be a positive integer, got {self.d_ff}.")
-        if not self.rope_theta > 0:
-            raise ConfigError(f"model.rope_theta must be positive, got {self.rope_theta}.")
-        if not self.norm_eps > 0:
-            raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}.")
+        self._positive("rope_theta", "norm_eps")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}.")
 
@@ -85,128 +158,164 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build from a plain dict (a TOML table or a checkpoint), rejecting unknown keys."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"model config must be a table of key = value pairs, got {type(values).__name__}.")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown model key(s) {unknown}; valid keys: {', '.join(valid)}.")
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        if missing:
-            raise ConfigError(f"model config is missing required key(s) {missing}.")
-        return cls(**values)
+# ------------------------------------------------------------------------------------------------ optim
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.{name} = {value!r} is not one of {', '.join(map(repr, choices))}.")
+@dataclass
+class OptimConfig(_Section):
+    """AdamW and the learning-rate schedule: linear warmup, then cosine to min_lr exactly at the last step."""
+
+    SECTION: ClassVar[str] = "optim"
+
+    lr: float = 1e-3
+    min_lr: float | None = None  # None: lr / 10
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # or "constant" (after warmup)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # matrices only; norm gains are never decayed
+    grad_clip: float = 1.0  # global l2 norm; 0 disables clipping
+    foreach: bool | None = None  # None: multi-tensor AdamW on GPU, the per-parameter loop on CPU
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._positive("lr")
+        self._positive("min_lr", "warmup_steps", "eps", "weight_decay", "grad_clip", allow_zero=True)
+        self._choice("schedule", ("cosine", "constant"))
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must each be in [0, 1), got {list(self.betas)}.")
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ConfigError(f"optim.min_lr ({self.min_lr}) must not exceed optim.lr ({self.lr}).")
+
+    @property
+    def final_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]
+# ------------------------------------------------------------------------------------------------- data
+
+DATA_KINDS = ("trajectories", "tokens")
 
 
-def _coerce_and_check_types(config: Any) -> None:
-    """Check each field against its annotation; ints are accepted where floats are expected."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        expected = hints[f.name]
-        optional = type(None) in typing.get_args(expected)
-        base = next((a for a in typing.get_args(expected) if a is not type(None)), expected)
-        base = typing.get_origin(base) or base
-        if value is None and optional:
-            continue
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(config, f.name, float(value))
-            continue
-        ok = isinstance(value, base) and not (base is int and isinstance(value, bool))
-        if not ok:
+@dataclass
+class DataConfig(_Section):
+    """Where the training tokens come from.
+
+    kind = "tokens": `path` is a directory made by `scratchlm data text` (train.bin, val.bin, meta.json);
+    batches are random windows. kind = "trajectories": `path` is a trajectory pickle made by
+    `scratchlm data trajectories`; batches are whole trajectories, epoch by epoch, split by trajectory.
+    """
+
+    SECTION: ClassVar[str] = "data"
+
+    kind: str = "trajectories"
+    path: str = "data/trajectories.pkl"
+    val_fraction: float = 0.1  # trajectories: share of trajectories held out
+    split_seed: int = 42
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._choice("kind", DATA_KINDS)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}.")
+        if not self.path:
+            raise ConfigError("data.path is empty; point it at a token directory or a trajectory pickle.")
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainConfig(_Section):
+    """The loop: batch and budget, evaluation, checkpoints, logging, device and speed switches.
+
+    The budget is exactly one of max_steps, max_tokens or epochs (epochs: trajectory data only). One step
+    is one optimizer update over batch_size x grad_accum sequences (x the number of processes under DDP).
+    """
+
+    SECTION: ClassVar[str] = "train"
+
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    epochs: float | None = None
+    eval_interval: int = 200  # steps; evaluation also runs after the last step
+    eval_batches: int = 20  # validation batches per evaluation, the same ones every time; 0 = all
+    checkpoint_interval: int = 1000  # steps between step_*.pt files (last.pt and best.pt are kept too)
+    log_interval: int = 10
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
+    compile: bool = False  # torch.compile the model
+    on_nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update
+    progress: bool = True  # a progress bar on the console
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._positive("batch_size", "grad_accum", "max_steps", "max_tokens", "epochs")
+        self._positive("eval_interval", "checkpoint_interval", "log_interval")
+        self._positive("eval_batches", allow_zero=True)
+        self._choice("dtype", DTYPES)
+        self._choice("on_nonfinite", ("stop", "skip"))
+        budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
+        if len(budgets) != 1:
             raise ConfigError(
-                f"{type(config).__name__.removesuffix('Config').lower()}.{f.name} must be "
-                f"{base.__name__}, got {value!r} ({type(value).__name__})."
+                "set exactly one training budget: train.max_steps, train.max_tokens or train.epochs"
+                + (f" (got {', '.join(budgets)})." if budgets else " (none is set).")
             )
 
 
-# ---------------------------------------------------------------------------------------------- presets
+@dataclass
+class TrackConfig(_Section):
+    """Optional experiment trackers, each used only when asked for and installed."""
+
+    SECTION: ClassVar[str] = "track"
+
+    wandb: bool = False  # runs offline unless WANDB_MODE says otherwise
+    tensorboard: bool = False
+    project: str = "scratchlm"
 
 
-def list_presets() -> list[str]:
-    """Names of the presets shipped in the package."""
-    files = resources.files("scratchlm.presets").iterdir()
-    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+# ------------------------------------------------------------------------------------------------- run
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """The raw tables of preset `name`."""
-    path = resources.files("scratchlm.presets") / f"{name}.toml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+@dataclass
+class RunConfig:
+    """A whole training run: every section, resolved and validated."""
 
+    model: ModelConfig
+    optim: OptimConfig
+    data: DataConfig
+    train: TrainConfig
+    track: TrackConfig
 
-def load_toml_file(path: str) -> dict[str, Any]:
-    """A user config file, with a clear message when it is missing or malformed."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist; check the path.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path!r} is not valid TOML ({exc}); fix the line it names.") from None
+    SECTIONS: ClassVar[dict[str, type[_Section]]] = {
+        "model": ModelConfig,
+        "optim": OptimConfig,
+        "data": DataConfig,
+        "train": TrainConfig,
+        "track": TrackConfig,
+    }
 
+    def __post_init__(self) -> None:
+        if self.train.epochs is not None and self.data.kind != "trajectories":
+            raise ConfigError(
+                "train.epochs applies to trajectory data only; for token corpora set train.max_steps "
+                "or train.max_tokens."
+            )
 
-def merge_tables(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Section-wise merge: keys in `top` win, sections present only in one side are kept."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
-        else:
-            merged[key] = value
-    return merged
+    @classmethod
+    def from_tables(cls, tables: dict[str, Any]) -> RunConfig:
+        unknown = sorted(set(tables) - set(cls.SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(cls.SECTIONS)}.")
+        if "model" not in tables:
+            raise ConfigError("the config has no [model] section; start from a preset (--preset debug).")
+        return cls(**{name: kind.from_dict(tables.get(name, {})) for name, kind in cls.SECTIONS.items()})
 
-
-def parse_override(assignment: str) -> tuple[list[str], Any]:
-    """'model.d_model=64' -> (['model', 'd_model'], 64). Values are TOML literals; bare words are strings."""
-    key, sep, raw = assignment.partition("=")
-    path = [part.strip() for part in key.split(".")]
-    if not sep or not all(path):
-        raise ConfigError(f"--set expects section.key=value (e.g. model.d_model=128), got {assignment!r}.")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return path, value
-
-
-def apply_overrides(tables: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Return a copy of `tables` with each `section.key=value` assignment applied."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in tables.items()}
-    for assignment in assignments:
-        path, value = parse_override(assignment)
-        node = merged
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {assignment!r}: {part!r} is a value, not a section.")
-        node[path[-1]] = value
-    return merged
-
-
-def model_config_from_preset(name: str, overrides: list[str] | None = None) -> ModelConfig:
-    """The ModelConfig of a preset, with `--set model.key=value` overrides applied."""
-    tables = apply_overrides(load_preset(name), overrides or [])
-    if "model" not in tables:
-        raise ConfigError(f"preset {name!r} has no [model] table.")
-    return ModelConfig.from_dict(tables["model"])
+    def to_tables(self) -> dict[str, dict[str, Any]]:
+        return {name: getattr(self, name).to_dict() for name in self.SECTIONS}

@@ -21,12 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scratchlm.analysis.accounting import flops_per_token, param_counts
-    from scratchlm.config import ModelConfig, apply_overrides, load_preset, load_toml_file, merge_tables
+    from scratchlm.config import ModelConfig
+    from scratchlm.presets import resolve_tables
 
-    tables = load_preset(args.preset)
-    if args.config:
-        tables = merge_tables(tables, load_toml_file(args.config))
-    config = ModelConfig.from_dict(apply_overrides(tables, args.set).get("model", {}))
+    config = ModelConfig.from_dict(resolve_tables(args.preset, args.config, args.set).get("model", {}))
     counts = param_counts(config)
     train_flops = flops_per_token(config, training=True)
     report = {

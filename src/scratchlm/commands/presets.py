@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchlm.config import list_presets, model_config_from_preset
+    from scratchlm.presets import list_presets, model_config_from_preset
 
     for name in list_presets():
         c = model_config_from_preset(name)

@@ -42,9 +42,16 @@ def get_batch(
         if rng is not None
         else np.random.randint(0, num_starts, size=batch_size)
     )
+    return windows_at(x, starts_B, context_length, dev)
+
+
+def windows_at(
+    x: np.ndarray, starts_B: np.ndarray, context_length: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets), each (B, T) int64 on `device`, for windows starting at `starts_B`."""
     # One fancy-index read of (B, T+1) tokens; inputs and targets are two views of it.
     window_BT1 = torch.from_numpy(np.asarray(x[starts_B[:, None] + np.arange(context_length + 1)], dtype=np.int64))
     # Pinned host memory lets the copy to a GPU overlap with compute.
-    pinned = dev.type == "cuda"
-    window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(dev, non_blocking=pinned)
+    pinned = device.type == "cuda"
+    window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(device, non_blocking=pinned)
     return window_BT1[:, :-1], window_BT1[:, 1:]

@@ -1,0 +1,125 @@
+"""Presets (the TOML files beside this module), config files and `--set` overrides.
+
+Precedence: command-line `--set section.key=value` > `--config FILE.toml` > preset > dataclass defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from typing import Any
+
+from scratchlm.config import ModelConfig, RunConfig
+from scratchlm.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in the package."""
+    files = resources.files("scratchlm.presets").iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw tables of preset `name`."""
+    path = resources.files("scratchlm.presets") / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def load_toml_file(path: str) -> dict[str, Any]:
+    """A user config file, with a clear message when it is missing or malformed."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist; check the path.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML ({exc}); fix the line it names.") from None
+
+
+def merge_tables(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Section-wise merge: keys in `top` win, sections present only in one side are kept."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """'model.d_model=64' -> (['model', 'd_model'], 64). Values are TOML literals; bare words are strings."""
+    key, sep, raw = assignment.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise ConfigError(f"--set expects section.key=value (e.g. model.d_model=128), got {assignment!r}.")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(tables: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """A copy of `tables` with each `section.key=value` assignment applied."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in tables.items()}
+    for assignment in assignments:
+        path, value = parse_override(assignment)
+        node = merged
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {assignment!r}: {part!r} is a value, not a section.")
+        node[path[-1]] = value
+    return merged
+
+
+def resolve_tables(preset: str | None, config_file: str | None, overrides: list[str]) -> dict[str, Any]:
+    """Preset, then file, then overrides, as raw tables."""
+    tables = load_preset(preset) if preset else {}
+    if config_file:
+        tables = merge_tables(tables, load_toml_file(config_file))
+    return apply_overrides(tables, overrides)
+
+
+def resolve_run_config(preset: str | None, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    return RunConfig.from_tables(resolve_tables(preset, config_file, overrides or []))
+
+
+def model_config_from_preset(name: str, overrides: list[str] | None = None) -> ModelConfig:
+    """The ModelConfig of a preset, with `--set model.key=value` overrides applied."""
+    tables = resolve_tables(name, None, overrides or [])
+    if "model" not in tables:
+        raise ConfigError(f"preset {name!r} has no [model] table.")
+    return ModelConfig.from_dict(tables["model"])
+
+
+def to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """Serialize section tables of scalars and flat lists (None values are left out: they mean the default)."""
+    lines: list[str] = []
+    for section, values in tables.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML.")

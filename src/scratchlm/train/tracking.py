@@ -1,0 +1,93 @@
+"""Where metrics go: `metrics.jsonl` in the run directory (always), and W&B / TensorBoard when asked for.
+
+metrics.jsonl holds one JSON object per line, appended and flushed as it is written. A process killed
+mid-write can leave a torn last line; `read_metrics` drops it, and `truncate_metrics_after` drops rows
+newer than the checkpoint a run resumes from, so a resumed run continues without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from scratchlm.config import TrackConfig
+from scratchlm.fileio import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete rows of a metrics file (a torn trailing line is ignored)."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # the writer died mid-line
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def truncate_metrics_after(path: str | os.PathLike, step: int) -> None:
+    """Keep only complete rows with row['step'] <= step (atomically rewritten)."""
+    if not os.path.exists(path):
+        return
+    kept = [row for row in read_metrics(path) if row.get("step", 0) <= step]
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        for row in kept:
+            fh.write(json.dumps(row) + "\n")
+
+
+class MetricsLogger:
+    """Appends rows to metrics.jsonl and mirrors scalars to the optional trackers."""
+
+    def __init__(self, run_dir: Path, track: TrackConfig, run_name: str, config_tables: dict[str, Any]) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._wandb = _start_wandb(track, run_name, run_dir, config_tables) if track.wandb else None
+        self._tensorboard = _start_tensorboard(run_dir) if track.tensorboard else None
+
+    def log(self, row: dict[str, Any]) -> None:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        self._fh.write(json.dumps(clean) + "\n")
+        self._fh.flush()
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=row["step"])
+        if self._tensorboard is not None:
+            for key, value in scalars.items():
+                self._tensorboard.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _start_wandb(track: TrackConfig, run_name: str, run_dir: Path, config_tables: dict[str, Any]) -> Any:
+    try:
+        import wandb
+    except ImportError:
+        log.warning("track.wandb is set but wandb is not installed (pip install wandb); skipping it")
+        return None
+    os.environ.setdefault("WANDB_MODE", "offline")  # never needs a network unless the user says so
+    return wandb.init(project=track.project, name=run_name, dir=str(run_dir), config=config_tables)
+
+
+def _start_tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("track.tensorboard is set but tensorboard is not installed (pip install tensorboard); skipping")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
