@@ -9,6 +9,7 @@ model. Presets, config files and `--set` overrides are resolved into a RunConfig
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -30,11 +31,11 @@ class _Section:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            expected = hints[f.name]
-            args = typing.get_args(expected)
-            if value is None and type(None) in args:
-                continue
-            base = next((a for a in args if a is not type(None)), expected) if args else expected
+            base = hints[f.name]
+            if typing.get_origin(base) in (typing.Union, types.UnionType):  # X | None
+                if value is None:
+                    continue
+                base = next(a for a in typing.get_args(base) if a is not type(None))
             origin = typing.get_origin(base) or base
             if origin is float and isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, f.name, float(value))
@@ -213,10 +214,14 @@ class DataConfig(_Section):
     path: str = "data/trajectories.pkl"
     val_fraction: float = 0.1  # trajectories: share of trajectories held out
     split_seed: int = 42
+    layout: str = "actions"  # trajectories: "actions" (the course's sequence) or "unified" (states + actions)
+    state_bins: int = 256  # unified layout: uniform bins per state dimension, fitted on the training split
 
     def __post_init__(self) -> None:
         self._check_types()
         self._choice("kind", DATA_KINDS)
+        self._choice("layout", ("actions", "unified"))
+        self._positive("state_bins")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}.")
         if not self.path:

@@ -81,15 +81,34 @@ def apply_overrides(tables: dict[str, Any], assignments: list[str]) -> dict[str,
     return merged
 
 
+BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
+
+
 def resolve_tables(preset: str | None, config_file: str | None, overrides: list[str]) -> dict[str, Any]:
-    """Preset, then file, then overrides, as raw tables."""
+    """Preset, then file, then overrides, as raw tables.
+
+    A layer that sets a training budget (train.max_steps, max_tokens or epochs) replaces the budget of the
+    layers below it: `--set train.epochs=3` on a preset budgeted in steps means 3 epochs, not a conflict.
+    """
     tables = load_preset(preset) if preset else {}
     if config_file:
+        tables = _replace_budget(tables, load_toml_file(config_file))
         tables = merge_tables(tables, load_toml_file(config_file))
-    return apply_overrides(tables, overrides)
+    layer = apply_overrides({}, overrides)
+    return apply_overrides(_replace_budget(tables, layer), overrides)
 
 
-def resolve_run_config(preset: str | None, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+def _replace_budget(below: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    layer_train = layer.get("train", {})
+    if not isinstance(layer_train, dict) or not any(key in layer_train for key in BUDGET_KEYS):
+        return below
+    train = {k: v for k, v in below.get("train", {}).items() if k not in BUDGET_KEYS}
+    return {**below, "train": train}
+
+
+def resolve_run_config(
+    preset: str | None, config_file: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
     return RunConfig.from_tables(resolve_tables(preset, config_file, overrides or []))
 
 

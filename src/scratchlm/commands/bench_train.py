@@ -1,0 +1,40 @@
+"""`scratchlm bench train`: steady-state training throughput of a preset on random tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="debug", help="preset to time (default debug)")
+    parser.add_argument("--config", help="TOML file whose tables override the preset's")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one value (repeatable)"
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps after warm-up (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps, compile included (default 3)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchlm.config import RunConfig
+    from scratchlm.errors import ConfigError
+    from scratchlm.presets import resolve_tables
+    from scratchlm.train.bench import benchmark_training
+
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}.")
+    tables = resolve_tables(args.preset, args.config, args.set)
+    budget = tables.setdefault("train", {})
+    for key in ("max_tokens", "epochs"):  # a benchmark sets its own length; any preset's budget is dropped
+        budget.pop(key, None)
+    budget["max_steps"] = args.warmup + args.steps
+    result = benchmark_training(RunConfig.from_tables(tables), steps=args.steps, warmup=args.warmup)
+    if not args.json:
+        print(
+            f"{args.preset}: {result['tokens_per_s']:,.0f} tokens/s, {result['ms_per_step']:.2f} ms/step, "
+            f"MFU {result['mfu'] if result['mfu'] is not None else '-'} on {result['device']} ({result['dtype']})"
+        )
+    print(json.dumps({"preset": args.preset, **result}))
+    return 0

@@ -1,0 +1,91 @@
+"""`scratchlm bench train`: training throughput of a preset on random tokens, through the real train_step.
+
+Times warm-up steps (which include torch.compile when enabled: reported separately as warmup_s) and then
+N steps with one device sync at the end, so the figure is steady-state throughput.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
+from scratchlm.config import RunConfig
+from scratchlm.device import resolve_device
+from scratchlm.train.datasets import TrainingData
+from scratchlm.train.distributed import DistInfo
+from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
+
+
+class RandomTokens:
+    """Uniform random token windows: data that costs nothing to produce, for timing the step alone."""
+
+    def __init__(self, vocab_size: int, batch_size: int, seq_len: int, device: torch.device, seed: int) -> None:
+        self.shape = (batch_size, seq_len + 1)
+        self.vocab_size, self.device = vocab_size, device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.tokens_per_batch = batch_size * seq_len
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        window = torch.randint(0, self.vocab_size, self.shape, device=self.device, generator=self.generator)
+        return window[:, :-1], window[:, 1:]
+
+    def epoch(self) -> float:
+        return 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> dict[str, Any]:
+    device = resolve_device(config.train.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(config.train.seed)
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+    seq_len = config.model.context_length
+    source = RandomTokens(config.model.vocab_size, config.train.batch_size, seq_len, device, config.train.seed)
+    data = TrainingData(train=source, val_batches=list, seq_len=seq_len, vocab_size=config.model.vocab_size)
+    run = Run(
+        config, None, model, step_model, optimizer, data, warmup + steps, device, autocast_dtype, DistInfo(), scaler
+    )  # type: ignore[arg-type]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    start = time.perf_counter()
+    for _ in range(warmup):
+        train_step(run)
+        run.state.step += 1
+    sync()
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(run)
+        run.state.step += 1
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    tokens_per_s = run.tokens_per_step / seconds
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_flops(device_name, "bf16" if autocast_dtype == torch.bfloat16 else "tf32")
+    flops = flops_per_token(config.model, seq_len)
+    return {
+        "tokens_per_s": round(tokens_per_s, 1),
+        "ms_per_step": round(seconds * 1e3, 3),
+        "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
+        "tflops": round(flops * tokens_per_s / 1e12, 4),
+        "params": param_counts(config.model).total,
+        "tokens_per_step": run.tokens_per_step,
+        "device": device_name,
+        "dtype": str(autocast_dtype or torch.float32).removeprefix("torch."),
+        "compile": config.train.compile,
+        "warmup_s": round(warmup_s, 3),
+        "steps": steps,
+    }

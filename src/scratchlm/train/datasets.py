@@ -1,0 +1,152 @@
+"""From a DataConfig to what the loop consumes: a resumable training source, fixed validation batches,
+and the data's own validation metrics.
+
+- kind = "tokens": a directory from `scratchlm data text` (train.bin, val.bin, meta.json); training draws
+  random windows of model.context_length tokens, validation uses fixed evenly spaced windows.
+- kind = "trajectories": a trajectory pickle; split by trajectory, whole trajectories per sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratchlm.config import RunConfig
+from scratchlm.train.distributed import DistInfo
+from scratchlm.train.sources import BatchSource, TokenWindows, fixed_windows
+
+Batch = tuple[Tensor, Tensor]
+
+
+def _no_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    return {}
+
+
+@dataclass
+class TrainingData:
+    train: BatchSource
+    val_batches: Callable[[], Iterable[Batch]]  # a fresh pass over the same validation batches
+    seq_len: int  # positions per training sequence
+    vocab_size: int | None  # the data's vocabulary, when it knows it
+    batches_per_epoch: int | None = None  # per-rank batches in one pass over the training split
+    metrics: Callable[[Tensor, Tensor], dict[str, float]] = _no_metrics  # per-target-token means, "val_*" keys
+    info: dict[str, Any] = field(default_factory=dict)  # facts for reports (split sizes, loss floor, ...)
+
+
+def build_training_data(config: RunConfig, device: torch.device, dist: DistInfo) -> TrainingData:
+    if config.data.kind == "tokens":
+        return _token_data(config, device, dist)
+    return _trajectory_data(config, device, dist)
+
+
+def _token_data(config: RunConfig, device: torch.device, dist: DistInfo) -> TrainingData:
+    from scratchlm.data.text import load_token_dir
+
+    corpus = load_token_dir(config.data.path)
+    t, context = config.train, config.model.context_length
+    for split, tokens in (("train", corpus.train), ("val", corpus.val)):
+        if len(tokens) <= context:
+            raise_short(split, len(tokens), context, config.data.path)
+    train = TokenWindows(corpus.train, t.batch_size, context, device, t.seed, dist.rank, dist.world_size)
+    return TrainingData(
+        train=train,
+        val_batches=lambda: fixed_windows(corpus.val, t.batch_size, context, t.eval_batches, device),
+        seq_len=context,
+        vocab_size=corpus.vocab_size,
+        info={"train_tokens": len(corpus.train), "val_tokens": len(corpus.val)},
+    )
+
+
+def raise_short(split: str, num_tokens: int, context: int, path: str) -> None:
+    from scratchlm.errors import DataError
+
+    raise DataError(
+        f"{path}: the {split} split has {num_tokens} tokens, too few for one window of model.context_length "
+        f"{context} plus a target; use more data or a shorter context."
+    )
+
+
+def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) -> TrainingData:
+    from scratchlm.data.actions import ActionLayout, UnifiedLayout, UniformBinner
+    from scratchlm.data.trajectory_dataset import EpochBatches, iterate_batches, make_sequences, split_trajectories
+    from scratchlm.data.trajectory_io import load_trajectories
+    from scratchlm.data.trajectory_metrics import action_metrics, loss_floor
+
+    d, t = config.data, config.train
+    trajectories = load_trajectories(d.path)
+    train_split, val_split = split_trajectories(trajectories, d.val_fraction, d.split_seed)
+    if d.layout == "unified":  # state bins are fitted on the training split only
+        layout: ActionLayout | UnifiedLayout = UnifiedLayout(UniformBinner.fit(train_split.states_NTS, d.state_bins))
+    else:
+        layout = ActionLayout()
+    train_seq, val_seq = make_sequences(train_split, layout), make_sequences(val_split, layout)
+    # Every rank walks the same global batch order and keeps its own rows (see sources.py).
+    global_batches = EpochBatches(train_seq, t.batch_size * dist.world_size, seed=t.seed, device="cpu")
+    train = RankSlice(
+        global_batches, dist.rank, t.batch_size, device, tokens_per_row=int(train_seq.is_target_NL[:, 1:].sum(1).mean())
+    )
+    val_rows = len(val_seq) if t.eval_batches == 0 else min(len(val_seq), t.eval_batches * t.batch_size)
+    val_head = val_seq if val_rows == len(val_seq) else _first_rows(val_seq, val_rows)
+
+    def metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
+        found = action_metrics(logits, targets, layout.action_offset, layout.action_vocab)
+        return {"val_action_acc": found["action_accuracy"], "val_action_within2": found["action_within_2"]}
+
+    floor = loss_floor(trajectories.version)
+    return TrainingData(
+        train=train,
+        val_batches=lambda: iterate_batches(val_head, t.batch_size, device),
+        seq_len=train_seq.seq_len - 1,
+        vocab_size=layout.vocab_size,
+        batches_per_epoch=global_batches.steps_per_epoch,
+        metrics=metrics,
+        info={
+            "train_trajectories": len(train_seq),
+            "val_trajectories": len(val_seq),
+            "version": trajectories.version,
+            "loss_floor": floor,
+            "layout": layout.to_dict(),
+        },
+    )
+
+
+def _first_rows(sequences: Any, rows: int) -> Any:
+    from scratchlm.data.trajectory_dataset import TokenSequences
+
+    return TokenSequences(
+        sequences.tokens_NL[:rows],
+        sequences.is_target_NL[:rows],
+        sequences.vocab_size,
+        sequences.action_offset,
+        sequences.action_vocab,
+    )
+
+
+class RankSlice:
+    """This rank's rows of a global batch source (all rows in a single process)."""
+
+    def __init__(self, source: Any, rank: int, batch_size: int, device: torch.device, tokens_per_row: int) -> None:
+        self.source, self.rank, self.batch_size, self.device = source, rank, batch_size, device
+        self.tokens_per_batch = batch_size * tokens_per_row
+
+    def next_batch(self) -> Batch:
+        inputs, targets = self.source.next_batch()
+        rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        pinned = self.device.type == "cuda"
+        return (
+            inputs[rows].to(self.device, non_blocking=pinned),
+            targets[rows].to(self.device, non_blocking=pinned),
+        )
+
+    def epoch(self) -> float:
+        return self.source.epoch + self.source.position / max(self.source.steps_per_epoch, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)

@@ -1,0 +1,454 @@
+"""The training loop as plain functions: `setup` -> `fit` (-> `train_step`, `evaluate`, `save`).
+
+One Run holds what the loop needs; TrainState holds the counters a checkpoint must restore. The model is
+trained through `run.step_model` (compiled and/or DDP-wrapped when asked) but saved, evaluated and
+restored through the plain `run.model`, so checkpoints always carry the reference state-dict layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
+from scratchlm.config import OptimConfig, RunConfig
+from scratchlm.errors import CheckpointError, ConfigError, ScratchLMError
+from scratchlm.fileio import atomic_write
+from scratchlm.model import IGNORE_INDEX, TransformerLM
+from scratchlm.nn.functional import cross_entropy
+from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
+from scratchlm.presets import to_toml
+from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
+from scratchlm.train.datasets import TrainingData, build_training_data
+from scratchlm.train.distributed import DistInfo, init_distributed
+from scratchlm.train.state import capture_rng_state, restore_rng_state
+from scratchlm.train.tracking import MetricsLogger, truncate_metrics_after
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class NonFiniteLossError(ScratchLMError, RuntimeError):
+    """The loss or the gradients became NaN/Inf."""
+
+
+@dataclass
+class TrainState:
+    """The counters a checkpoint restores (with the model, optimizer, sampler and RNG states)."""
+
+    step: int = 0  # optimizer updates completed
+    tokens: int = 0  # target tokens trained on, over all ranks
+    best_val_loss: float = math.inf
+    elapsed_s: float = 0.0  # training wall time, summed over resumed sessions
+    skipped_steps: int = 0
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    run_dir: Path
+    model: TransformerLM  # the plain module: saved, evaluated, restored
+    step_model: nn.Module  # what the training step calls (maybe compiled / DDP-wrapped)
+    optimizer: AdamW
+    data: TrainingData
+    total_steps: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    dist: DistInfo
+    scaler: torch.amp.GradScaler | None = None
+    state: TrainState = field(default_factory=TrainState)
+    logger: MetricsLogger | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.data.train.tokens_per_batch * self.config.train.grad_accum * self.dist.world_size
+
+    def autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
+    """The learning rate of update `step` (0-based): warmup, then cosine reaching min_lr at the last update."""
+    warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
+    if optim.schedule == "constant":
+        return optim.lr if step >= warmup else step / warmup * optim.lr
+    return get_lr_cosine_schedule(step, optim.lr, optim.final_lr, warmup, max(total_steps - 1, warmup))
+
+
+def resolve_autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """None means plain float32. "auto" is bf16 autocast on GPUs that support it, fp32 elsewhere."""
+    if setting == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    return AUTOCAST_DTYPES.get(setting)
+
+
+# ------------------------------------------------------------------------------------------------ setup
+
+
+def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Run:
+    """Build everything for a run in `run_dir` (a new one, or the one there when resuming)."""
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        raise CheckpointError(
+            f"cannot resume: {last} does not exist; start the run without --resume (or check --out/--resume)."
+        )
+    if not resume and last.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out."
+        )
+    dist, device = init_distributed(config.train.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores; weights stay fp32
+        torch.backends.cudnn.allow_tf32 = True
+    elif device.type == "cpu" and dist.enabled:
+        torch.set_num_threads(max(1, torch.get_num_threads() // dist.world_size))
+    torch.manual_seed(config.train.seed)
+
+    data = build_training_data(config, device, dist)
+    if data.vocab_size is not None and data.vocab_size > config.model.vocab_size:
+        raise ConfigError(
+            f"the data uses a vocabulary of {data.vocab_size} tokens but model.vocab_size is "
+            f"{config.model.vocab_size}; set model.vocab_size >= {data.vocab_size}."
+        )
+    if data.seq_len > config.model.context_length:
+        raise ConfigError(
+            f"the data's sequences have {data.seq_len} positions but model.context_length is "
+            f"{config.model.context_length}; raise model.context_length to at least {data.seq_len}."
+        )
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, dist)
+    run = Run(
+        config=config,
+        run_dir=run_dir,
+        model=model,
+        step_model=step_model,
+        optimizer=optimizer,
+        data=data,
+        total_steps=0,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        dist=dist,
+        scaler=scaler,
+    )
+    run.total_steps = total_steps_for(run)
+    if resume:
+        _restore(run, last)
+    elif dist.is_main:
+        run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "config.toml", "w", encoding="utf-8") as fh:
+            fh.write(to_toml(config.to_tables()))
+    return run
+
+
+def build_model_and_optimizer(
+    config: RunConfig, device: torch.device, dist: DistInfo
+) -> tuple[TransformerLM, nn.Module, AdamW, torch.dtype | None, torch.amp.GradScaler | None]:
+    """The model, its training view (compiled / DDP-wrapped as configured), AdamW, and the precision setup."""
+    model = TransformerLM(config.model, device=device)
+    optimizer = AdamW(
+        weight_decay_param_groups(model, config.optim.weight_decay),
+        lr=config.optim.lr,
+        betas=config.optim.betas,
+        eps=config.optim.eps,
+        foreach=config.optim.foreach,
+    )
+    step_model: nn.Module = model
+    if config.train.compile:
+        step_model = torch.compile(model)
+    if dist.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=device_ids)
+    autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    return model, step_model, optimizer, autocast_dtype, scaler
+
+
+def total_steps_for(run: Run) -> int:
+    t = run.config.train
+    if t.max_steps is not None:
+        return t.max_steps
+    if t.max_tokens is not None:
+        return max(1, math.ceil(t.max_tokens / run.tokens_per_step))
+    assert t.epochs is not None and run.data.batches_per_epoch is not None
+    return max(1, math.ceil(t.epochs * run.data.batches_per_epoch / t.grad_accum))
+
+
+def _restore(run: Run, path: Path) -> None:
+    ckpt = read_checkpoint(path, map_location=run.device)
+    saved = ckpt.get("run_config")
+    if saved is not None and saved != run.config.to_tables():
+        changed = sorted(
+            f"{section}.{key}"
+            for section, values in run.config.to_tables().items()
+            for key, value in values.items()
+            if saved.get(section, {}).get(key) != value
+        )
+        raise ConfigError(
+            f"the run in {run.run_dir} was started with a different config ({', '.join(changed)} differ); "
+            "resume it without overrides, or start a new run with --out."
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.data.train.load_state_dict(ckpt["sampler"])
+    if run.scaler is not None and "scaler" in ckpt:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.state = TrainState(**ckpt["train_state"])
+    restore_rng_state(ckpt["rng"])
+    if run.dist.is_main:
+        truncate_metrics_after(run.run_dir / "metrics.jsonl", run.state.step)
+    log.info("resumed %s at step %d of %d", run.run_dir, run.state.step, run.total_steps)
+
+
+# ------------------------------------------------------------------------------------------------- step
+
+
+def train_step(run: Run) -> tuple[Tensor, Tensor]:
+    """One optimizer update over grad_accum micro-batches. Returns (mean loss, pre-clip grad norm), on device."""
+    t, model, opt = run.config.train, run.step_model, run.optimizer
+    lr = lr_at(run.state.step, run.config.optim, run.total_steps)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    for micro in range(t.grad_accum):
+        inputs, targets = run.data.train.next_batch()
+        # Under DDP, gradients are all-reduced only on the last micro-batch.
+        last_micro = micro == t.grad_accum - 1
+        sync = nullcontext() if last_micro or not run.dist.enabled else model.no_sync()  # type: ignore[operator]
+        with sync:
+            with run.autocast():
+                _, loss = model(inputs, targets)
+            scaled = loss / t.grad_accum
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        loss_sum += loss.detach().float()
+    if run.scaler is not None:
+        run.scaler.unscale_(opt)
+    clip = run.config.optim.grad_clip if run.config.optim.grad_clip > 0 else math.inf
+    grad_norm = clip_grad_norm(run.model.parameters(), clip)
+    mean_loss = loss_sum / t.grad_accum
+    if t.on_nonfinite == "skip" and not bool(torch.isfinite(grad_norm) & torch.isfinite(mean_loss)):
+        log.warning("step %d: non-finite loss or gradient; update skipped", run.state.step + 1)
+        run.state.skipped_steps += 1
+    elif run.scaler is not None:
+        run.scaler.step(opt)
+        run.scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return mean_loss, grad_norm
+
+
+# ------------------------------------------------------------------------------------------------- eval
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> dict[str, float]:
+    """Mean validation loss per target token over the fixed validation batches, plus the data's own metrics."""
+    model = run.model
+    was_training = model.training
+    model.eval()
+    loss_sum, count = 0.0, 0
+    extra_sums: dict[str, float] = {}
+    for inputs, targets in run.data.val_batches():
+        with run.autocast():
+            logits, _ = model(inputs)
+        n = int((targets != IGNORE_INDEX).sum())
+        loss_sum += float(cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, validate=False)) * n
+        count += n
+        for key, value in run.data.metrics(logits, targets).items():
+            extra_sums[key] = extra_sums.get(key, 0.0) + value * n
+    model.train(was_training)
+    val_loss = loss_sum / max(count, 1)
+    result = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+    result.update({key: value / max(count, 1) for key, value in extra_sums.items()})
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- save
+
+
+def save(run: Run, *, periodic: bool, best: bool) -> None:
+    """Write last.pt (atomically), and copies as step_*.pt and/or best.pt; rank 0 only."""
+    if not run.dist.is_main:
+        return
+    extra = {
+        "run_config": run.config.to_tables(),
+        "train_state": dataclasses.asdict(run.state),
+        "sampler": run.data.train.state_dict(),
+        "rng": capture_rng_state(),
+    }
+    if run.scaler is not None:
+        extra["scaler"] = run.scaler.state_dict()
+    last = run.checkpoint_dir / "last.pt"
+    save_checkpoint(run.model, run.optimizer, run.state.step, last, extra)
+    if periodic:
+        _atomic_copy(last, run.checkpoint_dir / f"step_{run.state.step:09d}.pt")
+    if best:
+        _atomic_copy(last, run.checkpoint_dir / "best.pt")
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+# -------------------------------------------------------------------------------------------------- fit
+
+
+def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
+    """Train until the budget is spent (or `stop_after` more steps, for time-limited jobs); returns a summary.
+
+    Non-finite values are tracked on the device without a host sync per step and checked at each log,
+    eval and checkpoint boundary: the run stops there, naming the first bad step, and never saves a
+    checkpoint after it, so the last good one survives.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    t = run.config.train
+    main = run.dist.is_main
+    if main and run.logger is None:
+        run.logger = MetricsLogger(run.run_dir, run.config.track, run.run_dir.name, run.config.to_tables())
+    flops = flops_per_token(run.config.model, run.data.seq_len)
+    peak = peak_flops(torch.cuda.get_device_name(run.device), "bf16") if run.device.type == "cuda" else None
+    if run.autocast_dtype is None and peak is not None:
+        peak = peak_flops(torch.cuda.get_device_name(run.device), "tf32")
+    end_step = run.total_steps if stop_after is None else min(run.total_steps, run.state.step + stop_after)
+    if main and run.state.step == 0:
+        counts = param_counts(run.config.model)
+        log.info(
+            "training %s: %s parameters (%s non-embedding), %d steps of %d tokens, on %s%s",
+            run.run_dir.name,
+            f"{counts.total:,}",
+            f"{counts.non_embedding:,}",
+            run.total_steps,
+            run.tokens_per_step,
+            run.device,
+            f" x{run.dist.world_size}" if run.dist.enabled else "",
+        )
+    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+    window_loss = torch.zeros((), device=run.device)
+    window_norm = torch.zeros((), device=run.device)
+    window_norm_max = torch.zeros((), device=run.device)
+    window_steps, window_start = 0, time.perf_counter()
+    last_eval: dict[str, float] = {}
+    bar = tqdm(
+        total=run.total_steps,
+        initial=run.state.step,
+        disable=not (main and t.progress),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    with logging_redirect_tqdm(), bar:
+        while run.state.step < end_step:
+            loss, grad_norm = train_step(run)
+            run.state.step += 1
+            run.state.tokens += run.tokens_per_step
+            finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+            first_bad = torch.where(~finite & (first_bad < 0), run.state.step, first_bad)
+            window_loss += loss
+            window_norm += grad_norm.float()
+            window_norm_max = torch.maximum(window_norm_max, grad_norm.float())
+            window_steps += 1
+            step = run.state.step
+            is_last = step == end_step
+            do_eval = step % t.eval_interval == 0 or step == run.total_steps
+            do_ckpt = step % t.checkpoint_interval == 0
+            if not (step % t.log_interval == 0 or do_eval or do_ckpt or is_last):
+                bar.update(1)
+                continue
+            bad_step = int(first_bad)  # the one host sync per log interval
+            if bad_step >= 0 and t.on_nonfinite == "stop":
+                raise NonFiniteLossError(
+                    f"the loss or gradients became NaN/Inf at step {bad_step}; the run stopped and the last "
+                    f"good checkpoint in {run.checkpoint_dir} is intact: lower optim.lr (now {run.config.optim.lr}) "
+                    "or raise optim.warmup_steps, then start again or --resume."
+                )
+            now = time.perf_counter()
+            run.state.elapsed_s += now - window_start
+            tokens_per_s = window_steps * run.tokens_per_step / (now - window_start)
+            row: dict[str, Any] = {
+                "step": step,
+                "tokens": run.state.tokens,
+                "epoch": round(run.data.train.epoch(), 4),
+                "train_loss": float(window_loss) / window_steps,
+                "train_ppl": math.exp(min(float(window_loss) / window_steps, 50.0)),
+                "lr": lr_at(step - 1, run.config.optim, run.total_steps),
+                "grad_norm": float(window_norm) / window_steps,
+                "grad_norm_max": float(window_norm_max),
+                "tokens_per_s": round(tokens_per_s, 1),
+                "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
+                "elapsed_s": round(run.state.elapsed_s, 3),
+            }
+            best = False
+            if do_eval and main:
+                last_eval = evaluate(run)
+                row.update(last_eval)
+                best = last_eval["val_loss"] < run.state.best_val_loss
+                if best:
+                    run.state.best_val_loss = last_eval["val_loss"]
+                log.info(_describe(row, run))
+            if main:
+                assert run.logger is not None
+                run.logger.log(row)
+            if do_eval or do_ckpt or is_last:
+                save(run, periodic=do_ckpt, best=best)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            bar.update(1)
+            window_loss.zero_()
+            window_norm.zero_()
+            window_norm_max.zero_()
+            window_steps, window_start = 0, time.perf_counter()
+    summary = {
+        "run_dir": str(run.run_dir),
+        "steps": run.state.step,
+        "total_steps": run.total_steps,
+        "tokens": run.state.tokens,
+        "elapsed_s": round(run.state.elapsed_s, 2),
+        "best_val_loss": run.state.best_val_loss,
+        **{f"final_{k}": v for k, v in last_eval.items()},
+    }
+    if main:
+        with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+    return summary
+
+
+def _describe(row: dict[str, Any], run: Run) -> str:
+    parts = [
+        f"step {row['step']}/{run.total_steps}",
+        f"train {row['train_loss']:.4f}",
+        f"val {row['val_loss']:.4f} (ppl {row['val_ppl']:.2f})",
+    ]
+    parts += [f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k not in ("val_loss", "val_ppl")]
+    parts += [f"lr {row['lr']:.2e}", f"{row['tokens_per_s']:,.0f} tok/s"]
+    return " | ".join(parts)
+
+
+def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None) -> dict:
+    """setup + fit, closing the metrics file whatever happens."""
+    run = setup(config, run_dir, resume=resume)
+    try:
+        return fit(run, stop_after=stop_after)
+    finally:
+        if run.logger is not None:
+            run.logger.close()

@@ -1,0 +1,181 @@
+"""The training engine end to end on tiny runs: run directory, metrics, checkpoints, exact resume,
+non-finite guards, schedules and config conflicts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.config import OptimConfig, RunConfig
+from scratchlm.data.trajectories import generate_trajectories
+from scratchlm.data.trajectory_io import save_trajectories
+from scratchlm.errors import CheckpointError, ConfigError
+from scratchlm.model import TransformerLM
+from scratchlm.presets import resolve_run_config
+from scratchlm.train.checkpoint import load_model, read_checkpoint
+from scratchlm.train.tracking import read_metrics
+from scratchlm.train.trainer import NonFiniteLossError, lr_at, setup, train
+
+TIMING_KEYS = {"tokens_per_s", "elapsed_s", "mfu"}
+
+
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "traj.pkl"
+    save_trajectories(generate_trajectories(240, seq_length=20, seed=3, fast=True), path)
+    return path
+
+
+def debug_config(data_path: Path, *overrides: str) -> RunConfig:
+    return resolve_run_config(
+        "debug",
+        None,
+        [f"data.path={json.dumps(str(data_path))}", "train.progress=false", "train.max_steps=12",
+         "train.eval_interval=6", "train.log_interval=3", "train.checkpoint_interval=6", *overrides],
+    )  # fmt: skip
+
+
+def test_a_run_writes_config_metrics_checkpoints_and_summary(tmp_path: Path, trajectories: Path) -> None:
+    run_dir = tmp_path / "run"
+    summary = train(debug_config(trajectories), run_dir)
+    assert summary["steps"] == 12
+    assert (run_dir / "config.toml").is_file()
+    saved = RunConfig.from_tables(__import__("tomllib").loads((run_dir / "config.toml").read_text()))
+    assert saved == debug_config(trajectories)
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["best.pt", "last.pt", "step_000000006.pt", "step_000000012.pt"]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [3, 6, 9, 12]
+    for key in (
+        "step",
+        "tokens",
+        "epoch",
+        "train_loss",
+        "train_ppl",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "mfu",
+        "elapsed_s",
+    ):
+        assert key in rows[0]
+    assert {"val_loss", "val_ppl", "val_action_acc", "val_action_within2"} <= rows[1].keys()
+    assert "val_loss" not in rows[0]
+    assert rows[-1]["tokens"] == 12 * 8 * 19
+    assert rows[0]["train_loss"] > rows[-1]["train_loss"]  # it learns
+    assert json.loads((run_dir / "summary.json").read_text())["best_val_loss"] == min(r["val_loss"] for r in rows[1::2])
+    model = load_model(run_dir / "checkpoints" / "best.pt")
+    assert isinstance(model, TransformerLM)
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+@pytest.mark.parametrize("overrides", [(), ("train.grad_accum=2",), ("model.dropout=0.1",)])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, trajectories: Path, overrides: tuple) -> None:
+    config = debug_config(trajectories, *overrides)
+    train(config, tmp_path / "straight")
+    train(config, tmp_path / "split", stop_after=6)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(config, tmp_path / "split")
+    train(config, tmp_path / "split", resume=True)
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    split = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    for key, value in straight["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+    assert _without_timing(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == _without_timing(
+        read_metrics(tmp_path / "split" / "metrics.jsonl")
+    )
+
+
+def test_resume_drops_metrics_rows_newer_than_the_checkpoint(tmp_path: Path, trajectories: Path) -> None:
+    config = debug_config(trajectories)
+    run_dir = tmp_path / "run"
+    train(config, run_dir, stop_after=6)
+    with open(run_dir / "metrics.jsonl", "a") as fh:  # rows written after the checkpoint, then a torn line
+        fh.write(json.dumps({"step": 9, "train_loss": 1.0}) + "\n" + '{"step": 12, "tr')
+    train(config, run_dir, resume=True)
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [3, 6, 9, 12]
+
+
+def test_resume_refuses_missing_runs_and_conflicting_configs(tmp_path: Path, trajectories: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        setup(debug_config(trajectories), tmp_path / "nothing", resume=True)
+    train(debug_config(trajectories), tmp_path / "run", stop_after=3)
+    with pytest.raises(ConfigError, match=r"optim\.lr differ"):
+        train(debug_config(trajectories, "optim.lr=0.1"), tmp_path / "run", resume=True)
+
+
+def test_a_nan_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = TransformerLM.forward
+
+    def poisoned(self: TransformerLM, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
+        logits, loss = original(self, idx, targets, **kw)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] == 8:  # the 8th training forward: step 8
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(TransformerLM, "forward", poisoned)
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="at step 8"):
+        train(debug_config(trajectories), run_dir)
+    last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["iteration"] == 6
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_skip_mode_skips_the_bad_update_and_finishes(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TransformerLM.forward
+    calls = {"n": 0}
+
+    def poisoned(self: TransformerLM, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
+        logits, loss = original(self, idx, targets, **kw)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                loss = loss * float("inf")
+        return logits, loss
+
+    monkeypatch.setattr(TransformerLM, "forward", poisoned)
+    summary = train(debug_config(trajectories, "train.on_nonfinite=skip"), tmp_path / "run")
+    assert summary["steps"] == 12
+    last = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["train_state"]["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_an_epochs_budget_replaces_the_presets_steps_and_counts_whole_passes(
+    tmp_path: Path, trajectories: Path
+) -> None:
+    config = resolve_run_config(
+        "debug", None, [f"data.path={json.dumps(str(trajectories))}", "train.progress=false", "train.epochs=2"]
+    )
+    assert config.train.epochs == 2 and config.train.max_steps is None
+    run = setup(config, tmp_path / "run")
+    # 240 trajectories, 24 held out: 216 // 8 = 27 full batches per epoch
+    assert run.total_steps == 54
+    assert run.data.info["train_trajectories"] == 216
+
+
+def test_lr_schedule_warms_up_and_ends_at_min_lr_on_the_last_step() -> None:
+    optim = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10)
+    assert lr_at(0, optim, 100) == 0.0
+    assert lr_at(5, optim, 100) == pytest.approx(0.5)
+    assert lr_at(10, optim, 100) == pytest.approx(1.0)
+    assert lr_at(99, optim, 100) == pytest.approx(0.1)
+    constant = OptimConfig(lr=1.0, warmup_steps=4, schedule="constant")
+    assert [lr_at(s, constant, 10) for s in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
+    assert lr_at(0, OptimConfig(lr=1.0, warmup_steps=0), 1) == 1.0
+    assert math.isclose(lr_at(1, OptimConfig(lr=1.0, warmup_steps=50), 3), 0.5)  # warmup clamped to the run
