@@ -13,7 +13,7 @@ TORCH_GPU_SPEC  ?= torch>=2.4
 
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test demo lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ endif
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/scratchlm demo
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -52,9 +52,12 @@ def _token_data(config: RunConfig, device: torch.device, dist: DistInfo) -> Trai
         if len(tokens) <= context:
             raise_short(split, len(tokens), context, config.data.path)
     train = TokenWindows(corpus.train, t.batch_size, context, device, t.seed, dist.rank, dist.world_size)
+    # Validation uses global-batch-sized batches (rank 0 evaluates alone), so its set does not depend on
+    # how many processes train.
+    val_batch = t.batch_size * dist.world_size
     return TrainingData(
         train=train,
-        val_batches=lambda: fixed_windows(corpus.val, t.batch_size, context, t.eval_batches, device),
+        val_batches=lambda: fixed_windows(corpus.val, val_batch, context, t.eval_batches, device),
         seq_len=context,
         vocab_size=corpus.vocab_size,
         info={"train_tokens": len(corpus.train), "val_tokens": len(corpus.val)},
@@ -89,7 +92,8 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     train = RankSlice(
         global_batches, dist.rank, t.batch_size, device, tokens_per_row=int(train_seq.is_target_NL[:, 1:].sum(1).mean())
     )
-    val_rows = len(val_seq) if t.eval_batches == 0 else min(len(val_seq), t.eval_batches * t.batch_size)
+    val_batch = t.batch_size * dist.world_size  # the validation set does not depend on the process count
+    val_rows = len(val_seq) if t.eval_batches == 0 else min(len(val_seq), t.eval_batches * val_batch)
     val_head = val_seq if val_rows == len(val_seq) else _first_rows(val_seq, val_rows)
 
     def metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
@@ -99,7 +103,7 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     floor = loss_floor(trajectories.version)
     return TrainingData(
         train=train,
-        val_batches=lambda: iterate_batches(val_head, t.batch_size, device),
+        val_batches=lambda: iterate_batches(val_head, val_batch, device),
         seq_len=train_seq.seq_len - 1,
         vocab_size=layout.vocab_size,
         batches_per_epoch=global_batches.steps_per_epoch,

@@ -383,6 +383,9 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
                     f"good checkpoint in {run.checkpoint_dir} is intact: lower optim.lr (now {run.config.optim.lr}) "
                     "or raise optim.warmup_steps, then start again or --resume."
                 )
+            if run.dist.enabled:  # log the global batch's loss, not rank 0's share of it
+                torch.distributed.all_reduce(window_loss)
+                window_loss /= run.dist.world_size
             now = time.perf_counter()
             run.state.elapsed_s += now - window_start
             tokens_per_s = window_steps * run.tokens_per_step / (now - window_start)
@@ -426,6 +429,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         "elapsed_s": round(run.state.elapsed_s, 2),
         "best_val_loss": run.state.best_val_loss,
         **{f"final_{k}": v for k, v in last_eval.items()},
+        "data": run.data.info,
     }
     if main:
         with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:

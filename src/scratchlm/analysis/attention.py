@@ -1,0 +1,86 @@
+"""Attention maps: the softmax weights of every layer and head for one input.
+
+The attention modules do not keep their weights (the fused backend never materializes them), so a forward
+hook records each layer's input and the maps are recomputed from the layer's own projections and RoPE:
+the same math, read back. Shapes: L = layers, H = heads, T = positions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import einsum, rearrange
+from torch import Tensor
+
+from scratchlm.model import TransformerLM
+from scratchlm.nn.attention import CausalSelfAttention
+from scratchlm.nn.functional import causal_mask, softmax
+
+
+@torch.no_grad()
+def attention_maps(model: TransformerLM, idx_T: Tensor) -> Tensor:
+    """(L, H, T, T) attention probabilities of `model` on one token sequence idx (T,)."""
+    inputs: list[Tensor] = []
+    hooks = [
+        block.attn.register_forward_hook(lambda module, args, out: inputs.append(args[0])) for block in model.layers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(idx_T.unsqueeze(0))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    maps = [_probabilities(block.attn, x_1TD[0]) for block, x_1TD in zip(model.layers, inputs, strict=True)]
+    return torch.stack(maps)
+
+
+def _probabilities(attn: CausalSelfAttention, x_TD: Tensor) -> Tensor:
+    q_HTd = rearrange(attn.q_proj(x_TD), "t (h d) -> h t d", h=attn.num_heads)
+    k_HTd = rearrange(attn.k_proj(x_TD), "t (h d) -> h t d", h=attn.num_heads)
+    if attn.rope is not None:
+        positions_T = torch.arange(x_TD.shape[0], device=x_TD.device)
+        q_HTd, k_HTd = attn.rope(q_HTd, positions_T), attn.rope(k_HTd, positions_T)
+    scores_HTT = einsum(q_HTd, k_HTd, "h q d, h k d -> h q k") / math.sqrt(q_HTd.shape[-1])
+    if attn.causal:
+        scores_HTT = scores_HTT.masked_fill(~causal_mask(x_TD.shape[0], x_TD.shape[0], x_TD.device), -math.inf)
+    return softmax(scores_HTT.float(), dim=-1)
+
+
+def plot_attention_maps(maps_LHTT: Tensor, labels: list[str], path: str | Path, title: str = "") -> Path:
+    """A grid: one row per layer, one column per head plus the head average; token labels on the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    layers, heads, seq, _ = maps_LHTT.shape
+    cols = heads + 1
+    fig, axes = plt.subplots(layers, cols, figsize=(2.2 * cols, 2.2 * layers), squeeze=False)
+    tick_every = max(1, seq // 10)
+    ticks = list(range(0, seq, tick_every))
+    for layer in range(layers):
+        panels: list[tuple[Any, str]] = [(maps_LHTT[layer, h], f"L{layer} H{h}") for h in range(heads)]
+        panels.append((maps_LHTT[layer].mean(0), f"L{layer} mean"))
+        for col, (panel, name) in enumerate(panels):
+            ax = axes[layer, col]
+            # gamma 0.5: early queries put all their weight on few keys and would wash out the rest
+            ax.imshow(panel.cpu().numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0.0), aspect="auto")
+            ax.set_title(name, fontsize=7)
+            ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=5, rotation=90)
+            ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.supxlabel("key position (attended to)", fontsize=8)
+    fig.supylabel("query position", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
