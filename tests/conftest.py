@@ -13,7 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data lives outside the project (see ../shared/data/MANIFEST.md); tests that need it skip without it.
 SHARED_DATA = Path(os.environ.get("SCRATCHLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: the tensors here are tiny, and several test processes sharing two cores with two
+# OpenMP threads each would spin against one another.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

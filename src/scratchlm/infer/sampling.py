@@ -1,0 +1,61 @@
+"""Choosing the next token from logits: temperature, top-k and top-p (nucleus) filtering, then a draw.
+
+Pure functions on a (B, V) logits tensor; randomness comes only from the `generator` argument, so a
+seeded torch.Generator makes sampling reproducible without touching the global RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scratchlm.errors import ConfigError
+from scratchlm.nn.functional import softmax
+
+
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """ConfigError unless temperature >= 0, top_k >= 1 (or None) and 0 < top_p <= 1 (or None)."""
+    if not temperature >= 0.0:
+        raise ConfigError(f"temperature must be >= 0 (0 means greedy), got {temperature}.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1] or None, got {top_p}.")
+
+
+def filter_top_k(logits_BV: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits per row (ties at the k-th value are all kept); the rest become -inf."""
+    if k >= logits_BV.shape[-1]:
+        return logits_BV
+    kth_B1 = torch.topk(logits_BV, k, dim=-1).values[..., -1:]
+    return logits_BV.masked_fill(logits_BV < kth_B1, float("-inf"))
+
+
+def filter_top_p(logits_BV: Tensor, p: float) -> Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches p; the rest become -inf."""
+    sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
+    probs_BV = softmax(sorted_BV, dim=-1)
+    # A token is dropped when the tokens ranked above it already reach p, so the top token always stays.
+    drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= p
+    drop_BV = torch.zeros_like(drop_sorted_BV).scatter(-1, order_BV, drop_sorted_BV)
+    return logits_BV.masked_fill(drop_BV, float("-inf"))
+
+
+def sample_next_token(
+    logits_BV: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B, V) logits -> (B,) int64 token ids. temperature 0 is greedy (argmax; top-k/top-p are moot)."""
+    check_sampling_args(temperature, top_k, top_p)
+    if temperature == 0.0:
+        return logits_BV.argmax(dim=-1)
+    logits_BV = logits_BV.float() / temperature
+    if top_k is not None:
+        logits_BV = filter_top_k(logits_BV, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits_BV = filter_top_p(logits_BV, top_p)
+    probs_BV = softmax(logits_BV, dim=-1)
+    return torch.multinomial(probs_BV, num_samples=1, generator=generator).squeeze(-1)

@@ -1,0 +1,40 @@
+"""`scratchlm data trajectories`: writes a loadable course-format file; bad input is one error line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchlm.cli import main
+from scratchlm.data.trajectories import generate_trajectories
+from scratchlm.data.trajectory_io import load_trajectories
+
+
+@pytest.mark.parametrize("extra", [[], ["--fast"], ["--version", "v1"]])
+def test_the_command_writes_the_requested_dataset(tmp_path, extra):
+    out = tmp_path / "data" / "trajectories.pkl"
+    argv = ["data", "trajectories", "--num-trajectories", "30", "--seq-length", "8", "--seed", "3", "--no-progress"]
+    assert main([*argv, *extra, "--out", str(out)]) == 0
+    data = load_trajectories(out)
+    assert data.actions_NT.shape == (30, 8) and data.states_NTS.shape == (30, 8, 10)
+    expected = generate_trajectories(30, 8, seed=3, version=data.version, fast="--fast" in extra)
+    assert np.array_equal(data.actions_NT, expected.actions_NT)
+    assert data.version == ("v1" if "v1" in extra else "v2")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--num-trajectories", "0"], "num_trajectories must be a positive integer"),
+        (["--num-trajectories", "-5"], "num_trajectories must be a positive integer"),
+        (["--seq-length", "1"], "seq_length must be an integer >= 2"),
+        (["--version", "v3"], "version 'v3' is unknown"),
+    ],
+)
+def test_bad_arguments_print_one_line_and_leave_the_old_file(tmp_path, capsys, args, needle):
+    out = tmp_path / "t.pkl"
+    out.write_bytes(b"previous contents")
+    assert main(["data", "trajectories", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scratchlm: error: ") and needle in err[0]
+    assert out.read_bytes() == b"previous contents"
