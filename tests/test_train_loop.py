@@ -30,6 +30,17 @@ def trajectories(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def char_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scratchlm.data.text import prepare_text_corpus
+
+    root = tmp_path_factory.mktemp("text")
+    text = root / "corpus.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
+    prepare_text_corpus(text, root / "corpus", "char", val_fraction=0.1, progress=False)
+    return root / "corpus"
+
+
 def debug_config(data_path: Path, *overrides: str) -> RunConfig:
     return resolve_run_config(
         "debug",
@@ -91,6 +102,30 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, traject
     assert _without_timing(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == _without_timing(
         read_metrics(tmp_path / "split" / "metrics.jsonl")
     )
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_is_bit_identical_for_random_windows_of_a_token_corpus(
+    tmp_path: Path, char_corpus: Path, accum: int
+) -> None:
+    config = debug_config(char_corpus, "data.kind=tokens", "model.context_length=24", f"train.grad_accum={accum}")
+    first = train(config, tmp_path / "straight")
+    train(config, tmp_path / "split", stop_after=5)
+    second = train(config, tmp_path / "split", resume=True)
+    assert first["final_val_loss"] == second["final_val_loss"]
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    split = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert all(torch.equal(v, split["model"][k]) for k, v in straight["model"].items())
+    assert straight["sampler"] == split["sampler"]
+    assert _without_timing(read_metrics(tmp_path / "straight" / "metrics.jsonl")) == _without_timing(
+        read_metrics(tmp_path / "split" / "metrics.jsonl")
+    )
+
+
+def test_a_corpus_with_more_ids_than_the_model_is_refused(tmp_path: Path, char_corpus: Path) -> None:
+    config = debug_config(char_corpus, "data.kind=tokens", "model.vocab_size=10")
+    with pytest.raises(ConfigError, match="model.vocab_size >= "):
+        setup(config, tmp_path / "run")
 
 
 def test_resume_drops_metrics_rows_newer_than_the_checkpoint(tmp_path: Path, trajectories: Path) -> None:

@@ -53,6 +53,7 @@ class TrainState:
     best_val_loss: float = math.inf
     elapsed_s: float = 0.0  # training wall time, summed over resumed sessions
     skipped_steps: int = 0
+    window: dict[str, float] = field(default_factory=dict)  # a log interval cut short by --stop-after
 
 
 @dataclass
@@ -314,6 +315,65 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 # -------------------------------------------------------------------------------------------------- fit
 
 
+class LogWindow:
+    """Sums over the steps since the last metrics row, kept on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device, saved: dict[str, float]) -> None:
+        self.loss_sum = torch.tensor(saved.get("loss_sum", 0.0), device=device)
+        self.norm_sum = torch.tensor(saved.get("norm_sum", 0.0), device=device)
+        self.norm_max = torch.tensor(saved.get("norm_max", 0.0), device=device)
+        self.steps = int(saved.get("steps", 0))
+        self.timed_steps, self.start = 0, time.perf_counter()  # throughput counts only this session's steps
+        self.seconds = 0.0
+
+    def add(self, loss: Tensor, grad_norm: Tensor) -> None:
+        self.loss_sum += loss
+        self.norm_sum += grad_norm.float()
+        self.norm_max = torch.maximum(self.norm_max, grad_norm.float())
+        self.steps += 1
+        self.timed_steps += 1
+
+    def lap(self) -> float:
+        """Wall seconds since this window started (called once per window, before row() or a stop)."""
+        self.seconds = time.perf_counter() - self.start
+        return self.seconds
+
+    def row(self, run: Run, flops: float, peak: float | None) -> dict[str, Any]:
+        if run.dist.enabled:  # log the global batch's loss, not rank 0's share of it
+            torch.distributed.all_reduce(self.loss_sum)
+            self.loss_sum /= run.dist.world_size
+        loss = float(self.loss_sum) / self.steps
+        tokens_per_s = self.timed_steps * run.tokens_per_step / max(self.seconds, 1e-9)
+        return {
+            "step": run.state.step,
+            "tokens": run.state.tokens,
+            "epoch": round(run.data.train.epoch(), 4),
+            "train_loss": loss,
+            "train_ppl": math.exp(min(loss, 50.0)),
+            "lr": lr_at(run.state.step - 1, run.config.optim, run.total_steps),
+            "grad_norm": float(self.norm_sum) / self.steps,
+            "grad_norm_max": float(self.norm_max),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
+            "elapsed_s": round(run.state.elapsed_s, 3),
+        }
+
+    def state_dict(self) -> dict[str, float]:
+        return {
+            "loss_sum": float(self.loss_sum),
+            "norm_sum": float(self.norm_sum),
+            "norm_max": float(self.norm_max),
+            "steps": self.steps,
+        }
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.norm_sum.zero_()
+        self.norm_max.zero_()
+        self.steps = self.timed_steps = 0
+        self.start = time.perf_counter()
+
+
 def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
     """Train until the budget is spent (or `stop_after` more steps, for time-limited jobs); returns a summary.
 
@@ -346,10 +406,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             f" x{run.dist.world_size}" if run.dist.enabled else "",
         )
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
-    window_loss = torch.zeros((), device=run.device)
-    window_norm = torch.zeros((), device=run.device)
-    window_norm_max = torch.zeros((), device=run.device)
-    window_steps, window_start = 0, time.perf_counter()
+    window = LogWindow(run.device, run.state.window)
     last_eval: dict[str, float] = {}
     bar = tqdm(
         total=run.total_steps,
@@ -365,16 +422,13 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             run.state.tokens += run.tokens_per_step
             finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
             first_bad = torch.where(~finite & (first_bad < 0), run.state.step, first_bad)
-            window_loss += loss
-            window_norm += grad_norm.float()
-            window_norm_max = torch.maximum(window_norm_max, grad_norm.float())
-            window_steps += 1
+            window.add(loss, grad_norm)
+            bar.update(1)
             step = run.state.step
-            is_last = step == end_step
             do_eval = step % t.eval_interval == 0 or step == run.total_steps
             do_ckpt = step % t.checkpoint_interval == 0
-            if not (step % t.log_interval == 0 or do_eval or do_ckpt or is_last):
-                bar.update(1)
+            do_log = step % t.log_interval == 0 or do_eval or do_ckpt
+            if not (do_log or step == end_step):
                 continue
             bad_step = int(first_bad)  # the one host sync per log interval
             if bad_step >= 0 and t.on_nonfinite == "stop":
@@ -383,25 +437,12 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
                     f"good checkpoint in {run.checkpoint_dir} is intact: lower optim.lr (now {run.config.optim.lr}) "
                     "or raise optim.warmup_steps, then start again or --resume."
                 )
-            if run.dist.enabled:  # log the global batch's loss, not rank 0's share of it
-                torch.distributed.all_reduce(window_loss)
-                window_loss /= run.dist.world_size
-            now = time.perf_counter()
-            run.state.elapsed_s += now - window_start
-            tokens_per_s = window_steps * run.tokens_per_step / (now - window_start)
-            row: dict[str, Any] = {
-                "step": step,
-                "tokens": run.state.tokens,
-                "epoch": round(run.data.train.epoch(), 4),
-                "train_loss": float(window_loss) / window_steps,
-                "train_ppl": math.exp(min(float(window_loss) / window_steps, 50.0)),
-                "lr": lr_at(step - 1, run.config.optim, run.total_steps),
-                "grad_norm": float(window_norm) / window_steps,
-                "grad_norm_max": float(window_norm_max),
-                "tokens_per_s": round(tokens_per_s, 1),
-                "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
-                "elapsed_s": round(run.state.elapsed_s, 3),
-            }
+            run.state.elapsed_s += window.lap()
+            if not do_log:  # stopping between log steps: keep the partial window so a resume logs the same rows
+                run.state.window = window.state_dict()
+                save(run, periodic=False, best=False)
+                break
+            row = window.row(run, flops, peak)
             best = False
             if do_eval and main:
                 last_eval = evaluate(run)
@@ -413,14 +454,11 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             if main:
                 assert run.logger is not None
                 run.logger.log(row)
-            if do_eval or do_ckpt or is_last:
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}")
+            window.reset()
+            run.state.window = {}
+            if do_eval or do_ckpt or step == end_step:
                 save(run, periodic=do_ckpt, best=best)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-            bar.update(1)
-            window_loss.zero_()
-            window_norm.zero_()
-            window_norm_max.zero_()
-            window_steps, window_start = 0, time.perf_counter()
     summary = {
         "run_dir": str(run.run_dir),
         "steps": run.state.step,
