@@ -124,7 +124,7 @@ def test_resume_is_bit_identical_for_random_windows_of_a_token_corpus(
 
 def test_a_corpus_with_more_ids_than_the_model_is_refused(tmp_path: Path, char_corpus: Path) -> None:
     config = debug_config(char_corpus, "data.kind=tokens", "model.vocab_size=10")
-    with pytest.raises(ConfigError, match="model.vocab_size >= "):
+    with pytest.raises(ConfigError, match=r"model\.vocab_size >= "):
         setup(config, tmp_path / "run")
 
 
