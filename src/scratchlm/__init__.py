@@ -1,9 +1,32 @@
-"""scratchlm: decoder-only transformer LMs built from scratch, for text and robot-action tokens."""
+"""scratchlm: decoder-only transformer LMs built from scratch, for text and robot-action tokens.
 
-from scratchlm.config import ModelConfig
-from scratchlm.errors import ScratchLMError
-from scratchlm.model import TransformerLM
+The top-level names load lazily, so tokenizer-only users never import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "ScratchLMError", "TransformerLM", "__version__"]
+__all__ = ["ModelConfig", "RunConfig", "ScratchLMError", "TransformerLM", "__version__"]
+
+_LAZY = {
+    "ModelConfig": "scratchlm.config",
+    "RunConfig": "scratchlm.config",
+    "ScratchLMError": "scratchlm.errors",
+    "TransformerLM": "scratchlm.model",
+}
+
+if TYPE_CHECKING:
+    from scratchlm.config import ModelConfig, RunConfig
+    from scratchlm.errors import ScratchLMError
+    from scratchlm.model import TransformerLM
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'scratchlm' has no attribute {name!r}")

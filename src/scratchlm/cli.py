@@ -19,9 +19,22 @@ from scratchlm.errors import ScratchLMError
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("presets",), "presets", "list the shipped presets"),
     (("info",), "info", "show a model config with its parameter and FLOP counts"),
+    (("data", "trajectories"), "data_trajectories", "generate the Scratch-1 robot-trajectory dataset"),
+    (("data", "text"), "data_text", "tokenize a text corpus into train.bin / val.bin with its tokenizer"),
+    (("tokenizer", "train"), "tokenizer_train", "train a BPE or char tokenizer and save it"),
+    (("tokenizer", "encode"), "tokenizer_encode", "encode text with a saved tokenizer"),
+    (("tokenizer", "decode"), "tokenizer_decode", "decode token ids with a saved tokenizer"),
+    (("train",), "train", "train a model (or resume a run)"),
+    (("bench", "train"), "bench_train", "time training steps of a preset on random tokens"),
+    (("report",), "report", "write the loss curve, attention maps and report.md of a run"),
+    (("demo",), "demo", "the main job: Scratch-1 data -> train scratch1-quick -> report (runs/demo)"),
 ]
 
-GROUP_HELP = {}
+GROUP_HELP = {
+    "data": "prepare datasets (robot trajectories, text corpora)",
+    "bench": "benchmarks",
+    "tokenizer": "train, encode and decode with tokenizers",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

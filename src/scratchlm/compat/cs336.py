@@ -24,6 +24,7 @@ from scratchlm.nn.functional import cross_entropy, scaled_dot_product_attention,
 from scratchlm.nn.layers import Embedding, Linear, RMSNorm
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule
+from scratchlm.tokenizers import Tokenizer, train_bpe
 from scratchlm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -189,3 +190,20 @@ def run_load_checkpoint(
     optimizer: torch.optim.Optimizer,
 ) -> int:
     return load_checkpoint(src, model, optimizer)
+
+
+def get_tokenizer(
+    vocab: dict[int, bytes],
+    merges: list[tuple[bytes, bytes]],
+    special_tokens: list[str] | None = None,
+) -> Tokenizer:
+    return Tokenizer(vocab, merges, special_tokens)
+
+
+def run_train_bpe(
+    input_path: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str],
+    **kwargs,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    return train_bpe(input_path, vocab_size, special_tokens, **kwargs)

@@ -1,0 +1,315 @@
+"""Text corpus -> token files: `prepare_text_corpus` writes a data directory, `load_token_dir` opens one.
+
+A data directory holds `train.bin` and `val.bin` (ids, see `token_files`), `tokenizer/` (any saved
+tokenizer, reloaded with `load_tokenizer`) and `meta.json`:
+    {"format": 1, "vocab_size", "dtype", "tokenizer": {"kind", "dir", "special_tokens", "source"},
+     "splits": {"train": {"file", "tokens", "bytes"}, "val": {...}}, "sources": [{"path", "bytes", "sha256"}],
+     "val_split": {...}, "timings_s": {...}}
+Everything is written into a staging directory first and moved into place at the end (meta.json last),
+so a failed run leaves the output directory as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scratchlm import __version__
+from scratchlm.data.token_files import load_token_file, token_dtype
+from scratchlm.errors import ConfigError, DataError
+from scratchlm.fileio import atomic_write
+from scratchlm.tokenizers.base import TextTokenizer, load_tokenizer
+from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, next_safe_cut, read_range, total_size
+from scratchlm.tokenizers.counting import plan_workers, pool_context, progress_bar
+
+logger = logging.getLogger(__name__)
+
+META_FORMAT = 1
+TOKENIZER_CHOICES = ("bpe", "char", "gpt2")
+
+
+@dataclass
+class TokenCorpus:
+    """An opened data directory: the two splits as read-only memmaps, plus what describes them."""
+
+    directory: Path
+    train: np.memmap
+    val: np.memmap
+    meta: dict
+    vocab_size: int
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.directory / self.meta["tokenizer"]["dir"]
+
+    def tokenizer(self) -> TextTokenizer:
+        return load_tokenizer(self.tokenizer_dir)
+
+
+def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) -> TokenCorpus:
+    """Open a directory written by `prepare_text_corpus` (checking both token files against meta.json)."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{meta_path} does not exist; prepare the directory with `scratchlm data text`.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{meta_path} is not valid JSON ({exc}); prepare the directory again.") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise DataError(f"{meta_path} is not a format-{META_FORMAT} text corpus description; prepare it again.")
+    splits = {}
+    for name in ("train", "val"):
+        entry = meta.get("splits", {}).get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise DataError(f"{meta_path} lacks the {name!r} split; prepare the directory again.")
+        splits[name] = load_token_file(directory / entry["file"], meta, full_check=full_check)
+    return TokenCorpus(directory, splits["train"], splits["val"], meta, int(meta["vocab_size"]))
+
+
+def prepare_text_corpus(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    tokenizer: str = "bpe",
+    *,
+    val_inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    val_fraction: float | None = 0.1,
+    vocab_size: int | None = None,
+    special_tokens: Sequence[str] | None = None,
+    gpt2_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Tokenize text files into `out_dir` (layout in the module docstring); returns the meta dict.
+
+    `tokenizer` is "bpe" (trained here on the training split, `vocab_size` default 10000, special tokens
+    default `<|endoftext|>`), "char" (the alphabet of all inputs), "gpt2" (GPT-2's `encoder.json` and
+    `vocab.bpe` from `gpt2_dir`), or the path of a saved tokenizer directory. Validation text comes from
+    `val_inputs`, or else from the last `val_fraction` of the inputs, cut at a line or special-token boundary.
+    """
+    timings: dict[str, float] = {}
+    train_sources, val_sources, val_split = _split_sources(inputs, val_inputs, val_fraction, special_tokens)
+    t_start = time.perf_counter()
+    tok, tokenizer_source = _make_tokenizer(
+        tokenizer, train_sources, val_sources, vocab_size, special_tokens, gpt2_dir, num_workers, progress
+    )
+    timings["tokenizer"] = time.perf_counter() - t_start
+    dtype = token_dtype(tok.vocab_size)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        tok.save(staging / "tokenizer")
+        splits = {}
+        for name, sources in (("train", train_sources), ("val", val_sources)):
+            t_start = time.perf_counter()
+            tokens = encode_sources(tok, sources, staging / f"{name}.bin", dtype, num_workers, progress)
+            timings[f"encode_{name}"] = time.perf_counter() - t_start
+            if tokens == 0:
+                raise DataError(f"the {name} split encodes to no tokens; give it some text.")
+            nbytes = sum(s.stop() - s.start for s in sources)
+            splits[name] = {"file": f"{name}.bin", "tokens": tokens, "bytes": nbytes}
+        meta = {
+            "format": META_FORMAT,
+            "vocab_size": tok.vocab_size,
+            "dtype": dtype.name,
+            "tokenizer": {
+                "kind": tok.kind,
+                "dir": "tokenizer",
+                "special_tokens": list(tok.special_tokens),
+                "source": tokenizer_source,
+            },
+            "splits": splits,
+            "sources": [_describe(path) for path in _unique_paths([*train_sources, *val_sources])],
+            "val_split": val_split,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "created_by": f"scratchlm {__version__}",
+        }
+        with atomic_write(staging / "meta.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        _publish(staging, out_dir, ["train.bin", "val.bin", "tokenizer"], "meta.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+# ---- encoding -------------------------------------------------------------------------------------------
+_WORKER_TOKENIZER: TextTokenizer | None = None
+
+
+def _init_worker(tokenizer: TextTokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_range(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int]:
+    path, start, end, dtype = task
+    assert _WORKER_TOKENIZER is not None
+    return np.asarray(_WORKER_TOKENIZER.encode(read_range(path, start, end)), dtype=dtype), end - start
+
+
+def encode_sources(
+    tokenizer: TextTokenizer,
+    sources: Sequence[TextSource],
+    out_path: str | os.PathLike,
+    dtype: np.dtype,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Encode the sources in order into one token file (written atomically); returns the token count.
+
+    Sources are cut at safe boundaries and encoded in parallel worker processes for large inputs; the ids
+    equal those of encoding each source's text in one call.
+    """
+    total = sum(s.stop() - s.start for s in sources)
+    workers, target = plan_workers(total, num_workers)
+    tasks = [
+        (source.path, start, end, dtype.str)
+        for source in sources
+        for start, end in iter_ranges(source, tokenizer.special_tokens, target)
+    ]
+    count = 0
+    bar = progress_bar(total, progress, f"encoding {os.path.basename(out_path)}")
+    try:
+        with atomic_write(out_path, "wb") as fh:
+            if workers == 1 or len(tasks) == 1:
+                _init_worker(tokenizer)
+                results = map(_encode_range, tasks)
+                for ids, nbytes in results:
+                    fh.write(ids.tobytes())
+                    count += len(ids)
+                    bar.update(nbytes)
+            else:
+                with pool_context().Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+                    for ids, nbytes in pool.imap(_encode_range, tasks):
+                        fh.write(ids.tobytes())
+                        count += len(ids)
+                        bar.update(nbytes)
+    finally:
+        bar.close()
+    return count
+
+
+# ---- inputs, tokenizer, outputs ----------------------------------------------------------------------------
+def _split_sources(
+    inputs, val_inputs, val_fraction: float | None, special_tokens: Sequence[str] | None
+) -> tuple[list[TextSource], list[TextSource], dict]:
+    train = as_sources(inputs)
+    total_size(train)
+    if val_inputs is not None:
+        val = as_sources(val_inputs)
+        total_size(val)
+        return train, val, {"kind": "files", "paths": [s.path for s in val]}
+    if val_fraction is None or not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}; or give val inputs.")
+    sizes = [s.stop() for s in train]
+    target = round(sum(sizes) * (1.0 - val_fraction))
+    offset = 0
+    for index, (source, size) in enumerate(zip(train, sizes, strict=True)):
+        if offset + size > target:
+            cut = _val_cut(source.path, target - offset, size, special_tokens or [])
+            if cut is None:
+                break
+            head, tail = TextSource(source.path, 0, cut), TextSource(source.path, cut, size)
+            split = {"kind": "fraction", "fraction": val_fraction, "file": source.path, "byte_offset": cut}
+            return [*train[:index], head], [tail, *train[index + 1 :]], split
+        offset += size
+    raise DataError(
+        f"cannot split the last {val_fraction:.0%} of the input off as validation text (it is too short or has "
+        "no line break there); give --val-input or a different --val-fraction."
+    )
+
+
+def _val_cut(path: str, position: int, size: int, special_tokens: Sequence[str]) -> int | None:
+    """A cut at a line or special-token boundary at or after `position`, else a character boundary."""
+    with open(path, "rb") as fh:
+        cut = next_safe_cut(fh, max(position, 1), size, [t.encode("utf-8") for t in special_tokens])
+        if cut is None:  # no clean boundary: the next UTF-8 character start will do for a validation split
+            fh.seek(max(position, 1))
+            tail = fh.read(4)
+            step = next((i for i, b in enumerate(tail) if b & 0xC0 != 0x80), None)
+            cut = None if step is None else max(position, 1) + step
+    return cut if cut is not None and 0 < cut < size else None
+
+
+def _make_tokenizer(
+    choice: str,
+    train_sources: list[TextSource],
+    val_sources: list[TextSource],
+    vocab_size: int | None,
+    special_tokens: Sequence[str] | None,
+    gpt2_dir: str | os.PathLike | None,
+    num_workers: int | None,
+    progress: bool | None,
+) -> tuple[TextTokenizer, dict]:
+    from scratchlm.tokenizers.bpe import train_bpe
+    from scratchlm.tokenizers.char import CharTokenizer
+    from scratchlm.tokenizers.tokenizer import Tokenizer
+
+    if vocab_size is not None and choice != "bpe":
+        raise ConfigError(f"--vocab-size only applies to --tokenizer bpe; {choice!r} has a fixed vocabulary.")
+    if choice == "bpe":
+        specials = ["<|endoftext|>"] if special_tokens is None else list(special_tokens)
+        size = 10000 if vocab_size is None else vocab_size
+        vocab, merges = train_bpe(train_sources, size, specials, num_workers=num_workers, progress=progress)
+        return Tokenizer(vocab, merges, specials), {"trained": "bpe", "vocab_size_requested": size}
+    if choice == "char":
+        return CharTokenizer.train([*train_sources, *val_sources], special_tokens), {"trained": "char"}
+    if choice == "gpt2":
+        if special_tokens is not None:
+            raise ConfigError("--special-tokens does not apply to --tokenizer gpt2 (its only one is <|endoftext|>).")
+        directory = gpt2_dir or os.environ.get("SCRATCHLM_GPT2_DIR")
+        if directory is None:
+            raise ConfigError(
+                "--tokenizer gpt2 needs GPT-2's encoder.json and vocab.bpe: pass --gpt2-dir DIR "
+                "(or set SCRATCHLM_GPT2_DIR)."
+            )
+        directory = Path(directory)
+        tok = Tokenizer.from_gpt2_files(directory / "encoder.json", directory / "vocab.bpe")
+        return tok, {"gpt2_files": os.fspath(directory.resolve())}
+    path = Path(choice)
+    if not path.is_dir():
+        raise ConfigError(
+            f"--tokenizer must be one of {', '.join(TOKENIZER_CHOICES)} or a saved tokenizer directory; "
+            f"{choice!r} is neither."
+        )
+    tok = load_tokenizer(path)
+    if special_tokens is not None and list(special_tokens) != list(tok.special_tokens):
+        raise ConfigError(
+            f"the saved tokenizer has special tokens {tok.special_tokens}; drop --special-tokens or retrain it."
+        )
+    return tok, {"loaded": os.fspath(path.resolve())}
+
+
+def _unique_paths(sources: Sequence[TextSource]) -> list[str]:
+    return list(dict.fromkeys(s.path for s in sources))
+
+
+def _describe(path: str) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _publish(staging: Path, out_dir: Path, names: Sequence[str], last: str) -> None:
+    """Move finished outputs from `staging` into `out_dir`; the stale `last` file goes first, the new last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / last).unlink(missing_ok=True)
+    for name in names:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    os.replace(staging / last, out_dir / last)

@@ -1,0 +1,345 @@
+"""`Tokenizer`: byte-level BPE encoding and decoding from a vocabulary and merge list.
+
+Encoding cuts the text at special tokens (longest first), pre-tokenizes the rest with the GPT-2 regex and
+applies the merge list to each pre-token. Two backends give identical ids: the pure-Python merge list (the
+reference) and a tiktoken `Encoding` built from the same ranks, used automatically when `fast.py` proves it
+exact for this vocabulary. Text is encoded as UTF-8; a string with a lone surrogate (which UTF-8 cannot
+hold) is rejected by both paths rather than silently altered.
+
+On disk (`save(dir)` / `Tokenizer.load(dir)`): `tokenizer.json` ({"kind": "bpe", "format": 1, "vocab":
+"vocab.json", "merges": "merges.txt", "special_tokens": [...]}), `vocab.json` (GPT-2 `encoder.json` format:
+{token: id}, token bytes in GPT-2's printable byte alphabet) and `merges.txt` (GPT-2 `vocab.bpe` format). GPT-2's
+own files load with `from_gpt2_files`. Special tokens are in `vocab.json` too (as GPT-2's `<|endoftext|>`
+is), so `from_files(vocab.json, merges.txt, special_tokens)` rebuilds the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from scratchlm.errors import ConfigError, DataError
+from scratchlm.fileio import atomic_write
+from scratchlm.tokenizers import fast as fast_backend
+from scratchlm.tokenizers import gpt2_files
+from scratchlm.tokenizers.merge_list import MergeList
+from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, check_special_tokens, special_pattern, split_specials
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_CACHE_LIMIT = 1 << 14  # distinct pre-tokens memoized by the pure path (bounded: a few MB at most)
+_FLUSH_CHARS = 1 << 14  # encode_iterable encodes once this much text is buffered
+# A cut after a newline with printable, non-space ASCII on both sides is a pre-token boundary (see chunks.py).
+_NEWLINE_CUT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer over `vocab` (id -> bytes) and `merges` (in the order learned).
+
+    Special tokens are matched before pre-tokenization, longest first, and always encode to one id; a
+    special token missing from `vocab` is appended with a new id. `fast=None` uses the tiktoken backend
+    where it is exact, `False` never, `True` insists (ConfigError if this vocabulary cannot have it).
+    """
+
+    kind = "bpe"
+
+    def __init__(
+        self,
+        vocab: Mapping[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        *,
+        fast: bool | None = None,
+    ) -> None:
+        self.vocab: dict[int, bytes] = _checked_vocab(vocab)
+        self.merges: list[tuple[bytes, bytes]] = _checked_merges(merges)
+        self.special_tokens: list[str] = check_special_tokens(special_tokens)
+        token_ids: dict[bytes, int] = {}
+        for token_id in sorted(self.vocab):
+            token_ids.setdefault(self.vocab[token_id], token_id)
+        self._special_ids: dict[str, int] = {}
+        for token in self.special_tokens:
+            raw = token.encode("utf-8")
+            if raw not in token_ids:
+                token_ids[raw] = max(self.vocab, default=-1) + 1
+                self.vocab[token_ids[raw]] = raw
+            self._special_ids[token] = token_ids[raw]
+        self._special_re = special_pattern(self.special_tokens)
+        self._merge_list = MergeList(token_ids, self.merges)
+        self._cache: dict[str, list[int]] = {}
+        # tiktoken may split special tokens itself only when no two can match at one position (one a prefix
+        # of another): its alternation order is unspecified, while ours is longest first.
+        self._fast_specials = not any(
+            a != b and b.startswith(a) for a in self.special_tokens for b in self.special_tokens
+        )
+        self._fast = None
+        self.fast_declined_because = "disabled" if fast is False else ""
+        if fast is not False:
+            special_ids = set(self._special_ids.values())
+            ordinary = {i: t for i, t in self.vocab.items() if i not in special_ids}
+            self._fast, self.fast_declined_because = fast_backend.build_fast_encoding(
+                ordinary,
+                self.merges,
+                reassembles=lambda token: self._merge_list.encode(token) == [token_ids[token]],
+                special_ids=self._special_ids if self._fast_specials else None,
+            )
+            if self._fast is None:
+                if fast:
+                    raise ConfigError(
+                        f"the fast backend cannot reproduce this vocabulary: {self.fast_declined_because}."
+                    )
+                logger.info("tokenizer uses the pure-Python path: %s", self.fast_declined_because)
+
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Embedding rows needed: one more than the largest id."""
+        return max(self.vocab) + 1
+
+    @property
+    def uses_fast_path(self) -> bool:
+        return self._fast is not None
+
+    def special_token_id(self, token: str) -> int:
+        """The id of a special token; ConfigError if it is not one of this tokenizer's."""
+        try:
+            return self._special_ids[token]
+        except KeyError:
+            raise ConfigError(f"{token!r} is not a special token of this tokenizer ({self.special_tokens}).") from None
+
+    # ----------------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; `decode(encode(text)) == text` for every string."""
+        if self._fast is not None and self._fast_specials:
+            return fast_backend.encode_exact(self._fast, text, self._fast.special_tokens_set)
+        ids: list[int] = []
+        for piece, is_special in split_specials(text, self._special_re):
+            if is_special:
+                ids.append(self._special_ids[piece])
+            else:
+                ids.extend(self._encode_ordinary(piece))
+        return ids
+
+    def encode_pure(self, text: str) -> list[int]:
+        """`encode` through the pure-Python path only (the reference the fast path is tested against)."""
+        ids: list[int] = []
+        for piece, is_special in split_specials(text, self._special_re):
+            if is_special:
+                ids.append(self._special_ids[piece])
+            else:
+                ids.extend(self._encode_pure(piece))
+        return ids
+
+    def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
+        """Ids of the concatenation of `iterable`'s strings (e.g. a file's lines), yielded lazily.
+
+        At most about 16k characters (plus one unbroken pre-token) are buffered, and the result equals
+        `encode("".join(iterable))`: text is only encoded up to a point where no pre-token or special
+        token can continue past it.
+        """
+        buffer = ""
+        for chunk in iterable:
+            buffer += chunk
+            if len(buffer) < _FLUSH_CHARS:
+                continue
+            cut = self._safe_cut(buffer)
+            if cut > 0:
+                yield from self.encode(buffer[:cut])
+                buffer = buffer[cut:]
+        if buffer:
+            yield from self.encode(buffer)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The concatenated bytes of `ids`; DataError naming unknown ids."""
+        vocab = self.vocab
+        ids = list(ids)
+        try:
+            return b"".join([vocab[i] for i in ids])
+        except (KeyError, TypeError):
+            unknown = sorted({repr(i) for i in ids if not _known(vocab, i)})
+            raise DataError(
+                f"cannot decode unknown token id(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; "
+                f"valid ids are in the vocabulary (0..{self.vocab_size - 1})."
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; bytes that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ----------------------------------------------------------------------------------------------------
+    def _encode_ordinary(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return fast_backend.encode_exact(self._fast, text, set())
+        return self._encode_pure(text)
+
+    def _encode_pure(self, text: str) -> list[int]:
+        cache = self._cache
+        ids: list[int] = []
+        for piece in PRETOKEN_RE.findall(text):
+            piece_ids = cache.get(piece)
+            if piece_ids is None:
+                try:
+                    data = piece.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise fast_backend.surrogate_error(piece, exc) from None
+                piece_ids = self._merge_list.encode(data)
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[piece] = piece_ids
+            ids.extend(piece_ids)
+        return ids
+
+    def _safe_cut(self, text: str) -> int:
+        """A length n such that encoding text[:n] and the rest separately equals encoding all of it,
+        whatever text follows; 0 when no such point is known yet."""
+        # From `uncertain` on, the text may be the start of a special token that more text would complete.
+        uncertain = len(text)
+        for token in self.special_tokens:
+            for k in range(min(len(token) - 1, len(text)), 0, -1):
+                if text.endswith(token[:k]):
+                    uncertain = min(uncertain, len(text) - k)
+                    break
+        # Special-token matches starting before `uncertain` are final (every longer alternative was fully
+        # visible), even when they end after it; the scan must cover the whole text for that reason.
+        segment_start = 0
+        if self._special_re is not None:
+            for match in self._special_re.finditer(text):
+                if match.start() >= uncertain:
+                    break
+                segment_start = match.end()
+        if segment_start >= uncertain:
+            return segment_start
+        limit = uncertain
+        cuts = list(_NEWLINE_CUT.finditer(text, max(segment_start, limit - _FLUSH_CHARS), limit))
+        if cuts and cuts[-1].start() > segment_start:
+            return cuts[-1].start()
+        # No newline cut: keep every pre-token whose match may depend on characters not seen yet. The GPT-2
+        # pattern looks at most two characters past a match ("'" then "ll"), so matches ending two or more
+        # characters before the limit are final.
+        cut = segment_start
+        for match in PRETOKEN_RE.finditer(text, segment_start, limit):
+            if match.end() > limit - 2:
+                break
+            cut = match.end()
+        return cut
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `tokenizer.json`, `vocab.json` and `merges.txt` into `directory` (created if needed)."""
+        directory = Path(directory)
+        meta = {
+            "kind": self.kind,
+            "format": FORMAT_VERSION,
+            "vocab": "vocab.json",
+            "merges": "merges.txt",
+            "special_tokens": self.special_tokens,
+            "vocab_size": self.vocab_size,
+            "pattern": PRETOKEN_RE.pattern,
+        }
+        texts = {
+            "vocab.json": gpt2_files.vocab_json_text(self.vocab),
+            "merges.txt": gpt2_files.merges_txt_text(self.merges),
+            "tokenizer.json": json.dumps(meta, ensure_ascii=False, indent=2) + "\n",
+        }
+        for name, text in texts.items():  # tokenizer.json last: its presence marks a complete directory
+            with atomic_write(directory / name, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return directory
+
+    @classmethod
+    def from_files(
+        cls,
+        vocab_filepath: str | os.PathLike,
+        merges_filepath: str | os.PathLike,
+        special_tokens: Sequence[str] | None = None,
+        *,
+        fast: bool | None = None,
+    ) -> Tokenizer:
+        """Build from a GPT-2-format `vocab.json` ({token: id}) and `merges.txt` (as written by `save`)."""
+        vocab = gpt2_files.read_vocab_json(vocab_filepath)
+        merges = gpt2_files.read_merges_txt(merges_filepath)
+        return cls(vocab, merges, special_tokens, fast=fast)
+
+    @classmethod
+    def from_gpt2_files(
+        cls,
+        encoder_json: str | os.PathLike,
+        vocab_bpe: str | os.PathLike,
+        special_tokens: Sequence[str] | None = ("<|endoftext|>",),
+        *,
+        fast: bool | None = None,
+    ) -> Tokenizer:
+        """GPT-2's tokenizer from its released `encoder.json` and `vocab.bpe` (offline)."""
+        return cls.from_files(encoder_json, vocab_bpe, special_tokens, fast=fast)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, fast: bool | None = None) -> Tokenizer:
+        """Read a directory written by `save`."""
+        directory = Path(directory)
+        meta = read_tokenizer_meta(directory, expected_kind=cls.kind)
+        vocab = gpt2_files.read_vocab_json(directory / _file_name(meta, "vocab", directory))
+        merges = gpt2_files.read_merges_txt(directory / _file_name(meta, "merges", directory))
+        special_tokens = meta.get("special_tokens", [])
+        if not isinstance(special_tokens, list):
+            raise DataError(f"{directory / 'tokenizer.json'}: special_tokens must be a list of strings.")
+        return cls(vocab, merges, special_tokens, fast=fast)
+
+
+def read_tokenizer_meta(directory: Path, expected_kind: str | None = None) -> dict:
+    """Parse `directory/tokenizer.json`; DataError when missing, malformed, or of another kind."""
+    path = directory / "tokenizer.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; point at a directory written by a tokenizer's save().") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); re-save the tokenizer.") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
+        raise DataError(f"{path} must be a JSON object with a string 'kind'; re-save the tokenizer.")
+    if meta.get("format") != FORMAT_VERSION:
+        raise DataError(f"{path} has format {meta.get('format')!r}; this version reads format {FORMAT_VERSION}.")
+    if expected_kind is not None and meta["kind"] != expected_kind:
+        raise DataError(f"{path} describes a {meta['kind']!r} tokenizer, not {expected_kind!r}.")
+    return meta
+
+
+def _file_name(meta: dict, key: str, directory: Path) -> str:
+    name = meta.get(key)
+    if not isinstance(name, str) or not name or os.path.basename(name) != name:
+        raise DataError(f"{directory / 'tokenizer.json'}: {key!r} must name a file in the same directory.")
+    return name
+
+
+def _checked_vocab(vocab: Mapping[int, bytes]) -> dict[int, bytes]:
+    if not isinstance(vocab, Mapping) or not vocab:
+        raise ConfigError(f"vocab must be a non-empty mapping of int ids to bytes, got {type(vocab).__name__}.")
+    for token_id, token in vocab.items():
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise ConfigError(f"vocab ids must be non-negative integers, got {token_id!r}.")
+        if not isinstance(token, bytes) or not token:
+            raise ConfigError(f"vocab[{token_id}] must be non-empty bytes, got {token!r}.")
+    return dict(vocab)
+
+
+def _checked_merges(merges: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    checked: list[tuple[bytes, bytes]] = []
+    for index, merge in enumerate(merges):
+        if not (
+            isinstance(merge, (tuple, list))
+            and len(merge) == 2
+            and all(isinstance(part, bytes) and part for part in merge)
+        ):
+            raise ConfigError(f"merges[{index}] must be a pair of non-empty bytes, got {merge!r}.")
+        checked.append((merge[0], merge[1]))
+    return checked
+
+
+def _known(vocab: Mapping[int, bytes], token_id: object) -> bool:
+    try:
+        return token_id in vocab and not isinstance(token_id, bool)
+    except TypeError:  # unhashable
+        return False
