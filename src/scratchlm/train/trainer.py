@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -414,6 +415,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         disable=not (main and t.progress),
         unit="step",
         dynamic_ncols=True,
+        mininterval=0.2 if sys.stderr.isatty() else 30.0,  # a redirected log gets a line every 30 s, not per step
     )
     with logging_redirect_tqdm(), bar:
         while run.state.step < end_step:
