@@ -10,29 +10,16 @@ GPU's datasheet peak. Prints a table, then one JSON line; --out writes the JSON 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from contextlib import nullcontext
 
 import torch
 
+from machine_info import describe_machine, emit
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
 from scratchlm.model import TransformerLM
 from scratchlm.presets import model_config_from_preset
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
 def time_steps(
@@ -107,16 +94,14 @@ def main() -> None:
         print(f"{preset}: sdpa is {ref['ms_per_step'] / fast['ms_per_step']:.2f}x the reference backend's speed")
     result = {
         "benchmark": "attention_backends",
-        "device": machine_description(device),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "machine": describe_machine(),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "steps": args.steps,
         "rows": rows,
     }
-    print(json.dumps(result))
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

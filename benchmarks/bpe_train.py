@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine_info import current_rss_mb, describe_machine
+from machine_info import current_rss_mb, describe_machine, emit
 
 EOT = "<|endoftext|>"
 TINYSTORIES = ["tinystories_v1_train_2mib.txt", "tinystories_v2_train_1728.txt", "tinystories_valid_prefix.txt"]
@@ -180,10 +180,7 @@ def main() -> None:
         f"  ours / HF (median): {result['ratio_ours_to_hf_median']:.2f}x; "
         f"main-process tracemalloc peak {traced['tracemalloc_peak_mb']:.1f} MB"
     )
-    print(json.dumps(result))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The machine a benchmark ran on, recorded next to its figures (CPU model, usable cores, load, versions)."""
+"""Shared by the benchmarks: the machine a figure was measured on, and how results are printed and saved."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def describe_machine() -> dict:
@@ -32,3 +34,12 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return float("nan")
+
+
+def emit(result: dict, out: str | os.PathLike | None) -> None:
+    """Print the result as one JSON line and, when `out` is given, write it there (pretty-printed)."""
+    print(json.dumps(result))
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -11,14 +11,13 @@ one JSON line, and writes the JSON to --out.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
+from machine_info import emit
 from scratchlm.data.actions import UniformBinner
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_dataset import split_trajectories
-from scratchlm.fileio import atomic_write
 
 DIM_NAMES = [f"joint{j}" for j in range(7)] + ["ee_x", "ee_y", "ee_z"]
 
@@ -65,10 +64,7 @@ def main() -> None:
         },
         "results": results,
     }
-    line = json.dumps(result)
-    print(line)
-    with atomic_write(args.out, "w", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine_info import describe_machine
+from machine_info import describe_machine, emit
 
 EOT = "<|endoftext|>"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -141,10 +140,7 @@ def main() -> None:
         f"corpus encoding ({corpus_mb:.2f} MB to a token file): 1 worker {parallel['workers_1']['mb_per_s']:.2f} MB/s, "
         f"2 workers {parallel['workers_2']['mb_per_s']:.2f} MB/s, identical: {same}"
     )
-    print(json.dumps(result))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,26 +15,16 @@ Each row is the median of --repeats runs. Prints a table, then one JSON line, an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from machine_info import describe_machine, emit
 from scratchlm.compat.scratch1_data import generate_trajectory
 from scratchlm.data.trajectories import generate_trajectories
-from scratchlm.fileio import atomic_write
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown cpu"
 
 
 def compat_loop(num: int, seq_length: int, seed: int) -> None:
@@ -85,19 +75,11 @@ def main() -> None:
         print(f"{mode:12s} {version:7s} {num:12d} {seconds:9.3f} {num / seconds:10.0f}")
     result = {
         "benchmark": "trajectory_generation",
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-        },
+        "machine": {**describe_machine(), "numpy": np.__version__},
         "repeats": args.repeats,
         "results": rows,
     }
-    line = json.dumps(result)
-    print(line)
-    with atomic_write(args.out, "w", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
