@@ -16,8 +16,8 @@ import pytest
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
 from scratchlm.presets import resolve_run_config
-from scratchlm.train.trainer import train
 from scratchlm.train.tracking import read_metrics
+from scratchlm.train.trainer import train
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_debug_losses.json"
 
