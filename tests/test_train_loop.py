@@ -204,6 +204,11 @@ def test_an_epochs_budget_replaces_the_presets_steps_and_counts_whole_passes(
     assert run.data.info["train_trajectories"] == 216
 
 
+def test_epochs_are_for_trajectories_only() -> None:
+    with pytest.raises(ConfigError, match="train.epochs applies to trajectory data only"):
+        resolve_run_config("debug", None, ["data.kind=tokens", "train.epochs=1"])
+
+
 def test_lr_schedule_warms_up_and_ends_at_min_lr_on_the_last_step() -> None:
     optim = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10)
     assert lr_at(0, optim, 100) == 0.0

@@ -64,6 +64,11 @@ def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) ->
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{meta_path} does not exist; prepare the directory with `scratchlm data text`.") from None
+    except NotADirectoryError:
+        raise DataError(
+            f"{directory} is a file, not a token directory; point data.path at the directory `scratchlm data text` "
+            'wrote (or set data.kind = "trajectories" for a trajectory pickle).'
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{meta_path} is not valid JSON ({exc}); prepare the directory again.") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:

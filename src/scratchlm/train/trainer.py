@@ -493,6 +493,24 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, stop_
     run = setup(config, run_dir, resume=resume)
     try:
         return fit(run, stop_after=stop_after)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        t = config.train
+        raise OutOfMemoryError(
+            f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; lower it "
+            f"(e.g. --set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={t.grad_accum * 2} "
+            f"keeps the same tokens per step). Checkpoints already in {run.checkpoint_dir} are intact."
+        ) from None
     finally:
         if run.logger is not None:
             run.logger.close()
+
+
+class OutOfMemoryError(ScratchLMError, RuntimeError):
+    """A step needed more device memory than there is."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
