@@ -205,7 +205,7 @@ def test_an_epochs_budget_replaces_the_presets_steps_and_counts_whole_passes(
 
 
 def test_epochs_are_for_trajectories_only() -> None:
-    with pytest.raises(ConfigError, match="train.epochs applies to trajectory data only"):
+    with pytest.raises(ConfigError, match=r"train\.epochs applies to trajectory data only"):
         resolve_run_config("debug", None, ["data.kind=tokens", "train.epochs=1"])
 
 
