@@ -11,6 +11,7 @@ The causal mask makes half the attention scores useless, but, as in the papers, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from scratchlm.config import ModelConfig
@@ -50,6 +51,79 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None, *, training
     n = param_counts(c).matmul
     attention = c.num_layers * c.num_heads * c.head_dim * seq
     return float(6 * n + 12 * attention) if training else float(2 * n + 4 * attention)
+
+
+@dataclass(frozen=True)
+class FlopsBreakdown:
+    """Forward FLOPs of one sequence of T tokens, by component (2mnp per matmul; norms and softmax ignored)."""
+
+    attention_projections: float  # q, k, v and output projections: 8·T·d² per layer
+    attention_scores: float  # q·k^T: 2·T²·d per layer
+    attention_mixing: float  # probabilities · v: 2·T²·d per layer
+    ffn: float  # 2·T·d·d_ff per matrix (3 for SwiGLU, 2 for the SiLU MLP) per layer
+    lm_head: float  # 2·T·d·V
+
+    @property
+    def total(self) -> float:
+        return self.attention_projections + self.attention_scores + self.attention_mixing + self.ffn + self.lm_head
+
+    def shares(self) -> dict[str, float]:
+        parts = dataclasses.asdict(self)
+        return {name: value / self.total for name, value in parts.items()}
+
+
+def forward_flops(config: ModelConfig, seq_len: int | None = None) -> FlopsBreakdown:
+    c = config
+    t = c.context_length if seq_len is None else seq_len
+    d, layers = c.d_model, c.num_layers
+    assert c.d_ff is not None
+    ffn_matrices = 3 if c.ffn == "swiglu" else 2
+    return FlopsBreakdown(
+        attention_projections=float(layers * 8 * t * d * d),
+        attention_scores=float(layers * 2 * t * t * d),
+        attention_mixing=float(layers * 2 * t * t * d),
+        ffn=float(layers * ffn_matrices * 2 * t * d * c.d_ff),
+        lm_head=float(2 * t * d * c.vocab_size),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of model state for training with AdamW (activations excluded: they depend on batch and length)."""
+
+    weights: int
+    gradients: int
+    adamw_state: int  # two moments per parameter
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.adamw_state
+
+
+def training_memory(config: ModelConfig, bytes_per_value: int = 4) -> TrainingMemory:
+    """fp32 (4 bytes) or bf16 (2 bytes) everywhere; mixed precision keeps fp32 moments, so use 4 for those."""
+    n = param_counts(config).total
+    return TrainingMemory(n * bytes_per_value, n * bytes_per_value, 2 * n * bytes_per_value)
+
+
+# The shapes the CS336 / CSE599-O accounting problem asks about (our architecture: SwiGLU with d_ff = 4·d_model,
+# as the handout's GPT-2 XL config gives; vocabulary 50,257; context 1,024).
+GPT2_SHAPES: dict[str, dict[str, int]] = {
+    "gpt2-small": {"num_layers": 12, "d_model": 768, "num_heads": 12},
+    "gpt2-medium": {"num_layers": 24, "d_model": 1024, "num_heads": 16},
+    "gpt2-large": {"num_layers": 36, "d_model": 1280, "num_heads": 20},
+    "gpt2-xl": {"num_layers": 48, "d_model": 1600, "num_heads": 25},
+}
+
+
+def gpt2_config(name: str, context_length: int = 1024) -> ModelConfig:
+    shape = GPT2_SHAPES[name]
+    return ModelConfig(
+        vocab_size=50257,
+        context_length=context_length,
+        d_ff=4 * shape["d_model"],
+        **shape,
+    )
 
 
 # Dense (no 2:4 sparsity) peak tensor-core throughput in FLOP/s, from the vendors' datasheets, by dtype.

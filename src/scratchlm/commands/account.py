@@ -1,0 +1,87 @@
+"""`scratchlm account`: parameters, training memory and forward FLOPs by component for a model shape.
+
+Shapes come from a preset (`--preset`), one of the handout's GPT-2 shapes (`--model gpt2-xl`), or explicit
+numbers (`--d-model 768 --num-layers 12 --num-heads 12 ...`); `--context-length` overrides T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a preset's model (see `scratchlm presets`)")
+    source.add_argument("--model", choices=["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"])
+    for flag in ("--d-model", "--num-layers", "--num-heads", "--d-ff", "--vocab-size", "--context-length"):
+        parser.add_argument(flag, type=int)
+    parser.add_argument("--ffn", choices=["swiglu", "silu"])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchlm.analysis.accounting import (
+        forward_flops,
+        gpt2_config,
+        param_counts,
+        training_memory,
+    )
+    from scratchlm.config import ModelConfig
+    from scratchlm.errors import ConfigError
+    from scratchlm.presets import model_config_from_preset
+
+    explicit = {
+        "d_model": args.d_model,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+        "d_ff": args.d_ff,
+        "vocab_size": args.vocab_size,
+        "context_length": args.context_length,
+        "ffn": args.ffn,
+    }
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    if args.model:
+        base = gpt2_config(args.model).to_dict()
+    elif args.preset:
+        base = model_config_from_preset(args.preset).to_dict()
+    else:
+        required = ("d_model", "num_layers", "num_heads", "vocab_size", "context_length")
+        missing = [f"--{k.replace('_', '-')}" for k in required if k not in explicit]
+        if missing:
+            raise ConfigError(f"give --preset, --model, or a full shape (missing {' '.join(missing)}).")
+        base = {}
+    if "d_model" in explicit and "d_ff" not in explicit:
+        base.pop("d_ff", None)  # a new width re-derives the default d_ff
+    config = ModelConfig.from_dict({**base, **explicit})
+    counts = param_counts(config)
+    flops = forward_flops(config)
+    memory = {"fp32": training_memory(config, 4), "bf16": training_memory(config, 2)}
+    report = {
+        "model": config.to_dict(),
+        "params": {"total": counts.total, "non_embedding": counts.non_embedding, "embedding": counts.embedding},
+        "memory_bytes": {
+            k: {"weights": m.weights, "gradients": m.gradients, "adamw": m.adamw_state, "total": m.total}
+            for k, m in memory.items()
+        },  # fmt: skip
+        "forward_flops": {**vars(flops), "total": flops.total},
+        "forward_flop_shares": flops.shares(),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    c = config
+    print(
+        f"{c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, d_ff {c.d_ff} ({c.ffn}), "
+        f"vocab {c.vocab_size}, context {c.context_length}"
+    )
+    print(f"parameters: {counts.total:,} total, {counts.non_embedding:,} non-embedding")
+    for kind, m in memory.items():
+        print(
+            f"training state in {kind}: weights {m.weights / 2**30:.2f} GiB + gradients {m.gradients / 2**30:.2f} "
+            f"GiB + AdamW {m.adamw_state / 2**30:.2f} GiB = {m.total / 2**30:.2f} GiB"
+        )
+    print(f"forward FLOPs for one sequence of {c.context_length} tokens: {flops.total:.4g}")
+    for name, share in flops.shares().items():
+        print(f"  {name:22s} {getattr(flops, name):12.4g}  {share:6.1%}")
+    return 0
