@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "memory_bytes": {
             k: {"weights": m.weights, "gradients": m.gradients, "adamw": m.adamw_state, "total": m.total}
             for k, m in memory.items()
-        },  # fmt: skip
+        },
         "forward_flops": {**vars(flops), "total": flops.total},
         "forward_flop_shares": flops.shares(),
     }
