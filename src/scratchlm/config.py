@@ -197,6 +197,8 @@ class OptimConfig(_Section):
 # ------------------------------------------------------------------------------------------------- data
 
 DATA_KINDS = ("trajectories", "tokens")
+# Columns of the course's 10-dim state (7 joint angles, then the end effector's x, y, z).
+STATE_SUBSETS = {"all": tuple(range(10)), "joints": tuple(range(7)), "ee": (7, 8, 9)}
 
 
 @dataclass
@@ -216,11 +218,13 @@ class DataConfig(_Section):
     split_seed: int = 42
     layout: str = "actions"  # trajectories: "actions" (the course's sequence) or "unified" (states + actions)
     state_bins: int = 256  # unified layout: uniform bins per state dimension, fitted on the training split
+    states: str = "all"  # unified layout: which state dims enter the sequence: "all" (10), "joints" (7), "ee" (3)
 
     def __post_init__(self) -> None:
         self._check_types()
         self._choice("kind", DATA_KINDS)
         self._choice("layout", ("actions", "unified"))
+        self._choice("states", tuple(STATE_SUBSETS))
         self._positive("state_bins")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}.")

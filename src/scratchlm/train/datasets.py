@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratchlm.config import RunConfig
+from scratchlm.config import STATE_SUBSETS, RunConfig
 from scratchlm.train.distributed import DistInfo
 from scratchlm.train.sources import BatchSource, TokenWindows, fixed_windows
 
@@ -75,6 +75,7 @@ def raise_short(split: str, num_tokens: int, context: int, path: str) -> None:
 
 def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) -> TrainingData:
     from scratchlm.data.actions import ActionLayout, UnifiedLayout, UniformBinner
+    from scratchlm.data.trajectories import TrajectoryData
     from scratchlm.data.trajectory_dataset import EpochBatches, iterate_batches, make_sequences, split_trajectories
     from scratchlm.data.trajectory_io import load_trajectories
     from scratchlm.data.trajectory_metrics import action_metrics, loss_floor
@@ -83,15 +84,18 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     trajectories = load_trajectories(d.path)
     train_split, val_split = split_trajectories(trajectories, d.val_fraction, d.split_seed)
     if d.layout == "unified":  # state bins are fitted on the training split only
+        columns = list(STATE_SUBSETS[d.states])
+        train_split, val_split = (
+            TrajectoryData(split.states_NTS[..., columns], split.actions_NT, split.version)
+            for split in (train_split, val_split)
+        )
         layout: ActionLayout | UnifiedLayout = UnifiedLayout(UniformBinner.fit(train_split.states_NTS, d.state_bins))
     else:
         layout = ActionLayout()
     train_seq, val_seq = make_sequences(train_split, layout), make_sequences(val_split, layout)
     # Every rank walks the same global batch order and keeps its own rows (see sources.py).
     global_batches = EpochBatches(train_seq, t.batch_size * dist.world_size, seed=t.seed, device="cpu")
-    train = RankSlice(
-        global_batches, dist.rank, t.batch_size, device, tokens_per_row=int(train_seq.is_target_NL[:, 1:].sum(1).mean())
-    )
+    train = RankSlice(global_batches, dist.rank, t.batch_size, device, tokens_per_row=train_seq.seq_len - 1)
     val_batch = t.batch_size * dist.world_size  # the validation set does not depend on the process count
     val_rows = len(val_seq) if t.eval_batches == 0 else min(len(val_seq), t.eval_batches * val_batch)
     val_head = val_seq if val_rows == len(val_seq) else _first_rows(val_seq, val_rows)
@@ -135,7 +139,7 @@ class RankSlice:
 
     def __init__(self, source: Any, rank: int, batch_size: int, device: torch.device, tokens_per_row: int) -> None:
         self.source, self.rank, self.batch_size, self.device = source, rank, batch_size, device
-        self.tokens_per_batch = batch_size * tokens_per_row
+        self.tokens_per_batch = batch_size * tokens_per_row  # positions the model processes, targets or not
 
     def next_batch(self) -> Batch:
         inputs, targets = self.source.next_batch()
