@@ -16,6 +16,7 @@ from scratchlm.data.trajectory_io import save_trajectories
 from scratchlm.errors import CheckpointError, ConfigError
 from scratchlm.model import TransformerLM
 from scratchlm.presets import resolve_run_config
+from scratchlm.train import trainer
 from scratchlm.train.checkpoint import load_model, read_checkpoint
 from scratchlm.train.tracking import read_metrics
 from scratchlm.train.trainer import NonFiniteLossError, lr_at, setup, train
@@ -169,6 +170,42 @@ def test_a_nan_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_a_nan_gradient_with_a_finite_loss_is_caught(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    original = trainer.clip_grad_norm
+    calls = {"n": 0}
+
+    def poisoned(params, max_norm: float) -> torch.Tensor:
+        params = list(params)
+        calls["n"] += 1
+        if calls["n"] == 8:  # step 8: one gradient entry turns NaN after a finite loss
+            params[0].grad.view(-1)[0] = float("nan")
+        return original(params, max_norm)
+
+    monkeypatch.setattr(trainer, "clip_grad_norm", poisoned)
+    run_dir = tmp_path / "run"
+    config = debug_config(trajectories, f"train.on_nonfinite={mode}")
+    if mode == "skip":
+        assert train(config, run_dir)["steps"] == 12
+        last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+        assert last["train_state"]["skipped_steps"] == 1
+        assert all(torch.isfinite(v).all() for v in last["model"].values())
+        return
+    with pytest.raises(NonFiniteLossError, match=r"at step 8 and the run stopped; the last good checkpoint .* step 6"):
+        train(config, run_dir)
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"] == 6
+    monkeypatch.setattr(trainer, "clip_grad_norm", original)  # the glitch is gone: resume from the good checkpoint
+    train(config, run_dir, resume=True)
+    train(config, tmp_path / "straight")
+    resumed, straight = (read_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, tmp_path / "straight"))
+    assert all(torch.equal(v, resumed["model"][k]) for k, v in straight["model"].items())
+    assert _without_timing(read_metrics(run_dir / "metrics.jsonl")) == _without_timing(
+        read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    )
+
+
 def test_skip_mode_skips_the_bad_update_and_finishes(
     tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,3 +256,18 @@ def test_lr_schedule_warms_up_and_ends_at_min_lr_on_the_last_step() -> None:
     assert [lr_at(s, constant, 10) for s in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
     assert lr_at(0, OptimConfig(lr=1.0, warmup_steps=0), 1) == 1.0
     assert math.isclose(lr_at(1, OptimConfig(lr=1.0, warmup_steps=50), 3), 0.5)  # warmup clamped to the run
+
+
+def test_unified_layout_with_a_state_subset_trains_on_action_targets_only(tmp_path: Path, trajectories: Path) -> None:
+    config = debug_config(
+        trajectories, "data.layout=unified", "data.states=ee", "model.vocab_size=1024", "model.context_length=80",
+        "train.max_steps=2", "train.eval_interval=2",
+    )  # fmt: skip
+    run = setup(config, tmp_path / "run")
+    assert run.data.seq_len == 20 * 4 - 1  # 20 steps of 3 ee bins + 1 action
+    assert run.data.vocab_size == 3 * 256 + 256
+    inputs, targets = run.data.train.next_batch()
+    assert inputs.shape == (8, 79)
+    assert (targets != -100).sum(1).eq(20).all()  # every action of the 20 steps is predicted, no state token
+    summary = train(config, tmp_path / "run2")
+    assert "final_val_action_within2" in summary
