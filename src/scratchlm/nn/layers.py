@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import einsum
 from torch import Tensor, nn
 
 
@@ -37,7 +36,9 @@ class Linear(nn.Module):
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3.0 * std, b=3.0 * std)
 
     def forward(self, x: Tensor) -> Tensor:
-        return einsum(x, self.weight, "... d_in, d_out d_in -> ... d_out")
+        # (..., d_in) @ (d_in, d_out): the same contraction as einsum("... i, o i -> ... o"), without its
+        # per-call parsing (3x less overhead for the one-token matmuls of decoding).
+        return x @ self.weight.T
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
