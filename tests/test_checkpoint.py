@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratchlm.errors import CheckpointError
+from scratchlm.errors import CheckpointError, WriteError
 from scratchlm.model import TransformerLM
 from scratchlm.optim import AdamW
 from scratchlm.presets import model_config_from_preset
@@ -85,8 +85,10 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt_module.torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space"):
+    expected = r"cannot write .*last\.pt: disk full \(ENOSPC\); the previous file is intact"
+    with pytest.raises(WriteError, match=expected) as info:
         save_checkpoint(model, opt, 2, path)
+    assert isinstance(info.value, OSError) and info.value.errno == 28
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
 

@@ -68,3 +68,29 @@ def test_console_script_entry_point_runs() -> None:
         check=True,
     )
     assert json.loads(result.stdout)["params"]["non_embedding"] == 17_576_448
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "line"),
+    [
+        (ZeroDivisionError("division by zero"), 1, "scratchlm: error: internal error (ZeroDivisionError: division by"),
+        (PermissionError(13, "Permission denied", "/x"), 5, "scratchlm: error: cannot access /x: permission denied"),
+        (KeyboardInterrupt(), 130, "scratchlm: interrupted"),
+    ],
+    ids=["bug", "os-error", "ctrl-c"],
+)
+def test_unexpected_failures_are_one_line_and_debug_adds_the_traceback(
+    raised: BaseException, status: int, line: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm.commands import presets
+
+    def broken(args: object) -> int:
+        raise raised
+
+    monkeypatch.setattr(presets, "run", broken)
+    assert main(["presets"]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(line) and len(err.strip().splitlines()) == 1
+    assert main(["presets", "--debug"]) == status
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and err.strip().splitlines()[-1].startswith(line)

@@ -10,6 +10,7 @@ import pytest
 from scratchlm.cli import main
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
+from scratchlm.errors import EXIT_OUT_OF_MEMORY
 from scratchlm.model import TransformerLM
 from scratchlm.train import trainer
 
@@ -90,7 +91,7 @@ def test_out_of_memory_names_the_fix_and_keeps_checkpoints(
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes")
 
     monkeypatch.setattr(TransformerLM, "forward", exhausted)
-    assert main(base(data, tmp_path / "run", "--set", "train.batch_size=8")) == 2
+    assert main(base(data, tmp_path / "run", "--set", "train.batch_size=8")) == EXIT_OUT_OF_MEMORY
     line = one_error_line(capsys)
     assert "ran out of cpu memory at train.batch_size=8" in line and "train.grad_accum=2" in line
     assert trainer.OutOfMemoryError.__mro__[1].__name__ == "ScratchLMError"

@@ -206,6 +206,28 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught(
     )
 
 
+def test_under_fp16_loss_scaling_an_overflowing_gradient_is_left_to_the_scaler(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = torch.amp.GradScaler.unscale_
+    calls = {"n": 0}
+
+    def overflowing(self: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # step 2's scaled gradients overflow, as they do when the loss scale is too high
+            optimizer.param_groups[0]["params"][0].grad.view(-1)[0] = float("inf")
+        original(self, optimizer)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "unscale_", overflowing)
+    config = debug_config(
+        trajectories, "train.dtype=float16", "train.max_steps=4", "train.eval_interval=4", "train.eval_batches=1"
+    )
+    assert train(config, tmp_path / "run")["steps"] == 4  # not stopped as non-finite
+    last = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert last["scaler"]["scale"] == 2.0**15  # the scaler skipped that step and halved its scale
+
+
 def test_skip_mode_skips_the_bad_update_and_finishes(
     tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

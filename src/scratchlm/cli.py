@@ -1,7 +1,20 @@
 """`scratchlm <command>`: the command tree. Each command lives in `scratchlm.commands.<module>` as
 `add_arguments(parser)` plus `run(args) -> int`; this file only assembles them and reports errors.
 
-Every user mistake surfaces as one line `scratchlm: error: ...` and exit status 2, never a traceback.
+Every failure surfaces as one line on stderr, `scratchlm: error: ...`, and an exit status that says what
+kind of failure it was; `--debug` (before or after the command) adds the traceback.
+
+| status | meaning |
+|---|---|
+| 0 | success |
+| 1 | internal error: a bug in scratchlm (run again with `--debug` and report the traceback) |
+| 2 | bad input: arguments, config keys or values, data / tokenizer / checkpoint files, resume conflicts |
+| 3 | training stopped: the loss or gradients became NaN/Inf (the last good checkpoint is kept) |
+| 4 | out of memory (the message names the setting to lower) |
+| 5 | the operating system refused a read or write: disk full, permission denied, read-only file system |
+| 6 | the run directory is in use by another `scratchlm train` (its `.lock` names the process) |
+| 130 | interrupted by Ctrl-C (SIGINT) |
+| 143 | terminated by SIGTERM (e.g. a scheduler's stop); checkpoints already written are intact |
 """
 
 from __future__ import annotations
@@ -9,16 +22,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from scratchlm import __version__
-from scratchlm.errors import ScratchLMError
+from scratchlm.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_TERMINATED,
+    ScratchLMError,
+    first_line,
+)
+from scratchlm.fileio import describe_os_error
 
 # (command words, module under scratchlm.commands, one-line help)
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("presets",), "presets", "list the shipped presets"),
     (("info",), "info", "show a model config with its parameter and FLOP counts"),
+    (("account",), "account", "parameters, training memory and forward FLOPs by component for a model shape"),
     (("data", "trajectories"), "data_trajectories", "generate the Scratch-1 robot-trajectory dataset"),
     (("data", "text"), "data_text", "tokenize a text corpus into train.bin / val.bin with its tokenizer"),
     (("tokenizer", "train"), "tokenizer_train", "train a BPE or char tokenizer and save it"),
@@ -27,6 +56,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train",), "train", "train a model (or resume a run)"),
     (("bench", "train"), "bench_train", "time training steps of a preset on random tokens"),
     (("report",), "report", "write the loss curve, attention maps and report.md of a run"),
+    (("generate",), "generate", "sample text from a run's checkpoint, or roll out its trajectories"),
     (("demo",), "demo", "the main job: Scratch-1 data -> train scratch1-quick -> report (runs/demo)"),
 ]
 
@@ -37,12 +67,21 @@ GROUP_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (argparse prints the usage block above them otherwise)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"scratchlm: error: {message}; see `{self.prog} --help`.\n")
+
+
+DEBUG_HELP = "show the full traceback of an error"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scratchlm", description="From-scratch transformer LMs for text and robot actions."
-    )
+    parser = _Parser(prog="scratchlm", description="From-scratch transformer LMs for text and robot actions.")
     parser.add_argument("--version", action="version", version=f"scratchlm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest="command", metavar="COMMAND")
     }
@@ -56,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"scratchlm.commands.{module_name}")
         command_parser = groups[words[:-1]].add_parser(words[-1], help=help_text, description=help_text)
         module.add_arguments(command_parser)
+        # SUPPRESS: a command's own default must not overwrite `scratchlm --debug COMMAND`.
+        command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         command_parser.set_defaults(handler=module.run)
     return parser
 
@@ -69,16 +110,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler = getattr(args, "handler", None)
     if handler is None:
-        getattr(args, "group_parser", parser).print_help()
-        return 2
+        group = getattr(args, "group_parser", parser)
+        group.print_help()
+        return _fail(f"`{group.prog}` needs a command (listed above).", EXIT_BAD_INPUT, debug=False)
     try:
-        return int(handler(args) or 0)
+        with _sigterm_raises():
+            return int(handler(args) or 0)
     except ScratchLMError as exc:
-        print(f"scratchlm: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), exc.exit_code, args.debug)
+    except OSError as exc:
+        return _fail(describe_os_error(exc, action="access"), EXIT_IO, args.debug)
     except KeyboardInterrupt:
-        print("scratchlm: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", EXIT_INTERRUPTED, args.debug, prefix="scratchlm: ")
+    except Terminated:
+        return _fail("terminated by SIGTERM", EXIT_TERMINATED, args.debug, prefix="scratchlm: ")
+    except Exception as exc:
+        return _fail(
+            f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug in scratchlm: run the command "
+            "again with --debug and report the traceback.",
+            EXIT_INTERNAL,
+            args.debug,
+        )
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so locks are released and partial writes removed."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        yield
+        return
+
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked worker (e.g. of a multiprocessing pool): die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, code: int, debug: bool, prefix: str = "scratchlm: error: ") -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{prefix}{message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,16 +1,30 @@
-"""One exception family for every mistake a user can make.
+"""One exception family for every mistake a user can make, and the exit status each one maps to.
 
 Each error carries a single sentence that names the offending argument and says how to fix it. The CLI
-prints that sentence (no traceback) and exits with status 2; library callers can catch `ScratchLMError`.
-The concrete classes also derive from the builtin a caller would expect (ValueError for bad values,
-RuntimeError for an unusable device) so generic `except ValueError` code keeps working.
+prints that sentence (no traceback unless `--debug`) and exits with the class's `exit_code`; library
+callers can catch `ScratchLMError`. The concrete classes also derive from the builtin a caller would
+expect (ValueError for bad values, RuntimeError for an unusable device, OSError for a failed write) so
+generic `except ValueError` code keeps working. The exit statuses are documented, as a table, in
+`scratchlm.cli`.
 """
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug in scratchlm
+EXIT_BAD_INPUT = 2  # arguments, config, data / tokenizer / checkpoint files, resume conflicts
+EXIT_NONFINITE = 3  # training stopped: NaN/Inf loss or gradients
+EXIT_OUT_OF_MEMORY = 4
+EXIT_IO = 5  # the operating system refused a read or write
+EXIT_LOCKED = 6  # another live process trains in the run directory
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
 
 class ScratchLMError(Exception):
     """Base class: a problem with the user's input, with a message that says how to fix it."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigError(ScratchLMError, ValueError):
@@ -31,3 +45,44 @@ class DeviceError(ScratchLMError, RuntimeError):
 
 class CheckpointError(ScratchLMError, RuntimeError):
     """A checkpoint cannot be read, written or applied."""
+
+
+class NonFiniteLossError(ScratchLMError, RuntimeError):
+    """The loss or the gradients became NaN/Inf."""
+
+    exit_code = EXIT_NONFINITE
+
+
+class OutOfMemoryError(ScratchLMError, RuntimeError):
+    """A step needed more device memory than there is."""
+
+    exit_code = EXIT_OUT_OF_MEMORY
+
+
+class RunLockedError(ScratchLMError, RuntimeError):
+    """Another live process is writing to the same run directory."""
+
+    exit_code = EXIT_LOCKED
+
+
+class WriteError(ScratchLMError, OSError):
+    """The operating system refused a write (disk full, permission denied, read-only file system, ...).
+
+    `errno` and `filename` are those of the underlying OSError; `str()` is the one-sentence message.
+    """
+
+    exit_code = EXIT_IO
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (empty for a bare EOFError), cut to `limit` characters."""
+    return (str(exc).splitlines() or [""])[0][:limit]

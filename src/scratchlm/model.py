@@ -11,6 +11,8 @@ Shapes: B = batch (any leading dims), T = positions, D = d_model, V = vocabulary
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +27,9 @@ from scratchlm.nn.positions import (
     RotaryPositionalEmbedding,
     SinusoidalPositionalEmbedding,
 )
+
+if TYPE_CHECKING:
+    from scratchlm.infer.kv_cache import KVCache, LayerKVCache
 
 IGNORE_INDEX = -100  # a target equal to this contributes nothing to the loss
 
@@ -70,12 +75,14 @@ class Block(nn.Module):
         ffn_cls = SwiGLU if ffn == "swiglu" else SiLUMLP
         self.ffn = ffn_cls(d_model, d_ff, device=device, dtype=dtype)
 
-    def forward(self, x_BTD: Tensor, token_positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x_BTD: Tensor, token_positions: Tensor | None = None, kv_cache: LayerKVCache | None = None
+    ) -> Tensor:
         if self.pre_norm:
             # The residual stream itself is never normalized: a clean path from embeddings to the head.
-            x_BTD = x_BTD + self._drop(self.attn(self.ln1(x_BTD), token_positions))
+            x_BTD = x_BTD + self._drop(self.attn(self.ln1(x_BTD), token_positions, kv_cache))
             return x_BTD + self._drop(self.ffn(self.ln2(x_BTD)))
-        x_BTD = self.ln1(x_BTD + self._drop(self.attn(x_BTD, token_positions)))
+        x_BTD = self.ln1(x_BTD + self._drop(self.attn(x_BTD, token_positions, kv_cache)))
         return self.ln2(x_BTD + self._drop(self.ffn(x_BTD)))
 
     def _drop(self, x: Tensor) -> Tensor:
@@ -142,23 +149,32 @@ class TransformerLM(nn.Module):
                 module.reset_parameters()
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, token_positions: Tensor | None = None
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        token_positions: Tensor | None = None,
+        kv_cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """idx: (B, T) token ids, T <= context_length; targets: (B, T) next-token ids (or IGNORE_INDEX).
 
         Returns logits (B, T, V) and the mean cross-entropy over non-ignored targets (None without
         targets). token_positions: (B, T) or (T,) absolute positions, default 0..T-1.
+        kv_cache (decoding, `scratchlm.infer.kv_cache`): idx holds only the T tokens after those already
+        cached; the default positions are then their true ones, which the cache knows.
         """
         self._check_inputs(idx, targets)
         seq_len = idx.shape[-1]
         x_BTD = self.token_embeddings(idx)
-        if token_positions is None:
+        if kv_cache is not None:
+            cached_positions = kv_cache.reserve(idx)
+            token_positions = cached_positions if token_positions is None else token_positions
+        elif token_positions is None:
             token_positions = torch.arange(seq_len, device=idx.device)
         if self.position_embeddings is not None:
             x_BTD = x_BTD + self.position_embeddings(token_positions).to(x_BTD.dtype)
         x_BTD = dropout(x_BTD, self.config.dropout, self.training)
-        for block in self.layers:
-            x_BTD = block(x_BTD, token_positions)
+        for i, block in enumerate(self.layers):
+            x_BTD = block(x_BTD, token_positions, None if kv_cache is None else kv_cache.layers[i])
         logits_BTV = self.lm_head(self.ln_final(x_BTD))
         if targets is None:
             return logits_BTV, None
@@ -179,8 +195,8 @@ class TransformerLM(nn.Module):
             )
         if targets is not None and targets.shape != idx.shape:
             raise ShapeError(f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}.")
-        if torch.compiler.is_compiling():
-            return  # value checks are data-dependent; eager runs catch bad ids before compiled ones run
+        if torch.compiler.is_compiling() or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return  # value checks are data-dependent; eager runs catch bad ids before compiled/graphed ones
         # All four bounds in one host transfer: one sync per step on a GPU, not four.
         bounds = [idx.min(), idx.max()]
         if targets is not None:

@@ -35,12 +35,18 @@ def write_report(run_dir: str | Path, *, attention_sample: int = 0) -> Path:
     config_path, summary_path = run_dir / "config.toml", run_dir / "summary.json"
     if not config_path.is_file() or not summary_path.is_file():
         raise DataError(f"{run_dir} is not a finished run (no config.toml or summary.json); train it first.")
-    config = RunConfig.from_tables(tomllib.loads(config_path.read_text(encoding="utf-8")))
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    try:
+        config = RunConfig.from_tables(tomllib.loads(config_path.read_text(encoding="utf-8")))
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # TOML/JSON/UTF-8 decoding errors are ValueErrors
+        raise DataError(f"{run_dir}: config.toml or summary.json is damaged ({exc}); train the run again.") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{summary_path} is not a JSON object; train the run again.")
     rows = read_metrics(run_dir / "metrics.jsonl")
     floor = summary.get("data", {}).get("loss_floor")
-    loss_png = plot_loss_curves([run_dir], run_dir / "plots" / "loss_curve.png", floor=floor)
+    # The checkpoint is read (and refused if bad) before any figure is written, so a failed report changes nothing.
     attention_png = _attention_figure(run_dir, config, attention_sample)
+    loss_png = plot_loss_curves([run_dir], run_dir / "plots" / "loss_curve.png", floor=floor)
     report = run_dir / "report.md"
     with atomic_write(report, "w", encoding="utf-8") as fh:
         fh.write(_markdown(run_dir, config, summary, rows, loss_png, attention_png))

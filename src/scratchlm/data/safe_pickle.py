@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 from typing import IO, Any
@@ -87,6 +88,12 @@ def _rebuild_tensor(
     last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if all(size) else -1
     if last >= numel:
         raise DataError(f"a tensor in the pickle reads past its storage ({last} >= {numel} elements).")
+    # A stride-0 (broadcast) view of a tiny storage would expand to any size on .contiguous(): a pickle bomb.
+    if math.prod(size) > numel:
+        raise UnsafePickleError(
+            f"a tensor in the pickle claims {math.prod(size)} elements over a storage of {numel} (a broadcast "
+            "view); trajectory files never hold those."
+        )
     return torch.as_strided(storage.flat, size, stride, storage_offset).contiguous()
 
 
@@ -106,6 +113,10 @@ def _dtype(*args: Any) -> np.dtype:
 def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     if subtype is not np.ndarray:
         raise UnsafePickleError("the pickle rebuilds an ndarray subclass; only plain NumPy arrays are allowed.")
+    # NumPy pickles an empty placeholder here and sets the real shape and data in __setstate__; a larger
+    # shape would allocate memory the file does not hold.
+    if not isinstance(shape, tuple) or math.prod(shape) != 0:
+        raise UnsafePickleError(f"the pickle pre-allocates an array of shape {shape!r}; NumPy never writes that.")
     return _MULTIARRAY._reconstruct(np.ndarray, shape, _check_plain_dtype(dtype_code))
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from scratchlm import __version__
 from scratchlm.data.token_files import load_token_file, token_dtype
 from scratchlm.errors import ConfigError, DataError
-from scratchlm.fileio import atomic_write
+from scratchlm.fileio import atomic_write, refuse_special_file
 from scratchlm.tokenizers.base import TextTokenizer, load_tokenizer
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, next_safe_cut, read_range, total_size
 from scratchlm.tokenizers.counting import plan_workers, pool_context, progress_bar
@@ -60,6 +60,7 @@ def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) ->
     """Open a directory written by `prepare_text_corpus` (checking both token files against meta.json)."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
+    refuse_special_file(meta_path, "corpus description")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -69,17 +70,28 @@ def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) ->
             f"{directory} is a file, not a token directory; point data.path at the directory `scratchlm data text` "
             'wrote (or set data.kind = "trajectories" for a trajectory pickle).'
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly nested
         raise DataError(f"{meta_path} is not valid JSON ({exc}); prepare the directory again.") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise DataError(f"{meta_path} is not a format-{META_FORMAT} text corpus description; prepare it again.")
     splits = {}
     for name in ("train", "val"):
-        entry = meta.get("splits", {}).get(name)
+        entry = meta["splits"].get(name) if isinstance(meta.get("splits"), dict) else None
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise DataError(f"{meta_path} lacks the {name!r} split; prepare the directory again.")
+        _check_plain_name(entry["file"], f"the {name} split's file", meta_path)
         splits[name] = load_token_file(directory / entry["file"], meta, full_check=full_check)
+    tokenizer = meta.get("tokenizer")
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("dir"), str):
+        raise DataError(f"{meta_path} lacks the tokenizer entry {{'dir': ...}}; prepare the directory again.")
+    _check_plain_name(tokenizer["dir"], "the tokenizer directory", meta_path)
     return TokenCorpus(directory, splits["train"], splits["val"], meta, int(meta["vocab_size"]))
+
+
+def _check_plain_name(name: str, what: str, meta_path: Path) -> None:
+    # meta.json may come from a stranger: it must not point the loader at files outside its directory.
+    if not name or os.path.basename(name) != name or name in (".", ".."):
+        raise DataError(f"{meta_path}: {what} must be a name inside the directory, got {name!r}; prepare it again.")
 
 
 def prepare_text_corpus(
@@ -150,6 +162,9 @@ def prepare_text_corpus(
 
 # ---- encoding -------------------------------------------------------------------------------------------
 _WORKER_TOKENIZER: TextTokenizer | None = None
+# A task's range is encoded in pieces of about this size: `encode` returns a Python list (~40 bytes per
+# id), so a whole 32 MB range at once would hold hundreds of MB; pieces keep that to a few MB.
+_ENCODE_PIECE_BYTES = 1 << 20
 
 
 def _init_worker(tokenizer: TextTokenizer) -> None:
@@ -159,8 +174,13 @@ def _init_worker(tokenizer: TextTokenizer) -> None:
 
 def _encode_range(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int]:
     path, start, end, dtype = task
-    assert _WORKER_TOKENIZER is not None
-    return np.asarray(_WORKER_TOKENIZER.encode(read_range(path, start, end)), dtype=dtype), end - start
+    tokenizer = _WORKER_TOKENIZER
+    assert tokenizer is not None
+    pieces = [
+        np.asarray(tokenizer.encode(read_range(path, a, b)), dtype=dtype)
+        for a, b in iter_ranges(TextSource(path, start, end), tokenizer.special_tokens, _ENCODE_PIECE_BYTES)
+    ]
+    return (np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)), end - start
 
 
 def encode_sources(

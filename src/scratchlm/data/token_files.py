@@ -3,6 +3,8 @@
 The dtype is uint16 when every id fits (vocab_size <= 65536), else uint32. Opening a file checks that its
 size is a whole number of ids and that ids are below the vocabulary size: every id for files up to
 `FULL_CHECK_TOKENS` (or when asked), evenly spaced blocks otherwise, so opening a multi-GB file stays cheap.
+The check reads the file through one reusable buffer of `_READ_BLOCK_TOKENS` ids, not through the memmap,
+so even a full check of a huge file adds at most that buffer to the process's resident memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from scratchlm.errors import DataError
 FULL_CHECK_TOKENS = 1 << 25
 _SAMPLE_BLOCKS = 64
 _SAMPLE_BLOCK_TOKENS = 1 << 16
+_READ_BLOCK_TOKENS = 1 << 22
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -44,14 +47,18 @@ def load_token_file(
     if isinstance(meta_or_vocab_size, Mapping):
         meta = meta_or_vocab_size
         vocab_size, dtype = meta.get("vocab_size"), dtype or meta.get("dtype")
-        for split in meta.get("splits", {}).values():
+        splits = meta.get("splits", {})
+        for split in splits.values() if isinstance(splits, Mapping) else ():
             if isinstance(split, Mapping) and split.get("file") == os.path.basename(path):
                 expected_tokens = split.get("tokens")
     else:
         vocab_size = meta_or_vocab_size
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise DataError(f"{path}: vocab size must be a positive integer, got {vocab_size!r}.")
-    dt = token_dtype(vocab_size) if dtype is None else np.dtype(dtype)
+    try:
+        dt = token_dtype(vocab_size) if dtype is None else np.dtype(dtype)
+    except TypeError:
+        raise DataError(f"{path}: {dtype!r} is not a NumPy dtype; token files are uint16 or uint32.") from None
     if dt.kind != "u":
         raise DataError(f"{path}: token files hold unsigned integers, got dtype {dt}.")
     if not os.path.isfile(path):
@@ -72,23 +79,26 @@ def load_token_file(
             f"{path} holds {len(tokens)} tokens but meta.json records {expected_tokens}; the directory is "
             "inconsistent -- prepare it again."
         )
-    _check_ids(tokens, vocab_size, path, full_check or len(tokens) <= FULL_CHECK_TOKENS)
+    _check_ids(path, dt, len(tokens), vocab_size, full_check or len(tokens) <= FULL_CHECK_TOKENS)
     return tokens
 
 
-def _check_ids(tokens: np.ndarray, vocab_size: int, path: str, full: bool) -> None:
-    n = len(tokens)
+def _check_ids(path: str, dt: np.dtype, n: int, vocab_size: int, full: bool) -> None:
     if full:
-        starts = range(0, n, 1 << 24)
-        block = 1 << 24
+        block = _READ_BLOCK_TOKENS
+        starts: list[int] | range = range(0, n, block)
     else:
-        block = _SAMPLE_BLOCK_TOKENS
+        block = min(_SAMPLE_BLOCK_TOKENS, n)
         starts = sorted({*np.linspace(0, n - block, _SAMPLE_BLOCKS, dtype=np.int64).tolist(), n - block})
-    for start in starts:
-        window = np.asarray(tokens[start : start + block])
-        if window.size and int(window.max()) >= vocab_size:
-            offset = start + int(np.argmax(window >= vocab_size))
-            raise DataError(
-                f"{path}: token {offset} has id {int(tokens[offset])}, not below the vocabulary size {vocab_size}; "
-                "the file was made with another tokenizer -- prepare it again."
-            )
+    buffer = np.empty(block, dtype=dt)
+    with open(path, "rb") as fh:
+        for start in starts:
+            fh.seek(start * dt.itemsize)
+            count = fh.readinto(memoryview(buffer).cast("B")) // dt.itemsize
+            window = buffer[:count]
+            if count and int(window.max()) >= vocab_size:
+                offset = int(np.argmax(window >= vocab_size))
+                raise DataError(
+                    f"{path}: token {start + offset} has id {int(window[offset])}, not below the vocabulary size "
+                    f"{vocab_size}; the file was made with another tokenizer -- prepare it again."
+                )

@@ -2,10 +2,15 @@
 
 The corpus is a single sequence x[0..n); any start i in [0, n - T - 1] gives a window x[i : i+T] whose
 targets are x[i+1 : i+T+1]. Only the sampled windows are read, so a memmap of a multi-GB file is never
-copied whole.
+copied whole. From a memmap of a whole file the windows are read with pread, not through the mapping:
+pages touched through a mapping stay in the process's resident set (with the kernel's read-ahead, most
+of a multi-GB file after a few thousand random batches), while pread leaves them to the page cache.
 """
 
 from __future__ import annotations
+
+import mmap
+import os
 
 import numpy as np
 import torch
@@ -49,9 +54,26 @@ def windows_at(
     x: np.ndarray, starts_B: np.ndarray, context_length: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets), each (B, T) int64 on `device`, for windows starting at `starts_B`."""
-    # One fancy-index read of (B, T+1) tokens; inputs and targets are two views of it.
-    window_BT1 = torch.from_numpy(np.asarray(x[starts_B[:, None] + np.arange(context_length + 1)], dtype=np.int64))
+    # One read of (B, T+1) tokens; inputs and targets are two views of it.
+    window_BT1 = torch.from_numpy(_read_windows(x, starts_B, context_length + 1).astype(np.int64))
     # Pinned host memory lets the copy to a GPU overlap with compute.
     pinned = device.type == "cuda"
     window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(device, non_blocking=pinned)
     return window_BT1[:, :-1], window_BT1[:, 1:]
+
+
+def _read_windows(x: np.ndarray, starts_B: np.ndarray, length: int) -> np.ndarray:
+    """x[start : start + length] for each start, as a (B, length) array of x's dtype."""
+    if not _whole_file_memmap(x):
+        return np.asarray(x[starts_B[:, None] + np.arange(length)])
+    out_BL = np.empty((len(starts_B), length), dtype=x.dtype)
+    with open(x.filename, "rb", buffering=0) as fh:
+        for row, start in zip(out_BL, starts_B.tolist(), strict=True):
+            if os.preadv(fh.fileno(), [row], x.offset + start * x.itemsize) != row.nbytes:
+                raise DataError(f"{x.filename} became shorter while it was being read; prepare it again.")
+    return out_BL
+
+
+def _whole_file_memmap(x: np.ndarray) -> bool:
+    # A slice of a memmap keeps its parent's `offset`, so only the memmap that owns the mapping qualifies.
+    return isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.ndim == 1 and hasattr(os, "preadv")

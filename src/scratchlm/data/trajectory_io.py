@@ -123,7 +123,10 @@ def _to_numpy(value: Any, name: str, source: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, list):
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged, too deep, mixed types
+            raise DataError(f"{source}: {name!r} is a list that is not a rectangular numeric array ({exc}).") from None
         if array.dtype != object:
             return array
     raise DataError(f"{source}: {name!r} must be a tensor or a NumPy array, got {type(value).__name__}.")
@@ -135,7 +138,7 @@ def _sidecar_version(path: str | os.PathLike, digest: str) -> str | None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         logger.warning("ignoring unreadable trajectory sidecar %s", meta_path)
         return None
     if not isinstance(meta, dict) or meta.get("sha256") != digest:

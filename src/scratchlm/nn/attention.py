@@ -7,11 +7,14 @@ Backends compute softmax(q k^T / sqrt(Dh)) v from already-projected, already-rot
 every parameter and the state-dict layout; `ModelConfig.attention_backend` picks one:
 - "reference": the explicit masked softmax of `functional.scaled_dot_product_attention`;
 - "sdpa": PyTorch's fused kernel (flash attention on a GPU), in `scratchlm.nn.sdpa`.
+Both take an optional explicit boolean `mask` (..., T, S) that replaces the causal one: a KV cache with
+padded rows or static shapes supplies it (`scratchlm.infer.kv_cache`); training never does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
@@ -22,13 +25,19 @@ from scratchlm.nn.layers import Linear
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.nn.sdpa import sdpa_attention
 
+if TYPE_CHECKING:
+    from scratchlm.infer.kv_cache import LayerKVCache
+
 AttentionBackend = Callable[..., Tensor]
 
 
-def reference_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, dropout_p: float) -> Tensor:
+def reference_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, dropout_p: float, mask: Tensor | None = None
+) -> Tensor:
     """(..., T, Dh) queries against (..., S, Dh) keys/values, through the from-scratch softmax."""
-    mask_TS = causal_mask(q.shape[-2], k.shape[-2], device=q.device) if causal else None
-    return scaled_dot_product_attention(q, k, v, mask_TS, dropout_p=dropout_p, training=dropout_p > 0)
+    if mask is None and causal:
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    return scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p, training=dropout_p > 0)
 
 
 ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
@@ -72,8 +81,15 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
 
-    def forward(self, x_BTD: Tensor, token_positions: Tensor | None = None) -> Tensor:
-        """x: (..., T, D); token_positions: (..., T) or (T,), default 0..T-1. Returns (..., T, D)."""
+    def forward(
+        self, x_BTD: Tensor, token_positions: Tensor | None = None, kv_cache: LayerKVCache | None = None
+    ) -> Tensor:
+        """x: (..., T, D); token_positions: (..., T) or (T,), default 0..T-1. Returns (..., T, D).
+
+        With `kv_cache` (decoding), x holds only the T newest positions: their keys/values join the cache
+        and the queries attend to every cached position (the positions must then be the true ones, which
+        `TransformerLM.forward` takes from the cache).
+        """
         q_BHTd = rearrange(self.q_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
         k_BHTd = rearrange(self.k_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
         v_BHTd = rearrange(self.v_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
@@ -83,7 +99,9 @@ class CausalSelfAttention(nn.Module):
             positions_B1T = token_positions.unsqueeze(-2)  # one rotation shared by every head
             q_BHTd = self.rope(q_BHTd, positions_B1T)
             k_BHTd = self.rope(k_BHTd, positions_B1T)
+        k_BHSd, v_BHSd = (k_BHTd, v_BHTd) if kv_cache is None else kv_cache.append(k_BHTd, v_BHTd)
+        mask = None if kv_cache is None else kv_cache.mask_B1TS
         dropout_p = self.dropout if self.training else 0.0
         attend = ATTENTION_BACKENDS[self.backend]
-        o_BHTd = attend(q_BHTd, k_BHTd, v_BHTd, causal=self.causal, dropout_p=dropout_p)
+        o_BHTd = attend(q_BHTd, k_BHSd, v_BHSd, causal=self.causal, dropout_p=dropout_p, mask=mask)
         return self.output_proj(rearrange(o_BHTd, "... h t d -> ... t (h d)"))

@@ -39,7 +39,9 @@ def load_toml_file(path: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist; check the path.") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a directory; pass a .toml file.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise ConfigError(f"config file {path!r} is not valid TOML ({exc}); fix the line it names.") from None
 
 

@@ -15,6 +15,9 @@ import re
 from collections.abc import Mapping, Sequence
 
 from scratchlm.errors import DataError
+from scratchlm.fileio import refuse_special_file
+
+MAX_TOKEN_ID = 1 << 32
 
 
 @functools.cache
@@ -63,21 +66,22 @@ def text_to_token(text: str, where: str) -> bytes:
 
 def read_vocab_json(path: str | os.PathLike) -> dict[int, bytes]:
     """Read an `encoder.json`-style vocabulary {token string: id} into {id: bytes}."""
+    refuse_special_file(path, "vocabulary file")
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except FileNotFoundError:
         raise DataError(f"vocabulary file {os.fspath(path)} does not exist; check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly nested
         raise DataError(f"vocabulary file {os.fspath(path)} is not valid JSON ({exc}); pass a vocab.json.") from None
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"vocabulary file {os.fspath(path)} must hold a non-empty JSON object {{token: id}}.")
     vocab: dict[int, bytes] = {}
     for text, token_id in raw.items():
-        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < MAX_TOKEN_ID:
             raise DataError(
                 f"vocabulary file {os.fspath(path)}: token {text!r} has id {token_id!r}; ids must be "
-                "non-negative integers."
+                f"non-negative integers below {MAX_TOKEN_ID} (token files store uint32)."
             )
         if token_id in vocab:
             raise DataError(f"vocabulary file {os.fspath(path)}: id {token_id} is used twice; ids must be unique.")
@@ -87,6 +91,7 @@ def read_vocab_json(path: str | os.PathLike) -> dict[int, bytes]:
 
 def read_merges_txt(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
     """Read a `vocab.bpe`-style merges file: optional `#version` line, then `left right` per line."""
+    refuse_special_file(path, "merges file")
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().split("\n")

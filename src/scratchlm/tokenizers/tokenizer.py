@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from scratchlm.errors import ConfigError, DataError
-from scratchlm.fileio import atomic_write
+from scratchlm.fileio import atomic_write, refuse_special_file
 from scratchlm.tokenizers import fast as fast_backend
 from scratchlm.tokenizers import gpt2_files
 from scratchlm.tokenizers.merge_list import MergeList
@@ -292,11 +292,12 @@ class Tokenizer:
 def read_tokenizer_meta(directory: Path, expected_kind: str | None = None) -> dict:
     """Parse `directory/tokenizer.json`; DataError when missing, malformed, or of another kind."""
     path = directory / "tokenizer.json"
+    refuse_special_file(path, "tokenizer file")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; point at a directory written by a tokenizer's save().") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly nested
         raise DataError(f"{path} is not valid JSON ({exc}); re-save the tokenizer.") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
         raise DataError(f"{path} must be a JSON object with a string 'kind'; re-save the tokenizer.")

@@ -1,25 +1,33 @@
 """Saving and loading training state: model weights, optimizer state, iteration, and the model config.
 
 Checkpoints hold only tensors and plain Python values, so loading uses `torch.load(weights_only=True)`:
-a checkpoint from a stranger cannot run code. Saving to a path is atomic (`fileio.atomic_write`):
-a crash mid-write leaves the previous checkpoint intact. The model's state dict is taken from the
-unwrapped module, never from a torch.compile or DDP wrapper, so keys never carry `_orig_mod.`/`module.`.
+a checkpoint from a stranger cannot run code. It cannot make us allocate more than it holds either:
+tensors whose shape claims more elements than their stored data (broadcast views) are refused, and
+`load_model` checks the stored config against the stored weights on the meta device before it allocates
+a model. Saving to a path is atomic (`fileio.atomic_write`): a crash mid-write leaves the previous
+checkpoint intact. The model's state dict is taken from the unwrapped module, never from a torch.compile
+or DDP wrapper, so keys never carry `_orig_mod.`/`module.`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import IO, Any
 
 import torch
 from torch import nn
 
 from scratchlm.config import ModelConfig
-from scratchlm.errors import CheckpointError
+from scratchlm.errors import CheckpointError, first_line
 from scratchlm.fileio import atomic_write
 from scratchlm.model import TransformerLM
 
 PathOrFile = str | os.PathLike | IO[bytes]
+# How torch's weights-only unpickler names the callable or class it refused.
+_REFUSED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)")
+# Tables a model derives from its config (RoPE / sinusoidal positions) may exceed its weights only up to this.
+MAX_DERIVED_BYTES = 1 << 30
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -73,13 +81,42 @@ def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "
     try:
         state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        refused = _REFUSED_GLOBAL.search(str(exc))
+        if refused:  # torch's own text goes on to suggest weights_only=False, the one thing not to do here
+            raise CheckpointError(
+                f"checkpoint {name!r} cannot be loaded safely: it refers to `{refused.group(1)}`, which a checkpoint "
+                "of tensors and plain values never needs; it was refused and nothing in it ran."
+            ) from None
         raise CheckpointError(
-            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}: {first_line(exc)}); "
             "it is truncated, corrupt, or holds objects other than tensors and plain values."
         ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {name!r} is not a scratchlm checkpoint (no 'model' entry).")
+    if not isinstance(state["model"], dict):
+        found = type(state["model"]).__name__
+        raise CheckpointError(f"checkpoint {name!r}: 'model' must be a state dict of tensors, got {found}.")
+    _refuse_broadcast_tensors(state, name)
     return state
+
+
+def _refuse_broadcast_tensors(value: Any, name: str) -> None:
+    """A tensor whose shape needs more bytes than its storage holds (stride-0 views) would expand on first copy."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            needed = _nbytes(item)
+            if needed and item.untyped_storage().nbytes() < needed:
+                raise CheckpointError(
+                    f"checkpoint {name!r} holds a tensor of shape {tuple(item.shape)} backed by only "
+                    f"{item.untyped_storage().nbytes()} bytes (a broadcast view); scratchlm never writes those, "
+                    "so the file is damaged or crafted."
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def load_checkpoint(src: PathOrFile, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
@@ -90,7 +127,7 @@ def load_checkpoint(src: PathOrFile, model: nn.Module, optimizer: torch.optim.Op
         module.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(
-            f"checkpoint weights do not fit this model: {str(exc).splitlines()[0]} "
+            f"checkpoint weights do not fit this model: {first_line(exc)} "
             "(build the model from the checkpoint's own config)."
         ) from None
     if optimizer is not None:
@@ -101,10 +138,49 @@ def load_checkpoint(src: PathOrFile, model: nn.Module, optimizer: torch.optim.Op
 
 
 def load_model(src: PathOrFile, device: str | torch.device = "cpu") -> TransformerLM:
-    """Rebuild a TransformerLM from a checkpoint alone (its stored config plus weights)."""
+    """Rebuild a TransformerLM from a checkpoint alone (its stored config plus weights).
+
+    The config is checked against the stored weights on the meta device first, so a checkpoint whose
+    config claims a model larger than the weights it holds is refused before anything is allocated.
+    """
+    name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
     state = read_checkpoint(src, map_location=device)
     if "config" not in state:
         raise CheckpointError("checkpoint has no model config, so it cannot rebuild a model by itself.")
-    model = TransformerLM(ModelConfig.from_dict(state["config"]), device=device)
+    config = ModelConfig.from_dict(state["config"])
+    with torch.device("meta"):  # the default device too: derived tables are computed on meta, not the CPU
+        skeleton = TransformerLM(config, device="meta")
+    _check_weights_fit_config(skeleton, state["model"], name)
+    model = TransformerLM(config, device=device)
     model.load_state_dict(state["model"])
     return model
+
+
+def _check_weights_fit_config(skeleton: nn.Module, weights: dict[str, Any], name: str) -> None:
+    expected = skeleton.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {name!r}: the weights do not match the stored model config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); the file is damaged or was not written by scratchlm."
+        )
+    for key, meta in expected.items():
+        value = weights[key]
+        if not isinstance(value, torch.Tensor) or value.shape != meta.shape:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"checkpoint {name!r}: weight {key!r} is {found}, but the stored config needs {tuple(meta.shape)}; "
+                "the file is damaged or was not written by scratchlm."
+            )
+    weight_bytes = sum(_nbytes(t) for t in expected.values())
+    derived_bytes = sum(_nbytes(b) for key, b in skeleton.named_buffers() if key not in expected)
+    if derived_bytes > max(weight_bytes, MAX_DERIVED_BYTES):
+        raise CheckpointError(
+            f"checkpoint {name!r}: its config (context_length {skeleton.config.context_length}) would need "
+            f"{derived_bytes / 2**30:.1f} GiB of position tables for {weight_bytes / 2**20:.1f} MiB of weights; "
+            "the config is damaged or crafted."
+        )
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()

@@ -48,3 +48,8 @@ def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a plain single process (readable before the process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.config import TrackConfig
-from scratchlm.fileio import atomic_write
+from scratchlm.errors import WriteError
+from scratchlm.fileio import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,27 @@ def truncate_metrics_after(path: str | os.PathLike, step: int) -> None:
 
 
 class MetricsLogger:
-    """Appends rows to metrics.jsonl and mirrors scalars to the optional trackers."""
+    """Appends rows to metrics.jsonl and mirrors scalars to the optional trackers.
+
+    Each row is written and flushed as one line; a write the operating system refuses raises WriteError.
+    """
 
     def __init__(self, run_dir: Path, track: TrackConfig, run_name: str, config_tables: dict[str, Any]) -> None:
         self.path = run_dir / "metrics.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise WriteError(describe_os_error(exc, self.path), exc.errno, str(self.path)) from exc
         self._wandb = _start_wandb(track, run_name, run_dir, config_tables) if track.wandb else None
         self._tensorboard = _start_tensorboard(run_dir) if track.tensorboard else None
 
     def log(self, row: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        self._fh.write(json.dumps(clean) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(clean) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise WriteError(describe_os_error(exc, self.path), exc.errno, str(self.path)) from exc
         scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
         if self._wandb is not None:
             self._wandb.log(scalars, step=row["step"])
@@ -67,7 +77,10 @@ class MetricsLogger:
                 self._tensorboard.add_scalar(key, value, row["step"])
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # flushing a row that already failed to write; that error was raised from log()
+            log.debug("closing %s failed", self.path, exc_info=True)
         if self._wandb is not None:
             self._wandb.finish()
         if self._tensorboard is not None:

@@ -3,6 +3,11 @@
 One Run holds what the loop needs; TrainState holds the counters a checkpoint must restore. The model is
 trained through `run.step_model` (compiled and/or DDP-wrapped when asked) but saved, evaluated and
 restored through the plain `run.model`, so checkpoints always carry the reference state-dict layout.
+
+Crash safety: `train` holds the run directory's lock (`lock.py`). Every file is written atomically and
+`last.pt` is the commit point of a save: a process killed at any moment resumes from the newest complete
+last.pt, drops metrics rows logged after it, and redoes the step_*.pt / best.pt copies the kill may have
+cut off, so an interrupted run ends exactly where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -24,25 +29,23 @@ from torch import Tensor, nn
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
 from scratchlm.config import OptimConfig, RunConfig
-from scratchlm.errors import CheckpointError, ConfigError, ScratchLMError
+from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError, first_line
 from scratchlm.fileio import atomic_write
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
-from scratchlm.presets import to_toml
+from scratchlm.presets import load_toml_file, to_toml
 from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
 from scratchlm.train.datasets import TrainingData, build_training_data
-from scratchlm.train.distributed import DistInfo, init_distributed
+from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process
+from scratchlm.train.lock import exclusive_run_dir
 from scratchlm.train.state import capture_rng_state, restore_rng_state
 from scratchlm.train.tracking import MetricsLogger, truncate_metrics_after
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class NonFiniteLossError(ScratchLMError, RuntimeError):
-    """The loss or the gradients became NaN/Inf."""
+__all__ = ["NonFiniteLossError", "OutOfMemoryError", "Run", "TrainState", "evaluate", "fit", "setup", "train"]
 
 
 @dataclass
@@ -52,9 +55,11 @@ class TrainState:
     step: int = 0  # optimizer updates completed
     tokens: int = 0  # target tokens trained on, over all ranks
     best_val_loss: float = math.inf
+    best_step: int = 0  # the step best.pt holds
     elapsed_s: float = 0.0  # training wall time, summed over resumed sessions
     skipped_steps: int = 0
     window: dict[str, float] = field(default_factory=dict)  # a log interval cut short by --stop-after
+    last_eval: dict[str, float] = field(default_factory=dict)  # the latest validation metrics
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Run:
     scaler: torch.amp.GradScaler | None = None
     state: TrainState = field(default_factory=TrainState)
     logger: MetricsLogger | None = None
+    saved_step: int | None = None  # the step of the newest checkpoint on disk, once there is one
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -107,13 +113,22 @@ def resolve_autocast_dtype(setting: str, device: torch.device) -> torch.dtype | 
 
 
 def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Run:
-    """Build everything for a run in `run_dir` (a new one, or the one there when resuming)."""
+    """Build everything for a run in `run_dir` (a new one, or the one there when resuming).
+
+    Resuming a run that was stopped before its first checkpoint (its config.toml exists, last.pt does not)
+    starts it again from step 0. Callers that may race with another writer hold the run's lock (`train`).
+    """
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if resume and not last.is_file():
-        raise CheckpointError(
-            f"cannot resume: {last} does not exist; start the run without --resume (or check --out/--resume)."
-        )
+        saved_config = run_dir / "config.toml"
+        if not saved_config.is_file():
+            raise CheckpointError(
+                f"cannot resume: {last} does not exist; start the run without --resume (or check --out/--resume)."
+            )
+        _check_same_config(RunConfig.from_tables(load_toml_file(str(saved_config))).to_tables(), config, run_dir)
+        log.warning("%s has no checkpoint yet (it stopped before the first one): starting it from step 0", run_dir)
+        resume = False
     if not resume and last.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out."
@@ -154,10 +169,13 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
     run.total_steps = total_steps_for(run)
     if resume:
         _restore(run, last)
+        if dist.is_main:
+            _redo_checkpoint_copies(run)
     elif dist.is_main:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(run_dir / "config.toml", "w", encoding="utf-8") as fh:
             fh.write(to_toml(config.to_tables()))
+        truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
     return run
 
 
@@ -194,27 +212,41 @@ def total_steps_for(run: Run) -> int:
     return max(1, math.ceil(t.epochs * run.data.batches_per_epoch / t.grad_accum))
 
 
+def _check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
+    if saved is None or saved == config.to_tables():
+        return
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
+    changed = sorted(
+        f"{section}.{key}"
+        for section, values in config.to_tables().items()
+        for key, value in values.items()
+        if not isinstance(saved.get(section), dict) or saved[section].get(key) != value
+    )
+    raise ConfigError(
+        f"the run in {run_dir} was started with a different config ({', '.join(changed)} differ); "
+        "resume it without overrides, or start a new run with --out."
+    )
+
+
 def _restore(run: Run, path: Path) -> None:
     ckpt = read_checkpoint(path, map_location=run.device)
-    saved = ckpt.get("run_config")
-    if saved is not None and saved != run.config.to_tables():
-        changed = sorted(
-            f"{section}.{key}"
-            for section, values in run.config.to_tables().items()
-            for key, value in values.items()
-            if saved.get(section, {}).get(key) != value
-        )
-        raise ConfigError(
-            f"the run in {run.run_dir} was started with a different config ({', '.join(changed)} differ); "
-            "resume it without overrides, or start a new run with --out."
-        )
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.data.train.load_state_dict(ckpt["sampler"])
-    if run.scaler is not None and "scaler" in ckpt:
-        run.scaler.load_state_dict(ckpt["scaler"])
-    run.state = TrainState(**ckpt["train_state"])
-    restore_rng_state(ckpt["rng"])
+    _check_same_config(ckpt.get("run_config"), run.config, run.run_dir)
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.data.train.load_state_dict(ckpt["sampler"])
+        if run.scaler is not None and "scaler" in ckpt:
+            run.scaler.load_state_dict(ckpt["scaler"])
+        run.state = TrainState(**ckpt["train_state"])
+        restore_rng_state(ckpt["rng"])
+        run.saved_step = run.state.step
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else first_line(exc)
+        raise CheckpointError(
+            f"cannot resume from {path}: {what}; it was not written by `scratchlm train` for this run, or it is "
+            "damaged -- restore the run directory or start a new run with --out."
+        ) from None
     if run.dist.is_main:
         truncate_metrics_after(run.run_dir / "metrics.jsonl", run.state.step)
     log.info("resumed %s at step %d of %d", run.run_dir, run.state.step, run.total_steps)
@@ -301,10 +333,25 @@ def save(run: Run, *, periodic: bool, best: bool) -> None:
     if run.scaler is not None:
         extra["scaler"] = run.scaler.state_dict()
     last = run.checkpoint_dir / "last.pt"
+    # last.pt is the commit point: a kill after it but before the copies is repaired on resume.
     save_checkpoint(run.model, run.optimizer, run.state.step, last, extra)
+    run.saved_step = run.state.step
     if periodic:
-        _atomic_copy(last, run.checkpoint_dir / f"step_{run.state.step:09d}.pt")
+        _atomic_copy(last, _periodic_path(run))
     if best:
+        _atomic_copy(last, run.checkpoint_dir / "best.pt")
+
+
+def _periodic_path(run: Run) -> Path:
+    return run.checkpoint_dir / f"step_{run.state.step:09d}.pt"
+
+
+def _redo_checkpoint_copies(run: Run) -> None:
+    """Finish the save last.pt was written by: a kill right after it may have skipped step_*.pt / best.pt."""
+    step, last = run.state.step, run.checkpoint_dir / "last.pt"
+    if step > 0 and step % run.config.train.checkpoint_interval == 0 and not _periodic_path(run).is_file():
+        _atomic_copy(last, _periodic_path(run))
+    if step > 0 and run.state.best_step == step:  # cannot tell whether best.pt got this step's copy: redo it
         _atomic_copy(last, run.checkpoint_dir / "best.pt")
 
 
@@ -408,7 +455,6 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         )
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
     window = LogWindow(run.device, run.state.window)
-    last_eval: dict[str, float] = {}
     bar = tqdm(
         total=run.total_steps,
         initial=run.state.step,
@@ -422,7 +468,9 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             loss, grad_norm = train_step(run)
             run.state.step += 1
             run.state.tokens += run.tokens_per_step
-            finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+            finite = torch.isfinite(loss)
+            if run.scaler is None:  # under fp16 loss scaling inf gradients are routine: GradScaler skips them
+                finite &= torch.isfinite(grad_norm)
             first_bad = torch.where(~finite & (first_bad < 0), run.state.step, first_bad)
             window.add(loss, grad_norm)
             bar.update(1)
@@ -434,11 +482,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
                 continue
             bad_step = int(first_bad)  # the one host sync per log interval
             if bad_step >= 0 and t.on_nonfinite == "stop":
-                raise NonFiniteLossError(
-                    f"the loss or gradients became NaN/Inf at step {bad_step}; the run stopped and the last "
-                    f"good checkpoint in {run.checkpoint_dir} is intact: lower optim.lr (now {run.config.optim.lr}) "
-                    "or raise optim.warmup_steps, then start again or --resume."
-                )
+                raise NonFiniteLossError(_nonfinite_message(run, bad_step))
             run.state.elapsed_s += window.lap()
             if not do_log:  # stopping between log steps: keep the partial window so a resume logs the same rows
                 run.state.window = window.state_dict()
@@ -447,11 +491,11 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             row = window.row(run, flops, peak)
             best = False
             if do_eval and main:
-                last_eval = evaluate(run)
-                row.update(last_eval)
-                best = last_eval["val_loss"] < run.state.best_val_loss
+                run.state.last_eval = evaluate(run)
+                row.update(run.state.last_eval)
+                best = run.state.last_eval["val_loss"] < run.state.best_val_loss
                 if best:
-                    run.state.best_val_loss = last_eval["val_loss"]
+                    run.state.best_val_loss, run.state.best_step = run.state.last_eval["val_loss"], step
                 log.info(_describe(row, run))
             if main:
                 assert run.logger is not None
@@ -468,13 +512,27 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         "tokens": run.state.tokens,
         "elapsed_s": round(run.state.elapsed_s, 2),
         "best_val_loss": run.state.best_val_loss,
-        **{f"final_{k}": v for k, v in last_eval.items()},
+        **{f"final_{k}": v for k, v in run.state.last_eval.items()},
         "data": run.data.info,
     }
     if main:
         with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
     return summary
+
+
+def _nonfinite_message(run: Run, bad_step: int) -> str:
+    last = run.checkpoint_dir / "last.pt"
+    kept = (
+        f"the last good checkpoint ({last}, step {run.saved_step}) is intact"
+        if run.saved_step is not None
+        else "no checkpoint had been written yet"
+    )
+    return (
+        f"the loss or gradients became NaN/Inf at step {bad_step} and the run stopped; {kept}. Lower optim.lr "
+        f"(now {run.config.optim.lr}) or raise optim.warmup_steps in a new run (--out), or set "
+        'train.on_nonfinite = "skip" to skip such updates.'
+    )
 
 
 def _describe(row: dict[str, Any], run: Run) -> str:
@@ -489,28 +547,46 @@ def _describe(row: dict[str, Any], run: Run) -> str:
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None) -> dict:
-    """setup + fit, closing the metrics file whatever happens."""
-    run = setup(config, run_dir, resume=resume)
-    try:
-        return fit(run, stop_after=stop_after)
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if not _is_out_of_memory(exc):
-            raise
-        t = config.train
-        raise OutOfMemoryError(
-            f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; lower it "
-            f"(e.g. --set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={t.grad_accum * 2} "
-            f"keeps the same tokens per step). Checkpoints already in {run.checkpoint_dir} are intact."
-        ) from None
-    finally:
-        if run.logger is not None:
-            run.logger.close()
+    """Lock the run directory, setup + fit, and release the lock and the metrics file whatever happens.
+
+    Raises RunLockedError when another live process trains in `run_dir`.
+    """
+    run_dir = Path(run_dir)
+    run: Run | None = None
+    # Only rank 0 writes; a resume of a directory that does not exist has nothing to lock (setup says so).
+    locked = is_main_process() and (not resume or run_dir.is_dir())
+    with exclusive_run_dir(run_dir) if locked else nullcontext():
+        try:
+            run = setup(config, run_dir, resume=resume)
+            return fit(run, stop_after=stop_after)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise _out_of_memory_error(config, run) from None
+        finally:
+            if run is not None and run.logger is not None:
+                run.logger.close()
 
 
-class OutOfMemoryError(ScratchLMError, RuntimeError):
-    """A step needed more device memory than there is."""
+def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
+    if run is None:
+        counts = param_counts(config.model)
+        return OutOfMemoryError(
+            f"building the model ({counts.total:,} parameters) and its optimizer state ran out of memory; choose a "
+            "smaller model (model.d_model, model.num_layers, model.vocab_size) or a device with more memory."
+        )
+    t = config.train
+    return OutOfMemoryError(
+        f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; lower it "
+        f"(e.g. --set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={t.grad_accum * 2} "
+        f"keeps the same tokens per step). Checkpoints already in {run.checkpoint_dir} are intact."
+    )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    return (
+        isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+        or "out of memory" in text
+        or "can't allocate memory" in text
+    )

@@ -1,0 +1,248 @@
+"""`scratchlm generate`: sample text from a run's checkpoint, or continue robot trajectories.
+
+Text runs: `--prompt TEXT` or `--prompt-file F`, encoded with the tokenizer of the run's data directory;
+the continuation streams to stdout as it is produced and ends at `<|endoftext|>` when the tokenizer has
+it. An empty prompt starts from `<|endoftext|>` (or is an error without one).
+Trajectory runs: `--prompt-actions 12,34,...` continues those action tokens (actions-only runs);
+`--from-val K` rolls validation trajectory K out from its first --context-steps steps and prints predicted
+against true actions; `--rollout N` does that for N validation trajectories and prints accuracy by horizon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scratchlm.infer.generate import DecodeStep
+    from scratchlm.infer.rollout import Rollout
+    from scratchlm.infer.runs import LoadedRun
+    from scratchlm.tokenizers.base import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+END_OF_TEXT = "<|endoftext|>"
+DEFAULT_TEXT_TOKENS = 256
+DEFAULT_CONTEXT_STEPS = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="DIR", help="a run directory (runs/NAME)")
+    parser.add_argument("--checkpoint", metavar="best|last|PATH", help="which checkpoint (default: best, else last)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="text to continue (text runs)")
+    source.add_argument("--prompt-file", metavar="FILE", help="UTF-8 file whose text to continue (text runs)")
+    source.add_argument("--prompt-actions", metavar="A,B,...", help="action tokens to continue (trajectory runs)")
+    source.add_argument("--from-val", type=int, metavar="K", help="roll out validation trajectory K (trajectory runs)")
+    source.add_argument(
+        "--rollout", type=int, metavar="N", help="rollout metrics over N validation trajectories (0: all)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, metavar="N", help=f"tokens to generate (text default: {DEFAULT_TEXT_TOKENS})"
+    )
+    parser.add_argument("--temperature", type=float, help="0 is greedy (default: 1.0 for text, 0 for trajectories)")
+    parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens")
+    parser.add_argument("--top-p", type=float, metavar="P", help="nucleus: the smallest set with probability >= P")
+    parser.add_argument("--seed", type=int, help="seed of the sampler (default: a random one, reported on stderr)")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations of the prompt")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every position each step (slow reference)")
+    parser.add_argument(
+        "--context-steps",
+        type=int,
+        default=DEFAULT_CONTEXT_STEPS,
+        metavar="K",
+        help=f"trajectory steps given before predicting (default {DEFAULT_CONTEXT_STEPS})",
+    )
+    parser.add_argument("--json", metavar="FILE", help="--rollout: also write the metrics here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from scratchlm.device import resolve_device
+    from scratchlm.errors import ConfigError
+    from scratchlm.infer.runs import load_run
+    from scratchlm.infer.sampling import check_sampling_args
+
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}.")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    text_mode = args.prompt is not None or args.prompt_file is not None
+    temperature = args.temperature if args.temperature is not None else (1.0 if text_mode else 0.0)
+    check_sampling_args(temperature, args.top_k, args.top_p)
+    loaded = load_run(args.run, args.checkpoint, device=resolve_device(args.device))
+    seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
+    if args.seed is None and temperature > 0:
+        logger.info("sampling with --seed %d", seed)
+    generator = torch.Generator(device=loaded.model.token_embeddings.weight.device).manual_seed(seed)
+    sampling = {"temperature": temperature, "top_k": args.top_k, "top_p": args.top_p, "generator": generator}
+    if text_mode:
+        return _text(args, loaded, sampling)
+    if args.prompt_actions is not None:
+        return _prompt_actions(args, loaded, sampling)
+    return _rollout(args, loaded, sampling)
+
+
+def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
+    from scratchlm.errors import ConfigError, DataError
+    from scratchlm.infer.generate import decode_steps, generate
+    from scratchlm.infer.runs import text_tokenizer
+
+    tokenizer = text_tokenizer(loaded.config, loaded.model)
+    if args.prompt_file is not None:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(
+                f"cannot read --prompt-file {args.prompt_file!r} ({exc}); give a UTF-8 text file."
+            ) from None
+    else:
+        text = args.prompt
+    end_of_text = END_OF_TEXT in tokenizer.special_tokens
+    ids = tokenizer.encode(text)
+    if not ids:
+        if not end_of_text:
+            raise ConfigError(
+                f"the prompt is empty and this tokenizer has no {END_OF_TEXT} to start from; give --prompt TEXT."
+            )
+        ids = [tokenizer.special_token_id(END_OF_TEXT)]
+    room = loaded.model.config.context_length - len(ids)
+    max_new = args.max_new_tokens or max(1, min(DEFAULT_TEXT_TOKENS, room))  # too long a prompt errs below
+    stop = [tokenizer.special_token_id(END_OF_TEXT)] if end_of_text else []
+    vocab_limit = tokenizer.vocab_size if tokenizer.vocab_size < loaded.model.config.vocab_size else None
+    options = {
+        "max_new_tokens": max_new, "stop_tokens": stop, "use_cache": not args.no_cache, "vocab_limit": vocab_limit,
+        **sampling,
+    }  # fmt: skip
+    if args.num_samples == 1:
+        _stream(decode_steps(loaded.model, [ids], **options), tokenizer, text)
+        return 0
+    result = generate(loaded.model, [ids] * args.num_samples, **options)
+    for b, tokens in enumerate(result.tokens):
+        print(f"--- sample {b + 1} ---")
+        print(text + tokenizer.decode(tokens))
+    return 0
+
+
+def _stream(steps: Iterable[DecodeStep], tokenizer: TextTokenizer, prompt_text: str) -> None:
+    """Print the prompt, then the continuation as it comes (held back only inside an unfinished UTF-8 character)."""
+    sys.stdout.write(prompt_text)
+    sys.stdout.flush()
+    new: list[int] = []
+    printed = 0
+    for step in steps:
+        if bool(step.done_B[0]):
+            break
+        new.append(int(step.tokens_B[0]))
+        text = tokenizer.decode(new)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[printed:])
+            sys.stdout.flush()
+            printed = len(text)
+    sys.stdout.write(tokenizer.decode(new)[printed:] + "\n")
+    sys.stdout.flush()
+
+
+def _prompt_actions(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
+    from scratchlm.data.actions import COURSE_ACTION_VOCAB
+    from scratchlm.errors import ConfigError
+    from scratchlm.infer.generate import generate
+
+    if loaded.config.data.kind != "trajectories":
+        raise ConfigError("--prompt-actions needs a trajectory run; give this text run --prompt TEXT.")
+    if loaded.config.data.layout != "actions":
+        raise ConfigError(
+            "--prompt-actions needs an actions-only run; a unified run reads states too, so use --from-val K."
+        )
+    try:
+        actions = [int(a) for a in args.prompt_actions.replace(" ", "").split(",") if a]
+    except ValueError:
+        raise ConfigError(f"--prompt-actions must be comma-separated integers, got {args.prompt_actions!r}.") from None
+    if not actions:
+        raise ConfigError("--prompt-actions is empty; give at least one action token, e.g. --prompt-actions 12,34.")
+    action_vocab = COURSE_ACTION_VOCAB  # an actions-only layout: ids are the action tokens themselves
+    if min(actions) < 0 or max(actions) >= action_vocab:
+        raise ConfigError(
+            f"--prompt-actions must lie in [0, {action_vocab}), got ids in [{min(actions)}, {max(actions)}]."
+        )
+    max_new = args.max_new_tokens or max(1, loaded.model.config.context_length - len(actions))
+    result = generate(
+        loaded.model, [actions] * args.num_samples, max_new_tokens=max_new, use_cache=not args.no_cache,
+        vocab_limit=action_vocab, **sampling,
+    )  # fmt: skip
+    for tokens in result.tokens:
+        print(",".join(map(str, tokens)))
+    return 0
+
+
+def _rollout(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
+    from scratchlm.errors import ConfigError
+    from scratchlm.infer.rollout import rollout_actions, rollout_metrics
+    from scratchlm.infer.runs import validation_trajectories
+
+    val = validation_trajectories(loaded.config, loaded.model)
+    steps = val.steps
+    if not 1 <= args.context_steps < steps:
+        raise ConfigError(
+            f"--context-steps must be in [1, {steps - 1}] for {steps}-step trajectories, got {args.context_steps}."
+        )
+    last_step = steps if args.max_new_tokens is None else min(steps, args.context_steps + args.max_new_tokens)
+    if args.from_val is not None:
+        if not 0 <= args.from_val < len(val.tokens_NL):
+            raise ConfigError(
+                f"--from-val must be in [0, {len(val.tokens_NL) - 1}] (validation trajectories), got {args.from_val}."
+            )
+        rows_NL = val.tokens_NL[args.from_val : args.from_val + 1]
+    else:
+        if args.rollout < 0:
+            raise ConfigError(f"--rollout must be >= 0 (0 = every validation trajectory), got {args.rollout}.")
+        rows_NL = val.tokens_NL if args.rollout == 0 else val.tokens_NL[: args.rollout]
+    rollout = rollout_actions(
+        loaded.model, rows_NL[:, : last_step * val.tokens_per_step], tokens_per_step=val.tokens_per_step,
+        action_offset=val.action_offset, action_vocab=val.action_vocab, context_steps=args.context_steps,
+        use_cache=not args.no_cache, **sampling,
+    )  # fmt: skip
+    v2 = val.version == "v2"
+    if args.from_val is not None:
+        _print_trajectory(rollout, args.from_val, v2)
+    metrics = rollout_metrics(rollout, v2_actions=v2)
+    metrics.update(
+        {"run": str(loaded.run_dir), "checkpoint": str(loaded.checkpoint), "temperature": sampling["temperature"]}
+    )
+    if args.rollout is not None:
+        _print_horizons(metrics)
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _print_trajectory(rollout: Rollout, index: int, v2: bool) -> None:
+    from scratchlm.infer.rollout import V2_BINS_PER_OCTANT as PER_OCTANT
+
+    true_H, pred_H = rollout.true_NH[0].tolist(), rollout.predicted_NH[0].tolist()
+    print(f"validation trajectory {index}: {rollout.context_steps} steps given, {len(true_H)} predicted")
+    print("step  true  pred  |diff|" + ("  octant t/p  magnitude t/p" if v2 else ""))
+    for h, (true, pred) in enumerate(zip(true_H, pred_H, strict=True)):
+        line = f"{rollout.context_steps + h:>4}  {true:>4}  {pred:>4}  {abs(true - pred):>6}"
+        if v2:
+            line += f"  {true // PER_OCTANT:>6}/{pred // PER_OCTANT:<3}  {true % PER_OCTANT:>9}/{pred % PER_OCTANT}"
+        print(line.rstrip())
+    exact = sum(t == p for t, p in zip(true_H, pred_H, strict=True)) / len(true_H)
+    within = sum(abs(t - p) <= 2 for t, p in zip(true_H, pred_H, strict=True)) / len(true_H)
+    print(f"exact {exact:.1%}, within ±2 {within:.1%}")
+
+
+def _print_horizons(metrics: dict[str, Any]) -> None:
+    names = [k for k in ("exact", "within_2", "octant", "magnitude_abs_error") if k in metrics]
+    print(f"{metrics['num_trajectories']} trajectories, {metrics['context_steps']} steps given")
+    print("horizon  " + "  ".join(names))
+    for h, horizon in enumerate(metrics["horizon"]):
+        print(f"{horizon:>7}  " + "  ".join(f"{metrics[n][h]:>{len(n)}.4f}" for n in names))
+    print("   mean  " + "  ".join(f"{metrics['mean_' + n]:>{len(n)}.4f}" for n in names))

@@ -1,0 +1,290 @@
+"""Autoregressive generation: prompts in, continuations out, one sampled token per row and step.
+
+Shapes: B = prompts (rows), P = the longest prompt, T = positions, V = vocabulary.
+
+- Batched prompts of different lengths are left-padded into one KV cache: row b's prompt fills the last
+  len_b of the first P slots, its positions still count from 0, and an attention mask hides the padding
+  (see kv_cache.py). The prefill is one causal pass over the (B, P) block; each later forward feeds one
+  token per row at its true position.
+- Without the cache (`use_cache=False`) every step runs the plain forward over each row's whole sequence so
+  far, rows of equal prompt length batched together (they stay equal): the reference the cache must
+  reproduce, and the baseline of benchmarks/decode.py.
+- The context window is a hard limit, checked before any work: the longest prompt plus max_new_tokens must
+  fit in context_length. There is no sliding window: a model has no positions past its context, and
+  re-basing positions as a window slides would make cached and uncached decoding disagree.
+- A row stops at its first stop token (left out of its output) while the others go on; stopped rows still
+  ride along in the batched forwards, their draws ignored. Generation ends when every row has stopped.
+- Sampling is `sampling.sample_next_token` (temperature 0 = greedy, top-k, top-p); its only randomness is
+  the `generator` passed in, so a seeded torch.Generator reproduces a generation exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from scratchlm.errors import ConfigError, ShapeError
+from scratchlm.infer.kv_cache import KVCache
+from scratchlm.infer.sampling import check_sampling_args, sample_next_token
+from scratchlm.model import TransformerLM
+
+logger = logging.getLogger(__name__)
+
+Prompts = Sequence[Sequence[int]] | Tensor
+PAD_ID = 0  # what fills padding slots; any valid id works, as the mask hides them
+
+
+@dataclass
+class DecodeStep:
+    """One step of `decode_steps`: every row's new token and the logits it was drawn from.
+
+    tokens_B (B,) int64; logits_BV (B, V') float, V' = the vocabulary sampled from; done_B (B,) bool, True
+    for rows that have produced a stop token at this step or before (their later tokens mean nothing).
+    """
+
+    index: int
+    tokens_B: Tensor
+    logits_BV: Tensor
+    done_B: Tensor
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: per row, the prompt, the new tokens (stop token excluded), and why it ended."""
+
+    prompts: list[list[int]]
+    tokens: list[list[int]]
+    stopped: list[bool]  # True: ended at a stop token; False: at max_new_tokens
+
+    def sequences(self) -> list[list[int]]:
+        """Prompt followed by its continuation, per row."""
+        return [p + t for p, t in zip(self.prompts, self.tokens, strict=True)]
+
+
+def generate(
+    model: TransformerLM,
+    prompts: Prompts,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_tokens: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    vocab_limit: int | None = None,
+    cuda_graph: bool = False,
+) -> Generation:
+    """Continue every prompt by up to max_new_tokens tokens; arguments as in `decode_steps`.
+
+    Tokens stay on the device until the end, so without stop tokens there is no host sync per step.
+    """
+    rows = as_token_lists(prompts)
+    steps: list[Tensor] = []
+    for step in decode_steps(
+        model,
+        rows,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop_tokens=stop_tokens,
+        generator=generator,
+        use_cache=use_cache,
+        vocab_limit=vocab_limit,
+        cuda_graph=cuda_graph,
+    ):
+        steps.append(step.tokens_B)
+    new_BN = torch.stack(steps, dim=1).tolist()
+    stop = set(stop_tokens)
+    tokens, stopped = [], []
+    for row in new_BN:
+        end = next((i for i, token in enumerate(row) if token in stop), None)
+        tokens.append(row if end is None else row[:end])
+        stopped.append(end is not None)
+    return Generation(rows, tokens, stopped)
+
+
+def decode_steps(
+    model: TransformerLM,
+    prompts: Prompts,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_tokens: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    vocab_limit: int | None = None,
+    cuda_graph: bool = False,
+) -> Iterator[DecodeStep]:
+    """An iterator of one DecodeStep per generated token (for streaming); arguments are checked right away.
+
+    prompts: B non-empty lists of token ids (or a (B, T) tensor). temperature 0 is greedy; top_k keeps the
+    k most likely tokens, top_p the smallest set whose probability reaches p. stop_tokens end a row.
+    vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
+    use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
+    decode step over a static cache (see cuda_graph.py). The model is in eval mode while the iterator runs.
+    """
+    rows = as_token_lists(prompts)
+    stops = [int(token) for token in stop_tokens]
+    check_generation_args(model, rows, max_new_tokens, temperature, top_k, top_p, stops, vocab_limit)
+    if cuda_graph and not use_cache:
+        raise ConfigError("cuda_graph replays a cached decode step; it needs use_cache=True.")
+    sampling = (temperature, top_k, top_p, generator)
+    return _decode(model, rows, max_new_tokens, sampling, stops, use_cache, vocab_limit, cuda_graph)
+
+
+@torch.no_grad()  # on a generator function this covers each resumption, not the caller's code between yields
+def _decode(
+    model: TransformerLM,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    sampling: tuple[float, int | None, float | None, torch.Generator | None],
+    stop_tokens: list[int],
+    use_cache: bool,
+    vocab_limit: int | None,
+    cuda_graph: bool,
+) -> Iterator[DecodeStep]:
+    was_training = model.training
+    model.eval()
+    try:
+        next_logits = _cached_logits if use_cache else _uncached_logits
+        logits_source = next_logits(model, rows, max_new_tokens, cuda_graph)
+        stop_T = torch.tensor(stop_tokens, dtype=torch.long, device=_device(model))
+        done_B = torch.zeros(len(rows), dtype=torch.bool, device=stop_T.device)
+        tokens_B = None
+        for index in range(max_new_tokens):
+            logits_BV = logits_source.send(tokens_B)
+            if vocab_limit is not None:
+                logits_BV = logits_BV[:, :vocab_limit]
+            tokens_B = sample_next_token(logits_BV, *sampling)
+            if stop_tokens:
+                done_B = done_B | torch.isin(tokens_B, stop_T)
+            yield DecodeStep(index, tokens_B, logits_BV, done_B)
+            if stop_tokens and bool(done_B.all()):
+                break
+        logits_source.close()
+    finally:
+        model.train(was_training)
+
+
+def _cached_logits(
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, cuda_graph: bool
+) -> Iterator[Tensor]:
+    """A coroutine: first yields the prefill's last logits (B, V), then the logits after each token sent in."""
+    device = _device(model)
+    lengths = [len(row) for row in rows]
+    longest = max(lengths)
+    ids_BP = torch.full((len(rows), longest), PAD_ID, dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids_BP[b, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
+    pad_B = None if min(lengths) == longest else torch.tensor([longest - n for n in lengths])
+    # The last sampled token is never fed back, so the prompt plus max_new_tokens - 1 slots suffice.
+    cache = KVCache.for_model(model, len(rows), longest + max_new_tokens - 1, pad_B=pad_B, static=cuda_graph)
+    logits_BPV, _ = model(ids_BP.to(device), kv_cache=cache)
+    tokens_B = yield logits_BPV[:, -1]
+    if cuda_graph:
+        from scratchlm.infer.cuda_graph import GraphedDecodeStep
+
+        step = GraphedDecodeStep(model, cache)
+        while True:
+            tokens_B = yield step(tokens_B).clone()  # the graph's output buffer is rewritten by the next replay
+    while True:
+        logits_B1V, _ = model(tokens_B.unsqueeze(-1), kv_cache=cache)
+        tokens_B = yield logits_B1V[:, -1]
+
+
+def _uncached_logits(
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, cuda_graph: bool
+) -> Iterator[Tensor]:
+    """The same coroutine as `_cached_logits`, but every step runs the plain forward over whole sequences."""
+    device = _device(model)
+    by_length: dict[int, list[int]] = {}
+    for b, row in enumerate(rows):
+        by_length.setdefault(len(row), []).append(b)
+    # (row indices, their sequences so far (G, T)) per prompt length; one group when all lengths are equal
+    groups = [
+        (torch.tensor(members, device=device), torch.tensor([rows[b] for b in members], device=device))
+        for members in by_length.values()
+    ]
+    tokens_B = None
+    while True:
+        if tokens_B is not None:
+            groups = [(members, torch.cat([ids_GT, tokens_B[members, None]], dim=1)) for members, ids_GT in groups]
+        if len(groups) == 1:
+            logits_BV = model(groups[0][1])[0][:, -1]
+        else:
+            parts = [(members, model(ids_GT)[0][:, -1]) for members, ids_GT in groups]
+            logits_BV = parts[0][1].new_empty(len(rows), parts[0][1].shape[-1])
+            for members, logits_GV in parts:
+                logits_BV[members] = logits_GV
+        tokens_B = yield logits_BV
+
+
+def as_token_lists(prompts: Prompts) -> list[list[int]]:
+    """Prompts as plain lists of ints: from a (B, T) or (T,) tensor, or from a sequence of id sequences."""
+    if isinstance(prompts, Tensor):
+        if prompts.dim() == 1:
+            prompts = prompts.unsqueeze(0)
+        if prompts.dim() != 2 or prompts.is_floating_point():
+            raise ShapeError(f"prompts must be a (batch, length) tensor of token ids, got {tuple(prompts.shape)}.")
+        return prompts.tolist()
+    if isinstance(prompts, (str, bytes)):
+        raise ShapeError("prompts must be token ids, not text; encode the text with the run's tokenizer first.")
+    rows = [[int(token) for token in row] for row in prompts]
+    return rows
+
+
+def check_generation_args(
+    model: TransformerLM,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stop_tokens: Sequence[int],
+    vocab_limit: int | None,
+) -> None:
+    """Every argument error `decode_steps` can meet, raised before any model work (one sentence each)."""
+    check_sampling_args(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+    if not rows:
+        raise ShapeError("no prompts were given; pass at least one list of token ids.")
+    vocab, context = model.config.vocab_size, model.config.context_length
+    for b, row in enumerate(rows):
+        if not row:
+            raise ShapeError(
+                f"prompt {b} is empty; give at least one token (a text prompt can start from <|endoftext|>)."
+            )
+        if min(row) < 0 or max(row) >= vocab:
+            raise ShapeError(
+                f"prompt {b} holds ids in [{min(row)}, {max(row)}] but the model's vocabulary is [0, {vocab}); "
+                "encode it with the tokenizer the model was trained with."
+            )
+    longest = max(len(row) for row in rows)
+    if longest >= context:
+        raise ConfigError(
+            f"the prompt has {longest} tokens but the model's context_length is {context}, which leaves no room "
+            f"to generate; shorten the prompt to at most {context - 1} tokens."
+        )
+    if longest + max_new_tokens > context:
+        raise ConfigError(
+            f"the prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+            f"context_length {context}; generate at most {context - longest} tokens (there is no sliding window)."
+        )
+    bad_stops = [t for t in stop_tokens if not 0 <= t < vocab]
+    if bad_stops:
+        raise ConfigError(f"stop tokens {bad_stops} are outside the model's vocabulary [0, {vocab}).")
+    if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
+        raise ConfigError(f"vocab_limit must be in [1, {vocab}] (the model's vocabulary), got {vocab_limit}.")
+
+
+def _device(model: TransformerLM) -> torch.device:
+    return model.token_embeddings.weight.device

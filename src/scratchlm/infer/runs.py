@@ -1,0 +1,124 @@
+"""What generation needs from a run directory: its config, a checkpoint's model, and its data's vocabulary.
+
+A run directory (`runs/NAME`) holds `config.toml` and `checkpoints/{best,last,step_*}.pt`. Text runs take
+their tokenizer from the data directory the config names (`data.path` / `tokenizer/`); trajectory runs
+rebuild their validation split and token layout from the config exactly as training did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scratchlm.config import RunConfig
+from scratchlm.errors import CheckpointError, ConfigError, DataError
+from scratchlm.model import TransformerLM
+from scratchlm.tokenizers.base import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAMES = ("best", "last")
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    checkpoint: Path
+    model: TransformerLM
+
+
+def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu") -> LoadedRun:
+    """The run's config and the model of `checkpoint`: "best", "last", a path, or None (best, else last)."""
+    from scratchlm.presets import load_toml_file
+    from scratchlm.train.checkpoint import load_model
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.toml"
+    if not config_path.is_file():
+        raise DataError(f"{run_dir} is not a run directory (no config.toml); pass --run runs/NAME of a trained run.")
+    config = RunConfig.from_tables(load_toml_file(str(config_path)))
+    path = resolve_checkpoint(run_dir, checkpoint)
+    model = load_model(path, device=device)
+    if model.config.to_dict() != config.model.to_dict():
+        logger.warning("%s was built with another [model] than %s says; using the checkpoint's", path, config_path)
+    return LoadedRun(run_dir, config, path, model)
+
+
+def resolve_checkpoint(run_dir: Path, choice: str | None) -> Path:
+    """checkpoints/best.pt or last.pt by name, or a file path; None prefers best.pt and falls back to last.pt."""
+    folder = run_dir / "checkpoints"
+    if choice is None:
+        for name in CHECKPOINT_NAMES:
+            if (folder / f"{name}.pt").is_file():
+                return folder / f"{name}.pt"
+        raise CheckpointError(
+            f"{folder} holds neither best.pt nor last.pt; train the run first (or pass --checkpoint PATH)."
+        )
+    path = folder / f"{choice}.pt" if choice in CHECKPOINT_NAMES else Path(choice)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; use --checkpoint best, last or a .pt file.")
+    return path
+
+
+def text_tokenizer(config: RunConfig, model: TransformerLM) -> TextTokenizer:
+    """The tokenizer of a text run's data directory, after checking the model can read its ids."""
+    from scratchlm.data.text import load_token_dir
+
+    if config.data.kind != "tokens":
+        raise ConfigError("this is a trajectory run; give it --prompt-actions or --from-val instead of a text prompt.")
+    tokenizer = load_token_dir(config.data.path).tokenizer()
+    check_vocabulary(model.config.vocab_size, tokenizer.vocab_size, f"the tokenizer in {config.data.path}")
+    return tokenizer
+
+
+def check_vocabulary(model_vocab: int, data_vocab: int, source: str) -> None:
+    """A model must know every id its data can produce; a larger (padded) model vocabulary is fine."""
+    if model_vocab < data_vocab:
+        raise CheckpointError(
+            f"the checkpoint's vocabulary has {model_vocab} ids but {source} has {data_vocab}: they come from "
+            "different vocabularies; generate with the data and tokenizer the checkpoint was trained on."
+        )
+
+
+@dataclass
+class ValidationTrajectories:
+    """The validation rows of a trajectory run, tokenized in its layout."""
+
+    tokens_NL: np.ndarray
+    tokens_per_step: int
+    action_offset: int
+    action_vocab: int
+    version: str | None
+
+    @property
+    def steps(self) -> int:
+        return self.tokens_NL.shape[1] // self.tokens_per_step
+
+
+def validation_trajectories(config: RunConfig, model: TransformerLM) -> ValidationTrajectories:
+    """Every validation trajectory of the run, rebuilt through the training data path (same split, same bins)."""
+    from scratchlm.data.actions import layout_from_dict
+    from scratchlm.model import IGNORE_INDEX
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    if config.data.kind != "trajectories":
+        raise ConfigError("--prompt-actions, --from-val and --rollout need a trajectory run; this one trains on text.")
+    all_rows = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_batches=0))
+    data = build_training_data(all_rows, torch.device("cpu"), DistInfo())
+    layout = layout_from_dict(data.info["layout"])
+    check_vocabulary(model.config.vocab_size, layout.vocab_size, "the run's trajectory layout")
+    rows = []
+    for inputs_BT, targets_BT in data.val_batches():
+        # Batches are (tokens[:-1], tokens[1:]) with non-action targets ignored; every row ends in an action.
+        assert bool((targets_BT[:, -1] != IGNORE_INDEX).all())
+        rows.append(torch.cat([inputs_BT, targets_BT[:, -1:]], dim=1))
+    tokens_NL = torch.cat(rows).numpy()
+    per_step = getattr(layout, "tokens_per_step", 1)
+    return ValidationTrajectories(tokens_NL, per_step, layout.action_offset, layout.action_vocab, data.info["version"])

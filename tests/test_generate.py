@@ -1,0 +1,188 @@
+"""Generation: greedy and sampled decoding, stop tokens, the context limit, bad input, and `scratchlm generate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.cli import main
+from scratchlm.config import ModelConfig
+from scratchlm.data.text import prepare_text_corpus
+from scratchlm.errors import ConfigError, ShapeError
+from scratchlm.infer.generate import decode_steps, generate
+from scratchlm.model import TransformerLM
+from scratchlm.presets import resolve_run_config, to_toml
+from scratchlm.train.checkpoint import save_checkpoint
+
+VOCAB = 29
+CONTEXT = 32
+
+
+def make_model(**overrides: object) -> TransformerLM:
+    config = ModelConfig(vocab_size=VOCAB, context_length=CONTEXT, d_model=32, num_layers=2, num_heads=4, **overrides)
+    return TransformerLM(config)
+
+
+def test_greedy_generation_is_the_argmax_loop_over_the_plain_forward() -> None:
+    model = make_model().eval()
+    prompt = [3, 1, 4, 1, 5]
+    sequence = list(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            sequence.append(int(model(torch.tensor([sequence]))[0][0, -1].argmax()))
+    result = generate(model, [prompt], max_new_tokens=12, temperature=0.0)
+    assert result.sequences() == [sequence]
+    assert result.stopped == [False]
+
+
+def test_a_seeded_generator_reproduces_samples_with_and_without_the_cache() -> None:
+    model = make_model()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+
+    def sample(seed: int, use_cache: bool = True) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(seed)
+        kwargs = {"temperature": 1.0, "top_k": 10, "top_p": 0.9, "generator": generator, "use_cache": use_cache}
+        return generate(model, prompts, max_new_tokens=20, **kwargs).tokens
+
+    assert sample(7) == sample(7) == sample(7, use_cache=False)
+    assert sample(7) != sample(8)
+
+
+def test_top_k_one_and_a_tiny_top_p_are_greedy() -> None:
+    model = make_model()
+    greedy = generate(model, [[2, 7]], max_new_tokens=10, temperature=0.0).tokens
+    generator = torch.Generator().manual_seed(0)
+    assert generate(model, [[2, 7]], max_new_tokens=10, temperature=2.0, top_k=1, generator=generator).tokens == greedy
+    assert (
+        generate(model, [[2, 7]], max_new_tokens=10, temperature=2.0, top_p=1e-6, generator=generator).tokens == greedy
+    )
+
+
+def test_rows_stop_at_their_first_stop_token_and_generation_ends_when_all_have() -> None:
+    model = make_model()
+    prompts = [[1, 2], [9, 8, 7]]
+    free = generate(model, prompts, max_new_tokens=15, temperature=0.0).tokens
+    stop = free[0][3]
+    first = free[0].index(stop)
+    result = generate(model, prompts, max_new_tokens=15, temperature=0.0, stop_tokens=[stop])
+    assert result.tokens[0] == free[0][:first] and result.stopped[0]
+    row1_end = free[1].index(stop) if stop in free[1] else len(free[1])
+    assert result.tokens[1] == free[1][:row1_end] and result.stopped[1] == (stop in free[1])
+    steps = list(decode_steps(model, prompts[:1], max_new_tokens=15, temperature=0.0, stop_tokens=[stop]))
+    assert len(steps) == first + 1 and bool(steps[-1].done_B.all())
+
+
+def test_vocab_limit_keeps_samples_inside_the_tokenizer_vocabulary() -> None:
+    model = make_model()
+    generator = torch.Generator().manual_seed(0)
+    result = generate(model, [[1]] * 8, max_new_tokens=20, temperature=5.0, vocab_limit=4, generator=generator)
+    assert max(max(row) for row in result.tokens) < 4
+
+
+def test_generation_leaves_the_model_mode_and_grad_mode_as_it_found_them() -> None:
+    model = make_model().train()
+    for _ in decode_steps(model, [[1, 2]], max_new_tokens=3):
+        assert torch.is_grad_enabled()  # no_grad covers the decoder's own code, not the caller's
+        assert not model.training
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("prompts", "kwargs", "error", "match"),
+    [
+        ([[]], {}, ShapeError, "prompt 0 is empty"),
+        ([], {}, ShapeError, "no prompts"),
+        ("hello", {}, ShapeError, "not text"),
+        ([[1, VOCAB]], {}, ShapeError, "vocabulary"),
+        ([[1] * CONTEXT], {}, ConfigError, "shorten the prompt to at most 31"),
+        ([[1] * 10], {"max_new_tokens": 23}, ConfigError, "generate at most 22 tokens"),
+        ([[1]], {"max_new_tokens": 0}, ConfigError, "max_new_tokens"),
+        ([[1]], {"temperature": -0.5}, ConfigError, "temperature"),
+        ([[1]], {"top_p": 0.0}, ConfigError, "top_p"),
+        ([[1]], {"top_p": 1.01}, ConfigError, "top_p"),
+        ([[1]], {"top_k": 0}, ConfigError, "top_k"),
+        ([[1]], {"stop_tokens": [VOCAB + 3]}, ConfigError, "stop tokens"),
+        ([[1]], {"vocab_limit": VOCAB + 1}, ConfigError, "vocab_limit"),
+    ],
+)
+def test_bad_generation_arguments_are_refused_before_any_work(prompts, kwargs, error, match) -> None:
+    kwargs = {"max_new_tokens": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        decode_steps(make_model(), prompts, **kwargs)  # raises on the call, before the first step
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A text run (char tokenizer with <|endoftext|>, random weights): data/, run/ and run-small-vocab/."""
+    root = tmp_path_factory.mktemp("gen")
+    (root / "in.txt").write_text("the quick brown fox jumps over the lazy dog.<|endoftext|>" * 40, encoding="utf-8")
+    meta = prepare_text_corpus(root / "in.txt", root / "data", "char", special_tokens=["<|endoftext|>"], progress=False)
+    for name, vocab in (("run", meta["vocab_size"]), ("run-small-vocab", meta["vocab_size"] - 5)):
+        overrides = ['data.kind="tokens"', f"data.path={json.dumps(str(root / 'data'))}", f"model.vocab_size={vocab}"]
+        config = resolve_run_config("debug", None, overrides)
+        (root / name / "checkpoints").mkdir(parents=True)
+        (root / name / "config.toml").write_text(to_toml(config.to_tables()), encoding="utf-8")
+        save_checkpoint(TransformerLM(config.model), None, 0, root / name / "checkpoints" / "last.pt")
+    return root
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("scratchlm: error:")]
+    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.out == "", "nothing is printed before an argument error"
+    return errors[0]
+
+
+def test_cli_streams_a_continuation_that_the_cache_does_not_change(
+    text_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["generate", "--run", str(text_run / "run"), "--prompt", "the fox", "--max-new-tokens", "12"]
+    outputs = []
+    for extra in (["--temperature", "0"], ["--temperature", "0", "--no-cache"], ["--seed", "3"], ["--seed", "3"]):
+        assert main([*base, *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[2] == outputs[3]
+    assert all(out.startswith("the fox") for out in outputs)
+    prompt_file = text_run / "prompt.txt"
+    prompt_file.write_text("lazy", encoding="utf-8")
+    assert main(["generate", "--run", str(text_run / "run"), "--prompt-file", str(prompt_file), "--num-samples", "3",
+                 "--max-new-tokens", "5", "--top-k", "5", "--top-p", "0.8", "--seed", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.count("--- sample ") == 3 and out.count("\nlazy") == 3
+
+
+def test_cli_empty_prompt_starts_from_end_of_text(text_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--run", str(text_run / "run"), "--prompt", "", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--prompt", "fox", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--prompt", "fox", "--temperature", "-1"], "temperature must be >= 0"),
+        (["--prompt", "fox" * 30], "shorten the prompt"),
+        (["--prompt", "fox", "--max-new-tokens", "500"], "generate at most"),
+        (["--prompt", "fox", "--checkpoint", "best"], "does not exist"),
+        (["--prompt", "fox€"], "not in this char tokenizer"),
+        (["--from-val", "0"], "need a trajectory run"),
+        (["--prompt-actions", "1,2"], "needs a trajectory run"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(
+    text_run: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str
+) -> None:
+    assert main(["generate", "--run", str(text_run / "run"), *extra]) == 2
+    assert match in one_error_line(capsys)
+
+
+def test_cli_refuses_a_checkpoint_from_another_vocabulary(text_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--run", str(text_run / "run-small-vocab"), "--prompt", "fox"]) == 2
+    assert "different vocabularies" in one_error_line(capsys)
