@@ -31,6 +31,23 @@ def test_longer_context_shifts_flops_to_attention() -> None:
     assert long.shares()["attention_scores"] > 7 * short.shares()["attention_scores"]
 
 
+# Hand-computed with the handout's shapes (V 50,257, T 1,024, SwiGLU d_ff = 4·d): parameters
+# 2·V·d + L·(4d² + 3·d·4d + 2d) + d; forward FLOPs L·(8·T·d² + 4·T²·d + 24·T·d²) + 2·T·d·V.
+@pytest.mark.parametrize(
+    ("name", "params", "flops", "ffn_share"),
+    [
+        ("gpt2-small", 190_460_160, 349_630_365_696, 0.4975),
+        ("gpt2-medium", 505_629_696, 1_033_109_504_000, 0.5987),
+        ("gpt2-large", 1_072_469_760, 2_257_754_521_600, 0.6420),
+    ],
+)
+def test_the_smaller_gpt2_shapes_match_hand_counts(name: str, params: int, flops: int, ffn_share: float) -> None:
+    config = gpt2_config(name)
+    assert param_counts(config).total == params
+    assert forward_flops(config).total == flops
+    assert forward_flops(config).shares()["ffn"] == pytest.approx(ffn_share, abs=1e-4)
+
+
 @pytest.mark.parametrize("name", ["gpt2-small", "gpt2-medium", "gpt2-large"])
 def test_attention_share_grows_less_than_ffn_with_width(name: str) -> None:
     shares = forward_flops(gpt2_config(name)).shares()
@@ -45,5 +62,9 @@ def test_account_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["model"]["d_model"] == 768 and report["forward_flops"]["total"] > 0
     assert main(["account", "--preset", "debug", "--d-model", "64"]) == 0
     assert "d_model 64" in capsys.readouterr().out
+    assert main(["account", "--model", "gpt2-xl", "--context-length", "16384", "--json"]) == 0
+    long = json.loads(capsys.readouterr().out)
+    assert long["model"]["context_length"] == 16384
+    assert long["forward_flops"]["total"] == pytest.approx(forward_flops(gpt2_config("gpt2-xl", 16384)).total)
     assert main(["account", "--d-model", "64"]) == 2
     assert "missing --num-layers" in capsys.readouterr().err

@@ -148,6 +148,26 @@ CASES: dict[str, Case] = {
     "resume for zero steps": Case(("train", "--resume", "{ws}/run", "--stop-after", "0"), "--stop-after must be"),
     "report on a non-run": Case(("report", "{ws}/bad"), "is not a finished run"),
     "report with code in the checkpoint": Case(("report", "{ws}/evil_run"), "nothing in it ran"),
+    "report in an unknown format": Case(("report", "{ws}/run", "--format", "pdf"), "invalid choice: 'pdf'"),
+    "report with a missing audit": Case(("report", "{ws}/run", "--audit", "{ws}/none"), "audit.json does not exist"),
+    # experiments: plots, attention, audit, ablations, sweeps, scaling, the experiment log
+    "plot a non-run": Case(("plot", "{ws}/bad"), "has no metrics.jsonl"),
+    "plot on an unknown axis": Case(("plot", "{ws}/run", "--x", "epochs"), "invalid choice: 'epochs'"),
+    "attention with code in the checkpoint": Case(("attention", "{ws}/evil_run"), "nothing in it ran"),
+    "attention prompt for a trajectory run": Case(("attention", "{ws}/run", "--prompt", "hi"), "needs a text run"),
+    "attention past the validation set": Case(("attention", "{ws}/run", "--sample", "100000"), "past the end"),
+    "audit with no evaluation rows": Case(("audit", "causal-mask", "--eval-rows", "0"), "--eval-rows must be >= 1"),
+    "audit an unknown preset": Case(("audit", "causal-mask", "--preset", "nope", "--out", "{scratch}/a"), "'nope'"),
+    "ablate without a grid": Case(("ablate", "--preset", "debug"), "at least one --grid"),
+    "ablate an unknown study": Case(("ablate", "--study", "nope"), "unknown study 'nope'"),
+    "ablate an unknown key": Case(
+        ("ablate", "--preset", "debug", "--grid", "model.depth=1,2", "--out", "{scratch}/a"), "unknown model key(s)"
+    ),
+    "sweep a rate that is not a number": Case(("sweep", "lr", "--preset", "debug", "--values", "fast"), "numbers"),
+    "sweep a zero rate": Case(("sweep", "lr", "--preset", "debug", "--values", "0"), "positive learning rates"),
+    "scaling with a malformed size": Case(("scaling", "--preset", "debug", "--sizes", "2by64"), "LAYERSxD_MODEL"),
+    "scaling with two sizes": Case(("scaling", "--preset", "debug", "--sizes", "1x8,1x16"), "at least 3 sizes"),
+    "runs in a missing folder": Case(("runs", "{ws}/none"), "is not a directory"),
     # generation arguments (--seed: no "sampling with --seed" log line before the error)
     "generate from a non-run": Case(gen("{ws}/bad", "--prompt", "hi"), "is not a run directory (no config.toml)"),
     "text prompt to a trajectory run": Case(gen("{ws}/run", "--prompt", "hi"), "this is a trajectory run"),
@@ -295,11 +315,13 @@ def server() -> Iterator[CommandServer]:
 
 def test_the_catalogue_spans_every_command_with_at_least_30_inputs() -> None:
     assert len(CASES) >= 30
-    groups = ("data", "tokenizer", "bench")
+    groups = ("data", "tokenizer", "bench", "audit", "sweep")
     commands = {" ".join(c.argv[:2] if c.argv[0] in groups else c.argv[:1]) for c in CASES.values()}
     for command in ("train", "info", "account", "bench train", "data text", "data trajectories", "report"):
         assert command in commands, command
     assert {"tokenizer train", "tokenizer encode", "tokenizer decode", "generate"} <= commands
+    experiments = {"plot", "attention", "audit causal-mask", "ablate", "sweep lr", "scaling", "runs"}
+    assert experiments <= commands, experiments - commands
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -55,7 +55,14 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("tokenizer", "decode"), "tokenizer_decode", "decode token ids with a saved tokenizer"),
     (("train",), "train", "train a model (or resume a run)"),
     (("bench", "train"), "bench_train", "time training steps of a preset on random tokens"),
-    (("report",), "report", "write the loss curve, attention maps and report.md of a run"),
+    (("report",), "report", "a run's report: Markdown, the course's MDX submission page, or self-contained HTML"),
+    (("plot",), "plot", "training curves (loss, perplexity, lr, grad norm) of one or more runs, PNG and SVG"),
+    (("attention",), "attention", "attention maps of a run: every layer and head, and the head average per layer"),
+    (("audit", "causal-mask"), "audit_causal_mask", "train with and without the causal mask and explain the gap"),
+    (("ablate",), "ablate", "an ablation study: a grid of config values x seeds, a table and overlaid curves"),
+    (("sweep", "lr"), "sweep_lr", "a learning-rate sweep with divergence detection, the best lr and the edge"),
+    (("scaling",), "scaling", "loss against model size at fixed tokens or compute, with a fitted power law"),
+    (("runs",), "runs", "a table of every run under a directory: config diff, steps, best val loss, time"),
     (("generate",), "generate", "sample text from a run's checkpoint, or roll out its trajectories"),
     (("demo",), "demo", "the main job: Scratch-1 data -> train scratch1-quick -> report (runs/demo)"),
 ]
@@ -63,6 +70,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
 GROUP_HELP = {
     "data": "prepare datasets (robot trajectories, text corpora)",
     "bench": "benchmarks",
+    "audit": "audits of what a model learns",
+    "sweep": "hyperparameter sweeps",
     "tokenizer": "train, encode and decode with tokenizers",
 }
 

@@ -48,9 +48,13 @@ class CheckpointError(ScratchLMError, RuntimeError):
 
 
 class NonFiniteLossError(ScratchLMError, RuntimeError):
-    """The loss or the gradients became NaN/Inf."""
+    """The loss or the gradients became NaN/Inf; `step` is the first bad update when known."""
 
     exit_code = EXIT_NONFINITE
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class OutOfMemoryError(ScratchLMError, RuntimeError):

@@ -84,3 +84,64 @@ def plot_attention_maps(maps_LHTT: Tensor, labels: list[str], path: str | Path, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_layer_means(maps_LHTT: Tensor, labels: list[str], path: str | Path, title: str = "") -> Path:
+    """The head-averaged map of every layer, one larger panel each, with token labels on both axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    layers, _, seq, _ = maps_LHTT.shape
+    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 4.4), squeeze=False)
+    tick_every = max(1, seq // 25)
+    ticks = list(range(0, seq, tick_every))
+    for layer in range(layers):
+        ax = axes[0, layer]
+        image = ax.imshow(maps_LHTT[layer].mean(0).cpu().numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0.0))
+        ax.set_title(f"layer {layer}, mean over heads", fontsize=8)
+        ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=5, rotation=90)
+        ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
+        ax.set_xlabel("key (attended to)", fontsize=7)
+    axes[0, 0].set_ylabel("query", fontsize=7)
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def offset_attention(maps_LHTT: Tensor, offset: int) -> Tensor:
+    """(L, H) mean weight a query at t puts on the key at t + offset (e.g. +1: the next token, the target)."""
+    seq = maps_LHTT.shape[-1]
+    queries = torch.arange(max(0, -offset), min(seq, seq - offset))
+    return maps_LHTT[..., queries, queries + offset].mean(-1)
+
+
+def describe_attention(maps_LHTT: Tensor) -> list[str]:
+    """One measured sentence per layer: where its heads put their weight (previous token, itself, the first
+    token, mean look-back distance), and which head is the most previous-token-like."""
+    layers, _, seq, _ = maps_LHTT.shape
+    query_T1 = torch.arange(seq).unsqueeze(-1)
+    distance_TT = (query_T1 - torch.arange(seq).unsqueeze(0)).clamp(min=0).float()
+    uniform_lookback = (seq - 1) / 4  # a head spreading evenly over its causal window looks back t/2 on average
+    sentences = []
+    for layer in range(layers):
+        layer_HTT = maps_LHTT[layer].float()
+        previous_H = offset_attention(layer_HTT.unsqueeze(0), -1)[0]
+        itself = float(offset_attention(layer_HTT.unsqueeze(0), 0).mean())
+        first = float(layer_HTT[:, 1:, 0].mean())
+        lookback = float((layer_HTT * distance_TT).sum(-1).mean())
+        top = int(previous_H.argmax())
+        sentences.append(
+            f"Layer {layer}: {float(previous_H.mean()):.0%} of the weight on the previous token, {itself:.0%} on "
+            f"the token itself, {first:.0%} on the first token; mean look-back {lookback:.1f} positions (an even "
+            f"spread would give {uniform_lookback:.1f}). Head {top} is the most previous-token-like "
+            f"({float(previous_H[top]):.0%})."
+        )
+    return sentences

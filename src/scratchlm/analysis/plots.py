@@ -1,15 +1,168 @@
-"""Training curves from run directories: loss (train and validation) against steps, tokens or time.
+"""Training curves from run directories: loss and perplexity (train and validation), learning rate and
+gradient norm, against steps, tokens or wall-clock time.
 
-matplotlib runs headless (Agg). Several runs overlay with a legend from their directory names.
+matplotlib runs headless (Agg). Several runs overlay on one figure with a legend; runs may share a color
+(the seeds of one ablation variant) and diverged runs end in a cross. Figures are written as PNG and SVG.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from scratchlm.errors import DataError
 from scratchlm.train.tracking import read_metrics
 
 X_AXES = {"step": "step", "tokens": "tokens", "time": "elapsed_s"}
+X_LABELS = {"step": "step", "tokens": "tokens", "time": "training time (s)"}
+PANELS = {
+    "loss": ("train_loss", "val_loss", "cross-entropy (nats/token)"),
+    "ppl": ("train_ppl", "val_ppl", "perplexity"),
+    "lr": ("lr", None, "learning rate"),
+    "grad_norm": ("grad_norm", None, "gradient norm (pre-clip, mean per log interval)"),
+}
+ALL_PANELS = ("loss", "ppl", "lr", "grad_norm")
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(
+    run_dirs: Sequence[str | Path],
+    path: str | Path,
+    *,
+    x: str = "step",
+    log_scale: bool = False,
+    labels: Sequence[str | None] | None = None,
+    colors: Sequence[str] | None = None,
+    diverged: Sequence[bool] | None = None,
+    floor: float | None = None,
+    panels: Sequence[str] = ALL_PANELS,
+    title: str = "",
+    svg: bool = True,
+) -> list[Path]:
+    """One panel per entry of `panels` (loss, ppl, lr, grad_norm), every run overlaid; returns [png, svg]
+    ([png] with svg=False).
+
+    labels: legend name per run (default: directory name; None hides a run from the legend, e.g. the
+    second seed of a variant). colors: matplotlib color per run (default: one per run). diverged: runs to
+    end in an "x". log_scale: logarithmic y for loss, perplexity and gradient norm. `path`'s suffix is
+    replaced by .png and .svg.
+    """
+    if x not in X_AXES:
+        raise DataError(f"unknown x axis {x!r}; use one of {', '.join(X_AXES)}.")
+    plt = pyplot()
+    key = X_AXES[x]
+    runs = [Path(r) for r in run_dirs]
+    rows_by_run = [read_metrics(r / "metrics.jsonl") for r in runs]
+    if not any(rows_by_run):
+        raise DataError(f"no metrics to plot in {', '.join(map(str, runs))}; train the run(s) first.")
+    cols = min(2, len(panels))
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 3.8 * nrows), squeeze=False)
+    for i, (run, rows) in enumerate(zip(runs, rows_by_run, strict=True)):
+        label = run.name if labels is None else labels[i]
+        color = colors[i] if colors is not None else f"C{i % 10}"
+        ended_badly = bool(diverged[i]) if diverged is not None else False
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            _draw_panel(ax, panel, rows, key, label, color, ended_badly)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        ax.set_xlabel(X_LABELS[x])
+        ax.set_ylabel(PANELS[panel][2], fontsize=8)
+        if log_scale and panel != "lr":
+            ax.set_yscale("log")
+        if floor is not None and panel in ("loss", "ppl"):
+            level = floor if panel == "loss" else math.exp(floor)
+            ax.axhline(level, color="gray", ls="--", lw=1, label=f"noise floor {level:.3f}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if len(handles) > 8:  # a long legend would hide the curves: put it beside the panels
+        fig.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    elif handles:
+        axes.flat[0].legend(handles, names, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path), svg)
+
+
+def _draw_panel(
+    ax: Any, panel: str, rows: list[dict[str, Any]], key: str, label: str | None, color: str, bad: bool
+) -> None:
+    train_key, val_key, _ = PANELS[panel]
+    train = [(r[key], r[train_key]) for r in rows if r.get(train_key) is not None and r.get(key) is not None]
+    val = [(r[key], r[val_key]) for r in rows if val_key and r.get(val_key) is not None and r.get(key) is not None]
+    hidden = label is None
+    if train:
+        train_label = "_nolegend_" if hidden else (f"{label} train" if val_key else label)
+        ax.plot(*zip(*train, strict=True), color=color, alpha=0.45 if val_key else 0.9, lw=1, label=train_label)
+        if bad:
+            ax.plot(*train[-1], marker="x", color=color, ms=9, mew=2, label="_nolegend_")
+    if val:
+        val_label = "_nolegend_" if hidden else f"{label} val"
+        ax.plot(*zip(*val, strict=True), color=color, lw=2, marker="o", ms=3, label=val_label)
+
+
+def _save(fig: Any, path: Path, svg: bool = True) -> list[Path]:
+    plt = pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".svg") if svg else (".png",):
+        target = path.with_suffix(suffix)
+        fig.savefig(target, dpi=120, bbox_inches="tight")
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: bool = False) -> list[Path]:
+    """`scratchlm plot`: each run's own curves into its plots/curves_<x>, and with several runs the overlay
+    into every run's plots/compare_<x> (named after the runs it holds). Returns the files written."""
+    runs = [Path(r) for r in run_dirs]
+    for run in runs:
+        if not (run / "metrics.jsonl").is_file():
+            raise DataError(f"{run} has no metrics.jsonl; pass run directories (runs/NAME) that have trained.")
+    written: list[Path] = []
+    suffix = "_log" if log_scale else ""
+    for run in runs:
+        floor = _loss_floor(run)
+        written += plot_training_curves(
+            [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, floor=floor, title=run.name
+        )
+    if len(runs) > 1:
+        name = f"compare_{x}{suffix}_" + "_".join(r.name for r in runs)[:80]
+        title = " vs ".join(r.name for r in runs)
+        first = plot_training_curves(runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, title=title)
+        written += first
+        for run in runs[1:]:  # the same figure in every run's plots/: drawn once, copied
+            for path in first:
+                target = run / "plots" / path.name
+                shutil.copyfile(path, target)
+                written.append(target)
+    return written
+
+
+def _loss_floor(run: Path) -> float | None:
+    summary = run / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("data", {}).get("loss_floor")
+    except (ValueError, AttributeError):
+        return None
 
 
 def plot_loss_curves(
@@ -19,35 +172,25 @@ def plot_loss_curves(
     x: str = "step",
     log_scale: bool = False,
     floor: float | None = None,
+    hlines: dict[str, float] | None = None,
+    svg: bool = True,
 ) -> Path:
-    """Train (thin) and validation (thick, markers) loss of each run on one figure, saved to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Train (thin) and validation (thick, markers) loss of each run on one figure; returns the PNG (an SVG
+    is written beside it unless svg=False). hlines: extra labelled levels (e.g. a causal evaluation's loss)."""
+    plt = pyplot()
     key = X_AXES[x]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, run_dir in enumerate(map(Path, run_dirs)):
-        rows = read_metrics(run_dir / "metrics.jsonl")
-        color = f"C{i}"
-        train = [(r[key], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
-        val = [(r[key], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
-        if train:
-            ax.plot(*zip(*train, strict=True), color=color, alpha=0.45, lw=1, label=f"{run_dir.name} train")
-        if val:
-            ax.plot(*zip(*val, strict=True), color=color, lw=2, marker="o", ms=3, label=f"{run_dir.name} val")
+        _draw_panel(ax, "loss", read_metrics(run_dir / "metrics.jsonl"), key, run_dir.name, f"C{i % 10}", False)
     if floor is not None:
         ax.axhline(floor, color="gray", ls="--", lw=1, label=f"noise floor {floor:.3f}")
-    ax.set_xlabel({"step": "step", "tokens": "tokens", "time": "seconds"}[x])
+    for i, (name, level) in enumerate((hlines or {}).items()):
+        ax.axhline(level, color=f"C{(i + len(run_dirs)) % 10}", ls=":", lw=1.5, label=f"{name} {level:.3f}")
+    ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel("cross-entropy (nats/token)")
     if log_scale:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path), svg)[0]

@@ -1,26 +1,46 @@
-"""A run's report: `report.md` with the final numbers, the loss curve and an attention-map figure.
+"""A run's report in three formats from one document: Markdown (`report.md`), the Scratch-1 course's MDX
+submission page (`submission/<student>.mdx` with its figures in `submission/images/`), and one
+self-contained HTML page (`report.html`, figures embedded as data URIs, opens offline).
 
-Everything comes from the run directory (config.toml, metrics.jsonl, summary.json, checkpoints/), so a
-report can be rebuilt at any time with `scratchlm report RUN_DIR`.
+Sections follow the course's template: the numbers, Loss Curve, Attention Visualization, The Audit
+(from `scratchlm audit causal-mask`'s output when `audit_dir` is given) and Code Highlights. Every
+sentence is written from what the run directory holds (config.toml, metrics.jsonl, summary.json,
+checkpoints/), so a report can be rebuilt at any time with `scratchlm report RUN_DIR`.
 """
 
 from __future__ import annotations
 
+import datetime
+import inspect
 import json
+import re
+import shutil
 import statistics
 import sys
+import textwrap
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from scratchlm.analysis.accounting import param_counts
-from scratchlm.analysis.attention import attention_maps, plot_attention_maps
-from scratchlm.analysis.plots import plot_loss_curves
+from scratchlm.analysis.attention import describe_attention
+from scratchlm.analysis.attention_runs import AttentionFigures, run_attention_figures
+from scratchlm.analysis.document import (
+    Block,
+    Bullets,
+    Code,
+    Document,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from scratchlm.analysis.plots import plot_loss_curves, plot_training_curves
 from scratchlm.config import RunConfig
-from scratchlm.errors import DataError
+from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write
-from scratchlm.train.checkpoint import load_model
 from scratchlm.train.tracking import read_metrics
 
 if sys.version_info >= (3, 11):
@@ -28,9 +48,68 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+FORMATS = ("md", "mdx", "html")
+# The MDX page's image names, as the course template links them.
+MDX_IMAGE_NAMES = {"loss_curve": "loss_curve.png", "attention_grid": "attention_maps.png"}
 
-def write_report(run_dir: str | Path, *, attention_sample: int = 0) -> Path:
-    """Make plots/loss_curve.png, plots/attention_val<K>.png and report.md in `run_dir`; return the report."""
+
+@dataclass
+class RunFacts:
+    run_dir: Path
+    config: RunConfig
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    format: str = "md",
+    attention_sample: int = 0,
+    audit_dir: str | Path | None = None,
+    student: str | None = None,
+    date: str | None = None,
+) -> Path:
+    """Make the figures and the report of `run_dir` in `format` (md, mdx or html); return the page written."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown report format {format!r}; use one of {', '.join(FORMATS)}.")
+    facts = read_run(run_dir)
+    audit = None
+    if audit_dir is not None:
+        from scratchlm.analysis.audit import read_audit
+
+        audit = read_audit(audit_dir)
+    # The checkpoint is read (and refused if bad) before any figure is written, so a failed report changes nothing.
+    attention = run_attention_figures(facts.run_dir, sample=attention_sample)
+    floor = facts.summary.get("data", {}).get("loss_floor")
+    plots = facts.run_dir / "plots"
+    figures = {
+        "loss_curve": plot_loss_curves([facts.run_dir], plots / "loss_curve.png", floor=floor, svg=False),
+        "curves": plot_training_curves(
+            [facts.run_dir], plots / "curves_step", floor=floor, title=facts.run_dir.name, svg=False
+        )[0],
+        "attention_grid": attention.grid,
+        "attention_means": attention.means,
+    }
+    mdx = format == "mdx"
+    doc = report_document(facts, figures, attention, audit, Path(audit_dir) if audit_dir else None, course_page=mdx)
+    if format == "md":
+        return _write(facts.run_dir / "report.md", to_markdown(doc, facts.run_dir))
+    if format == "html":
+        return _write(facts.run_dir / "report.html", to_html(doc))
+    student = student or "scratchlm"
+    doc.front_matter = {
+        "title": f"Scratch-1 Submission: {student}",
+        "student": student,
+        "date": date or datetime.date.today().isoformat(),
+    }
+    folder = facts.run_dir / "submission"
+    doc.blocks = _copy_figures(doc.blocks, figures, folder / "images")
+    return _write(folder / f"{_slug(student)}.mdx", to_markdown(doc, folder, mdx=True))
+
+
+def read_run(run_dir: str | Path) -> RunFacts:
+    """config.toml, summary.json and metrics.jsonl of a finished run, with clear errors when they are not."""
     run_dir = Path(run_dir)
     config_path, summary_path = run_dir / "config.toml", run_dir / "summary.json"
     if not config_path.is_file() or not summary_path.is_file():
@@ -42,42 +121,101 @@ def write_report(run_dir: str | Path, *, attention_sample: int = 0) -> Path:
         raise DataError(f"{run_dir}: config.toml or summary.json is damaged ({exc}); train the run again.") from None
     if not isinstance(summary, dict):
         raise DataError(f"{summary_path} is not a JSON object; train the run again.")
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    floor = summary.get("data", {}).get("loss_floor")
-    # The checkpoint is read (and refused if bad) before any figure is written, so a failed report changes nothing.
-    attention_png = _attention_figure(run_dir, config, attention_sample)
-    loss_png = plot_loss_curves([run_dir], run_dir / "plots" / "loss_curve.png", floor=floor)
-    report = run_dir / "report.md"
-    with atomic_write(report, "w", encoding="utf-8") as fh:
-        fh.write(_markdown(run_dir, config, summary, rows, loss_png, attention_png))
-    return report
+    return RunFacts(run_dir, config, summary, read_metrics(run_dir / "metrics.jsonl"))
 
 
-def _attention_figure(run_dir: Path, config: RunConfig, sample: int) -> Path | None:
-    checkpoint = run_dir / "checkpoints" / ("best.pt" if (run_dir / "checkpoints" / "best.pt").exists() else "last.pt")
-    model = load_model(checkpoint)
-    if config.data.kind != "trajectories":
-        return None  # text runs: `scratchlm attention --prompt` (the experiments issue) renders those
-    from scratchlm.train.datasets import build_training_data
-    from scratchlm.train.distributed import DistInfo
-
-    data = build_training_data(config, torch.device("cpu"), DistInfo())
-    inputs_BT, _ = next(iter(data.val_batches()))
-    idx_T = inputs_BT[min(sample, len(inputs_BT) - 1)]
-    maps = attention_maps(model, idx_T)
-    labels = [str(int(t)) for t in idx_T]
-    title = f"{run_dir.name}: attention on validation trajectory {sample} (labels: input action tokens)"
-    return plot_attention_maps(maps, labels, run_dir / "plots" / f"attention_val{sample}.png", title)
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
-def _markdown(
-    run_dir: Path,
-    config: RunConfig,
-    summary: dict[str, Any],
-    rows: list[dict[str, Any]],
-    loss_png: Path,
-    attention_png: Path | None,
-) -> str:
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "submission"
+
+
+def _copy_figures(blocks: list[Block], figures: dict[str, Path], images: Path) -> list[Block]:
+    """The blocks with every figure copied next to the page (under the course template's names)."""
+    names = {figures[key].resolve(): name for key, name in MDX_IMAGE_NAMES.items()}
+    images.mkdir(parents=True, exist_ok=True)
+    copied: list[Block] = []
+    for block in blocks:
+        if isinstance(block, Figure):
+            target = images / names.get(block.path.resolve(), block.path.name)
+            shutil.copyfile(block.path, target)
+            block = replace(block, path=target)
+        copied.append(block)
+    return copied
+
+
+# ------------------------------------------------------------------------------------------- content
+
+
+def report_document(
+    facts: RunFacts,
+    figures: dict[str, Path],
+    attention: AttentionFigures,
+    audit: dict[str, Any] | None,
+    audit_dir: Path | None,
+    *,
+    course_page: bool = False,
+) -> Document:
+    """The report's blocks: summary and numbers, then the course template's sections."""
+    name = facts.run_dir.name
+    trajectories = facts.config.data.kind == "trajectories"
+    if course_page:
+        title = "Scratch-1: The Transformer Backbone" if trajectories else f"Transformer LM: {name}"
+    else:
+        title = f"Run `{name}`"
+    blocks: list[Block] = [*_summary_blocks(facts)]
+    blocks += [Heading(2, "Loss Curve"), Figure(figures["loss_curve"], "Training Loss"), Paragraph(_convergence(facts))]
+    blocks.append(
+        Figure(figures["curves"], "Training curves", "Loss, perplexity, learning rate and gradient norm against steps.")
+    )
+    floor = facts.summary.get("data", {}).get("loss_floor")
+    if floor is not None:
+        blocks.append(
+            Paragraph(
+                "The course's v2 actions carry uniform noise over 5 neighbouring bins, so no model can go below "
+                f"ln 5 = {floor:.3f} nats/token: exact accuracy is capped near 20%, while within ±2 bins measures "
+                "whether the model found the underlying octant and distance bin."
+            )
+        )
+    what = "validation trajectory" if trajectories else "validation window"
+    blocks += [
+        Heading(2, "Attention Visualization"),
+        Figure(
+            attention.grid,
+            "Attention Maps",
+            f"Every layer (rows) and head (columns) on {what} 0, with the "
+            "head average in the last column; labels are the input tokens. Weight above the diagonal would be "
+            "attention to the future."
+            if facts.config.model.causal
+            else f"Every layer and head on {what} 0.",
+        ),
+        Figure(attention.means, "Head-averaged attention per layer"),
+        Paragraph("What the maps show, measured on this sequence:"),
+        Bullets(describe_attention(attention.maps_LHTT)),
+        Heading(2, "The Audit: Removing the Causal Mask"),
+    ]
+    if audit is not None and audit_dir is not None:
+        from scratchlm.analysis.audit import audit_blocks
+
+        blocks += audit_blocks(audit, audit_dir)
+    else:
+        blocks.append(
+            Paragraph(
+                "No audit is attached to this report. Run `scratchlm audit causal-mask --preset scratch1 --quick --out "
+                "runs/audit` (two runs, with and without the mask) and rebuild the report with `--audit runs/audit`."
+            )
+        )
+    blocks += [Heading(2, "Code Highlights"), *_code_highlights()]
+    return Document(title, blocks)
+
+
+def _summary_blocks(facts: RunFacts) -> list[Block]:
+    config, summary, rows = facts.config, facts.summary, facts.rows
     m = config.model
     counts = param_counts(m)
     evals = [r for r in rows if r.get("val_loss") is not None]
@@ -85,42 +223,93 @@ def _markdown(
     speeds = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
     data = summary.get("data", {})
     floor = data.get("loss_floor")
-    lines = [
-        f"# Run `{run_dir.name}`",
-        "",
-        f"Model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, d_ff {m.d_ff}, "
-        f"{m.positional} positions, {m.norm} ({m.norm_position}), {m.ffn}; {counts.total:,} parameters "
-        f"({counts.non_embedding:,} non-embedding).",
-        f"Data: {config.data.kind} from `{config.data.path}`"
-        + (
-            f" ({data['train_trajectories']} train / {data['val_trajectories']} validation trajectories, "
-            f"{data.get('version') or 'unknown-version'} actions, {config.data.layout} layout)."
-            if "train_trajectories" in data
-            else "."
-        ),
-        f"Training: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['elapsed_s']:.1f} s.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
+    split = (
+        f" ({data['train_trajectories']} train / {data['val_trajectories']} validation trajectories, "
+        f"{data.get('version') or 'unknown-version'} actions, {config.data.layout} layout)."
+        if "train_trajectories" in data
+        else "."
+    )
+    table: list[list[str]] = []
     if final:
-        lines.append(f"| final validation loss | {final['val_loss']:.4f} (perplexity {final['val_ppl']:.3f}) |")
-    lines.append(f"| best validation loss | {summary['best_val_loss']:.4f} |")
+        table.append(["final validation loss", f"{final['val_loss']:.4f} (perplexity {final['val_ppl']:.3f})"])
+    table.append(["best validation loss", f"{summary['best_val_loss']:.4f}"])
     if floor is not None and final:
-        lines.append(f"| noise floor (ln 5, v2 actions) | {floor:.4f} (gap {final['val_loss'] - floor:.4f}) |")
+        table.append(["noise floor (ln 5, v2 actions)", f"{floor:.4f} (gap {final['val_loss'] - floor:.4f})"])
     if "val_action_acc" in final:
-        lines.append(f"| next-action accuracy, exact | {final['val_action_acc']:.2%} |")
-        lines.append(f"| next-action accuracy, within ±2 bins | {final['val_action_within2']:.2%} |")
+        table.append(["next-action accuracy, exact", f"{final['val_action_acc']:.2%}"])
+        table.append(["next-action accuracy, within ±2 bins", f"{final['val_action_within2']:.2%}"])
     if speeds:
-        lines.append(f"| training throughput (median of log intervals) | {statistics.median(speeds):,.0f} tokens/s |")
-    lines += ["", f"![loss curve]({loss_png.relative_to(run_dir)})", ""]
-    if attention_png is not None:
-        lines += [f"![attention maps]({attention_png.relative_to(run_dir)})", ""]
-    if floor is not None:
-        lines += [
-            "The course's v2 actions carry uniform noise over 5 neighbouring bins, so no model can go below",
-            "ln 5 = 1.609 nats/token: exact accuracy is capped near 20%, while within ±2 bins measures whether",
-            "the model found the underlying octant and distance bin.",
-            "",
-        ]
-    return "\n".join(lines)
+        table.append(["training throughput (median of log intervals)", f"{statistics.median(speeds):,.0f} tokens/s"])
+    return [
+        Paragraph(
+            f"Model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, d_ff {m.d_ff}, {m.positional} "
+            f"positions, {m.norm} ({m.norm_position}), {m.ffn}{'' if m.causal else ', **no causal mask**'}; "
+            f"{counts.total:,} parameters ({counts.non_embedding:,} non-embedding)."
+        ),
+        Paragraph(f"Data: {config.data.kind} from `{config.data.path}`{split}"),
+        Paragraph(f"Training: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['elapsed_s']:.1f} s."),
+        Table(["metric", "value"], table),
+    ]
+
+
+def _convergence(facts: RunFacts) -> str:
+    rows, summary = facts.rows, facts.summary
+    train = [r for r in rows if r.get("train_loss") is not None]
+    evals = [r for r in rows if r.get("val_loss") is not None]
+    if not train:
+        return "The run logged no training rows."
+    last = train[-1]
+    text = (
+        f"The model trained for {summary['steps']} iterations ({last.get('epoch', 0):.1f} epochs, "
+        f"{summary['tokens']:,} tokens, {summary['elapsed_s']:.0f} s); the final training loss is "
+        f"{last['train_loss']:.3f} (from {train[0]['train_loss']:.3f} in the first log interval)"
+    )
+    if evals:
+        best = min(evals, key=lambda r: r["val_loss"])
+        text += (
+            f", the final validation loss {evals[-1]['val_loss']:.3f}, best {best['val_loss']:.3f} at step "
+            f"{best['step']}"
+        )
+        if len(evals) >= 3:
+            recent = evals[-3:]
+            text += (
+                f". Over the last {len(recent)} evaluations (steps {recent[0]['step']}-{recent[-1]['step']}) the "
+                f"validation loss moved by {recent[-1]['val_loss'] - recent[0]['val_loss']:+.4f}"
+            )
+    return text + "."
+
+
+def _code_highlights() -> list[Block]:
+    from scratchlm.nn.functional import causal_mask, scaled_dot_product_attention
+    from scratchlm.nn.layers import RMSNorm
+    from scratchlm.nn.positions import RotaryPositionalEmbedding
+
+    return [
+        Paragraph(
+            "The causal mask is a boolean matrix, True where a query may attend; it is applied to the scores "
+            "before the softmax (a masked score gets the dtype's lowest value, so a fully masked row cannot turn "
+            "into NaNs). Queries are aligned bottom-right, so the same mask serves training and cached decoding."
+        ),
+        _source(causal_mask),
+        _source(scaled_dot_product_attention, lines=("scores_QK =", "return einsum")),
+        Paragraph(
+            "RoPE rotates each interleaved pair of query/key features by position x frequency; since rotations "
+            "compose, the score of a query at m and a key at n depends on n - m only (derived in `docs/rope.md`)."
+        ),
+        _source(RotaryPositionalEmbedding.forward),
+        Paragraph("RMSNorm in float32 at least, cast back to the input dtype:"),
+        _source(RMSNorm.forward),
+    ]
+
+
+def _source(obj: Any, lines: tuple[str, str] | None = None) -> Code:
+    """The source of a function (or the stretch from one line prefix to another) with its file."""
+    text = textwrap.dedent(inspect.getsource(obj))
+    if lines is not None:
+        body = text.splitlines()
+        start = next(i for i, line in enumerate(body) if line.strip().startswith(lines[0]))
+        end = next(i for i, line in enumerate(body) if i >= start and line.strip().startswith(lines[1]))
+        text = textwrap.dedent("\n".join(body[start : end + 1]))
+    module = Path(inspect.getsourcefile(obj) or "").as_posix()
+    where = module[module.rfind("scratchlm/") :] if "scratchlm/" in module else module
+    return Code(text, "python", f"{where}: {obj.__qualname__}")

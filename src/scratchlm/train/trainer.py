@@ -19,6 +19,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,22 @@ from scratchlm.train.tracking import MetricsLogger, truncate_metrics_after
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-__all__ = ["NonFiniteLossError", "OutOfMemoryError", "Run", "TrainState", "evaluate", "fit", "setup", "train"]
+__all__ = [
+    "Monitor",
+    "NonFiniteLossError",
+    "OutOfMemoryError",
+    "Run",
+    "TrainState",
+    "evaluate",
+    "fit",
+    "setup",
+    "train",
+]
+
+# Called with every metrics row as it is logged; a returned string stops the run there (the reason is kept
+# in summary.json as "stopped"). Under DDP every rank calls it with the same training fields, but only rank 0
+# sees the validation ones, so a monitor must decide from training fields alone.
+Monitor = Callable[[dict[str, Any]], str | None]
 
 
 @dataclass
@@ -422,8 +438,11 @@ class LogWindow:
         self.start = time.perf_counter()
 
 
-def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
+def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = None) -> dict[str, Any]:
     """Train until the budget is spent (or `stop_after` more steps, for time-limited jobs); returns a summary.
+
+    `monitor` (e.g. a divergence detector) sees each logged row; when it returns a reason the run saves
+    last.pt and stops right after that row, and the summary records the reason as "stopped".
 
     Non-finite values are tracked on the device without a host sync per step and checked at each log,
     eval and checkpoint boundary: the run stops there, naming the first bad step, and never saves a
@@ -454,6 +473,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             f" x{run.dist.world_size}" if run.dist.enabled else "",
         )
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+    stopped: str | None = None
     window = LogWindow(run.device, run.state.window)
     bar = tqdm(
         total=run.total_steps,
@@ -482,7 +502,7 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
                 continue
             bad_step = int(first_bad)  # the one host sync per log interval
             if bad_step >= 0 and t.on_nonfinite == "stop":
-                raise NonFiniteLossError(_nonfinite_message(run, bad_step))
+                raise NonFiniteLossError(_nonfinite_message(run, bad_step), step=bad_step)
             run.state.elapsed_s += window.lap()
             if not do_log:  # stopping between log steps: keep the partial window so a resume logs the same rows
                 run.state.window = window.state_dict()
@@ -503,8 +523,13 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}")
             window.reset()
             run.state.window = {}
-            if do_eval or do_ckpt or step == end_step:
+            stopped = monitor(row) if monitor is not None else None
+            if stopped:
+                log.warning("%s stopped at step %d: %s", run.run_dir.name, step, stopped)
+            if do_eval or do_ckpt or step == end_step or stopped:
                 save(run, periodic=do_ckpt, best=best)
+            if stopped:
+                break
     summary = {
         "run_dir": str(run.run_dir),
         "steps": run.state.step,
@@ -515,6 +540,8 @@ def fit(run: Run, *, stop_after: int | None = None) -> dict[str, Any]:
         **{f"final_{k}": v for k, v in run.state.last_eval.items()},
         "data": run.data.info,
     }
+    if stopped:
+        summary["stopped"] = stopped
     if main:
         with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
@@ -546,9 +573,17 @@ def _describe(row: dict[str, Any], run: Run) -> str:
     return " | ".join(parts)
 
 
-def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, stop_after: int | None = None) -> dict:
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    monitor: Monitor | None = None,
+) -> dict:
     """Lock the run directory, setup + fit, and release the lock and the metrics file whatever happens.
 
+    `monitor`: see `fit`.
     Raises RunLockedError when another live process trains in `run_dir`.
     """
     run_dir = Path(run_dir)
@@ -558,7 +593,7 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, stop_
     with exclusive_run_dir(run_dir) if locked else nullcontext():
         try:
             run = setup(config, run_dir, resume=resume)
-            return fit(run, stop_after=stop_after)
+            return fit(run, stop_after=stop_after, monitor=monitor)
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise

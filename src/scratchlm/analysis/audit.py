@@ -1,0 +1,283 @@
+"""The causal-mask audit the Scratch-1 course asks for, measured rather than asserted.
+
+Two runs of one config, identical but for `model.causal` (same seed, same data, same batches): `masked`
+and `unmasked`. Both are evaluated twice on the validation split: teacher-forced (the whole sequence at
+once, as training sees it) and causally (each target predicted from its prefix alone, as generation must,
+`causal_eval.prefix_logits`). The unmasked model's teacher-forced loss collapses because position t can
+attend to position t+1, whose token is its target; its causal loss shows what it learned about the task.
+The explanation in `audit.md` is written from these numbers, and `audit.json` keeps them for reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scratchlm.analysis.attention import attention_maps, offset_attention, plot_attention_maps
+from scratchlm.analysis.attention_runs import token_labels
+from scratchlm.analysis.causal_eval import compare_evaluations
+from scratchlm.analysis.document import Bullets, Document, Figure, Heading, Paragraph, Table, to_markdown
+from scratchlm.analysis.plots import plot_loss_curves
+from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.config import RunConfig
+from scratchlm.errors import DataError
+from scratchlm.fileio import atomic_write
+from scratchlm.presets import resolve_run_config
+from scratchlm.train.checkpoint import load_model
+from scratchlm.train.tracking import read_metrics
+
+log = logging.getLogger(__name__)
+
+# --quick: the preset's data and batch on a narrower model (d_model 128) with a faster schedule (peak lr 1e-3,
+# warmup, cosine) for 3 epochs: minutes on one CPU core. The course's constant 1e-4 needs its full 10 epochs
+# for the unmasked model's loss to collapse; at 2 epochs it is still halfway down (1.90 train, measured).
+QUICK_OVERRIDES = (
+    "model.d_model=128",
+    "model.num_heads=4",
+    "model.d_ff=512",
+    "optim.lr=1e-3",
+    'optim.schedule="cosine"',
+    "optim.warmup_steps=100",
+    "train.epochs=3",
+)
+RUN_NAMES = ("masked", "unmasked")
+
+
+def causal_mask_audit(
+    preset: str | None,
+    out_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    config_file: str | None = None,
+    quick: bool = False,
+    eval_rows: int | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) out_dir/masked and out_dir/unmasked, evaluate both ways, write audit.json, audit.md
+    and the figures; return the audit record (what audit.json holds)."""
+    out_dir = Path(out_dir)
+    base = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    configs = {
+        name: resolve_run_config(preset, config_file, [*base, f"model.causal={str(name == 'masked').lower()}"])
+        for name in RUN_NAMES
+    }
+    outcomes = {name: run_or_reuse(config, out_dir / name) for name, config in configs.items()}
+    for name, outcome in outcomes.items():
+        if outcome.diverged:
+            raise DataError(
+                f"the {name} run in {outcome.run_dir} diverged ({outcome.reason}); lower optim.lr with --set and "
+                "audit into a new --out."
+            )
+    data = _validation_data(configs["masked"])
+    record: dict[str, Any] = {
+        "preset": preset,
+        "overrides": base,
+        "quick": quick,
+        "loss_floor": data.info.get("loss_floor"),
+        "target_vocab": _target_vocab(data.info, configs["masked"]),
+        "uniform_loss": math.log(_target_vocab(data.info, configs["masked"])),
+        "runs": {},
+    }
+    models = {}
+    for name, outcome in outcomes.items():
+        models[name] = load_model(outcome.run_dir / "checkpoints" / "last.pt")
+        log.info("evaluating the %s model teacher-forced and prefix-only", name)
+        evaluations = compare_evaluations(models[name], data, max_rows=eval_rows)
+        record["runs"][name] = _run_record(outcome, evaluations)
+    record["next_token_attention"], attention_png = _next_token_attention(
+        models["unmasked"], configs["unmasked"], data, out_dir
+    )
+    unmasked_causal = record["runs"]["unmasked"]["causal"]["loss"]
+    curves = plot_loss_curves(
+        [outcomes["masked"].run_dir, outcomes["unmasked"].run_dir],
+        out_dir / "audit_curves.png",
+        floor=record["loss_floor"],
+        hlines={"unmasked, causal evaluation": unmasked_causal},
+    )
+    record["figures"] = {"curves": curves.name, "attention": attention_png.name}
+    with atomic_write(out_dir / "audit.json", "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
+    doc = Document("The causal-mask audit", audit_blocks(record, out_dir))
+    with atomic_write(out_dir / "audit.md", "w", encoding="utf-8") as fh:
+        fh.write(to_markdown(doc, out_dir))
+    return record
+
+
+def _validation_data(config: RunConfig) -> Any:
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    return build_training_data(config, torch.device("cpu"), DistInfo())
+
+
+def _target_vocab(info: dict[str, Any], config: RunConfig) -> int:
+    layout = info.get("layout")
+    return int(layout["action_vocab"]) if layout else config.model.vocab_size
+
+
+def _run_record(outcome: RunOutcome, evaluations: dict[str, dict[str, float]]) -> dict[str, Any]:
+    rows = read_metrics(outcome.run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if r.get("train_loss") is not None]
+    return {
+        "run_dir": str(outcome.run_dir),
+        "steps": outcome.summary.get("steps"),
+        "elapsed_s": outcome.summary.get("elapsed_s"),
+        "final_train_loss": train_rows[-1]["train_loss"] if train_rows else None,
+        "train_curve": [[r["step"], r["train_loss"]] for r in train_rows],
+        **evaluations,
+    }
+
+
+def _next_token_attention(model: Any, config: RunConfig, data: Any, out_dir: Path) -> tuple[dict[str, Any], Path]:
+    """How much the unmasked model's heads look at t+1 (the target) on validation sequence 0, and its figure."""
+    inputs_BT, _ = next(iter(data.val_batches()))
+    idx_T = inputs_BT[0]
+    maps = attention_maps(model, idx_T)
+    next_LH = offset_attention(maps, +1)
+    layer, head = divmod(int(next_LH.argmax()), next_LH.shape[1])
+    seq = maps.shape[-1]
+    summary = {
+        "mean": float(next_LH.mean()),
+        "max_head": float(next_LH.max()),
+        "layer": layer,
+        "head": head,
+        "uniform_share": 1.0 / seq,  # a head spreading its weight evenly over all T keys
+    }
+    labels = token_labels(idx_T.tolist(), config, data.info)
+    title = "unmasked model: attention on validation sequence 0 (the bright superdiagonal is t -> t+1, the target)"
+    return summary, plot_attention_maps(maps, labels, out_dir / "attention_unmasked.png", title)
+
+
+# ----------------------------------------------------------------------------------------- explanation
+
+
+def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> list:
+    """The audit's section (numbers table, figures, what happened, why the model cheats) from its record."""
+    masked, unmasked = record["runs"]["masked"], record["runs"]["unmasked"]
+    floor, uniform = record.get("loss_floor"), record["uniform_loss"]
+    m_tf, m_c = masked["teacher_forced"]["loss"], masked["causal"]["loss"]
+    u_tf, u_c = unmasked["teacher_forced"]["loss"], unmasked["causal"]["loss"]
+    u_train, m_train = unmasked["final_train_loss"], masked["final_train_loss"]
+    attn = record["next_token_attention"]
+
+    def acc(run: dict[str, Any], how: str) -> str:
+        found = run[how]
+        if "val_action_acc" not in found:
+            return "n/a"
+        return f"{found['val_action_acc']:.1%} / {found['val_action_within2']:.1%}"
+
+    table = Table(
+        ["", "with the causal mask", "without the mask"],
+        [
+            ["final training loss (teacher-forced, dropout on)", f"{m_train:.4f}", f"{u_train:.4f}"],
+            ["validation loss, teacher-forced", f"{m_tf:.4f}", f"{u_tf:.4f}"],
+            ["validation loss, causal (prefix only)", f"{m_c:.4f}", f"{u_c:.4f}"],
+            [
+                "next-action accuracy exact / within ±2, teacher-forced",
+                acc(masked, "teacher_forced"),
+                acc(unmasked, "teacher_forced"),
+            ],
+            ["next-action accuracy exact / within ±2, causal", acc(masked, "causal"), acc(unmasked, "causal")],
+            [
+                "steps / training time",
+                f"{masked['steps']} / {masked['elapsed_s']:.0f} s",
+                f"{unmasked['steps']} / {unmasked['elapsed_s']:.0f} s",
+            ],
+        ],
+    )
+    floor_text = f"the ln 5 = {floor:.3f} floor" if floor else None
+    what = [
+        f"With the mask, the model ends at a training loss of {m_train:.3f} and a validation loss of {m_tf:.3f} "
+        "nats/token"
+        + (
+            f", {m_tf - floor:.3f} above {floor_text} that the action noise puts under any model "
+            "that predicts from the past."
+            if floor_text
+            else "."
+        ),
+        f"Without the mask, the same model on the same batches drives its training loss to **{u_train:.3f}** "
+        f"(teacher-forced validation: {u_tf:.3f})" + _against_floor(u_tf, floor, m_tf),
+        f"Evaluated causally, each target predicted from its prefix alone as generation must, the unmasked model "
+        f"scores **{u_c:.3f}** nats/token against {m_c:.3f} for the masked one"
+        + (
+            f": worse than guessing uniformly over the {record['target_vocab']} targets (ln = {uniform:.3f})."
+            if u_c > uniform
+            else f", {u_c - m_c:+.3f} relative to it."
+        ),
+        f"For the masked model the two evaluations agree ({m_tf:.4f} teacher-forced vs {m_c:.4f} causal), so the "
+        "prefix evaluation measures the same thing whenever there is nothing to cheat with.",
+    ]
+    below_floor_step = _first_step_below(unmasked["train_curve"], floor if floor else m_tf)
+    why = [
+        "The target of position t is the token at position t+1. Without the mask nothing stops attention at t from "
+        "reading position t+1, where that very token is the input, so copying it solves the training objective "
+        "outright, and gradient descent finds the copy far sooner than any model of the arm's motion"
+        + (
+            f": the unmasked training loss was already below {'the floor' if floor else 'the masked validation loss'} "
+            f"at step {below_floor_step} of {unmasked['steps']}."
+            if below_floor_step is not None
+            else "."
+        ),
+        f"The attention shows it: on validation sequence 0 the unmasked model's heads put on average "
+        f"{attn['mean']:.0%} of their weight on the next position (head {attn['head']} of layer {attn['layer']}: "
+        f"{attn['max_head']:.0%}), where spreading evenly would give about {attn['uniform_share']:.0%}.",
+        "The loss cannot tell reading the answer from predicting it; only the mask can. At generation time position "
+        "t+1 does not exist yet, the copied signal is gone, and a model that learned to copy instead of to predict "
+        f"does badly: {u_c:.3f} nats/token, where the masked model, trained honestly, keeps {m_c:.3f}.",
+    ]
+    blocks: list = [
+        Paragraph(
+            "Two runs identical but for `model.causal` (same seed, data and batch order). Teacher-forced evaluation "
+            "feeds the whole sequence at once, as training does; causal evaluation computes the prediction for "
+            "position t from tokens 0..t only."
+        ),
+        table,
+        Figure(
+            out_dir / record["figures"]["curves"],
+            "training curves with and without the causal mask",
+            "Training (thin) and validation (thick) loss; the dotted line is the unmasked model evaluated causally.",
+        ),
+        Heading(level + 1, "What happened without the mask"),
+        Bullets(what),
+        Heading(level + 1, 'Why the Model "Cheats"'),
+        *[Paragraph(text) for text in why],
+        Figure(
+            out_dir / record["figures"]["attention"],
+            "attention maps of the unmasked model",
+            "Every layer and head of the unmasked model; weight above the diagonal is attention to the future.",
+        ),
+    ]
+    return blocks
+
+
+def _against_floor(loss: float, floor: float | None, masked_loss: float) -> str:
+    if floor and loss < floor:
+        return f", below the ln 5 = {floor:.3f} floor: no model that predicts from the past can get there."
+    if floor:
+        return (
+            f", {loss - floor:.3f} above the ln 5 = {floor:.3f} floor and {masked_loss - loss:+.3f} below the "
+            "masked model."
+        )
+    return f", {masked_loss / max(loss, 1e-9):.1f}x lower than the masked model's {masked_loss:.3f}."
+
+
+def _first_step_below(curve: list[list[float]], level: float) -> int | None:
+    for step, loss in curve:
+        if loss < level:
+            return int(step)
+    return None
+
+
+def read_audit(out_dir: str | Path) -> dict[str, Any]:
+    """The record `causal_mask_audit` wrote to out_dir/audit.json."""
+    path = Path(out_dir) / "audit.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist; run `scratchlm audit causal-mask --out {out_dir}` first.") from None
+    except ValueError as exc:
+        raise DataError(f"{path} is damaged ({exc}); run the audit again.") from None

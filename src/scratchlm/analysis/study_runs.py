@@ -1,0 +1,114 @@
+"""One training run inside an experiment (audit, ablation, sweep, scaling): train it, or reuse what is there.
+
+Experiments are resumable: a run directory that already holds a finished run with the same config is
+read back instead of trained again, a run cut short (killed, or stopped by `--stop-after`) is resumed,
+and a run that diverged stays diverged. A directory holding a run with another config is refused, so an
+edited study never mixes old and new results silently.
+
+Divergence is recorded, not raised: a NaN/Inf (`NonFiniteLossError`) writes `outcome.json` next to the
+run, and a monitor's stop (an exploding loss) is the summary's "stopped" reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchlm.config import RunConfig
+from scratchlm.errors import ConfigError, DataError, NonFiniteLossError
+from scratchlm.fileio import atomic_write
+from scratchlm.presets import load_toml_file
+from scratchlm.train.trainer import Monitor, train
+
+log = logging.getLogger(__name__)
+
+OUTCOME_FILE = "outcome.json"
+
+
+@dataclass
+class RunOutcome:
+    """What an experiment needs to know about one of its runs."""
+
+    run_dir: Path
+    status: str  # "finished" or "diverged"
+    reason: str | None  # why a diverged run stopped
+    summary: dict[str, Any]  # summary.json (for a run that raised NaN/Inf: what outcome.json recorded)
+    reused: bool  # read back from an earlier invocation, not trained now
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+    @property
+    def final_val_loss(self) -> float:
+        return float(self.summary.get("final_val_loss", math.nan))
+
+    @property
+    def best_val_loss(self) -> float:
+        value = self.summary.get("best_val_loss", math.nan)
+        return math.nan if value is None else float(value)
+
+
+def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | None = None) -> RunOutcome:
+    """Train `config` in `run_dir` unless a finished or diverged run of the same config is already there."""
+    run_dir = Path(run_dir)
+    saved_config = run_dir / "config.toml"
+    if saved_config.is_file():
+        saved = load_toml_file(str(saved_config))
+        if saved != _without_none(config.to_tables()):
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config; delete it or write the experiment to another --out."
+            )
+        done = read_outcome(run_dir)
+        if done is not None:
+            log.info("reusing %s (%s)", run_dir, done.status)
+            return done
+    resume = (run_dir / "checkpoints" / "last.pt").is_file() or saved_config.is_file()
+    try:
+        summary = train(config, run_dir, resume=resume, monitor=monitor)
+    except NonFiniteLossError as exc:
+        record = {"status": "diverged", "reason": f"non-finite loss or gradients at step {exc.step}", "step": exc.step}
+        with atomic_write(run_dir / OUTCOME_FILE, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+        log.warning("%s diverged: %s", run_dir, record["reason"])
+        return RunOutcome(run_dir, "diverged", record["reason"], record, reused=False)
+    return _from_summary(run_dir, summary, reused=False)
+
+
+def read_outcome(run_dir: str | Path) -> RunOutcome | None:
+    """The outcome of a run that ended (finished, stopped by a monitor, or NaN/Inf); None if it has not ended."""
+    run_dir = Path(run_dir)
+    outcome_path, summary_path = run_dir / OUTCOME_FILE, run_dir / "summary.json"
+    if outcome_path.is_file():
+        record = _read_json(outcome_path)
+        return RunOutcome(run_dir, "diverged", record.get("reason"), record, reused=True)
+    if not summary_path.is_file():
+        return None
+    summary = _read_json(summary_path)
+    if summary.get("stopped") or summary.get("steps") == summary.get("total_steps"):
+        return _from_summary(run_dir, summary, reused=True)
+    return None  # cut short by --stop-after or a kill: resumable
+
+
+def _from_summary(run_dir: Path, summary: dict[str, Any], *, reused: bool) -> RunOutcome:
+    stopped = summary.get("stopped")
+    return RunOutcome(run_dir, "diverged" if stopped else "finished", stopped, summary, reused)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path} is damaged ({exc}); delete its run directory and run the experiment again.") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is not a JSON object; delete its run directory and run the experiment again.")
+    return value
+
+
+def _without_none(tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The tables as config.toml stores them (None means the default and is left out of the file)."""
+    return {section: {k: v for k, v in values.items() if v is not None} for section, values in tables.items()}

@@ -1,0 +1,214 @@
+"""Learning-rate sweeps: one run per learning rate, divergence detected and marked, the best rate and the
+edge of stability reported (CSE599-O section 7.2: "the best learning rate is at the edge of stability").
+
+A run diverges when its loss or gradients become NaN/Inf (the trainer raises `NonFiniteLossError`) or when
+its loss explodes: after warmup, a logged training loss above `factor` x the best logged so far, or more
+than `UNDONE_MARGIN` above the first logged value (everything learned is undone; the margin keeps the
+noise of a run that barely moves, at a tiny rate, from counting). `DivergenceMonitor` stops such a run at that
+row; the sweep goes on with the next rate. A run resumed after a kill gets a fresh monitor: its "first"
+and "best" values start again from the rows logged after the resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchlm.analysis.document import Document, Figure, Paragraph, Table, to_markdown
+from scratchlm.analysis.plots import plot_training_curves, pyplot
+from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.errors import ConfigError
+from scratchlm.fileio import atomic_write
+from scratchlm.presets import resolve_run_config
+from scratchlm.train.tracking import read_metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPLODE_FACTOR = 1.5
+UNDONE_MARGIN = 0.05  # relative
+
+
+@dataclass
+class DivergenceMonitor:
+    """A trainer monitor (see `trainer.fit`) that stops a run whose training loss explodes after warmup."""
+
+    warmup_steps: int
+    factor: float = DEFAULT_EXPLODE_FACTOR
+    first: float | None = None  # the first logged training loss
+    best: float = math.inf
+
+    def __call__(self, row: dict[str, Any]) -> str | None:
+        loss, step = row.get("train_loss"), row["step"]
+        if loss is None or not math.isfinite(loss):
+            return f"training loss {loss} at step {step}"
+        if self.first is None:
+            self.first = loss
+        self.best = min(self.best, loss)
+        if step <= self.warmup_steps:
+            return None  # the loss may rise briefly while the rate ramps up
+        if loss > self.factor * self.best:
+            return f"training loss {loss:.3f} at step {step} exploded above {self.factor:g}x its best {self.best:.3f}"
+        if loss > self.first * (1.0 + UNDONE_MARGIN):
+            return f"training loss {loss:.3f} at step {step} rose above its first logged value {self.first:.3f}"
+        return None
+
+
+def lr_run_name(lr: float) -> str:
+    return f"lr={lr:.3g}"
+
+
+def lr_sweep(
+    preset: str | None,
+    values: list[float],
+    out_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    config_file: str | None = None,
+    factor: float = DEFAULT_EXPLODE_FACTOR,
+    command: str = "",
+) -> dict[str, Any]:
+    """One run per learning rate under out_dir; writes results.json, results.md, curves.{png,svg} and
+    lr_vs_loss.{png,svg}; returns the results (what results.json holds)."""
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"--values must be positive learning rates, got {values}.")
+    if factor <= 1:
+        raise ConfigError(f"the explosion factor must be > 1, got {factor}.")
+    out_dir = Path(out_dir)
+    values = sorted(set(values))
+    base = resolve_run_config(preset, config_file, list(overrides))
+    configs = {}
+    for lr in values:
+        extra = [f"optim.lr={lr!r}"]
+        if base.optim.min_lr is not None:  # keep the preset's final/peak ratio (a fixed min_lr may exceed a small lr)
+            extra.append(f"optim.min_lr={lr * base.optim.min_lr / base.optim.lr!r}")
+        configs[lr] = resolve_run_config(preset, config_file, [*overrides, *extra])
+    outcomes: dict[float, RunOutcome] = {}
+    for lr, config in configs.items():
+        log.info("lr sweep: lr %g", lr)
+        monitor = DivergenceMonitor(config.optim.warmup_steps, factor)
+        outcomes[lr] = run_or_reuse(config, out_dir / lr_run_name(lr), monitor=monitor)
+    results = _summarize(outcomes, factor)
+    results.update({"preset": preset, "set": list(overrides), "command": command})
+    results["figures"] = _plots(outcomes, out_dir)
+    with atomic_write(out_dir / "results.json", "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    doc = Document("Learning-rate sweep", sweep_blocks(results, out_dir))
+    with atomic_write(out_dir / "results.md", "w", encoding="utf-8") as fh:
+        fh.write(to_markdown(doc, out_dir))
+    return results
+
+
+def _summarize(outcomes: dict[float, RunOutcome], factor: float) -> dict[str, Any]:
+    runs = []
+    for lr, outcome in outcomes.items():
+        rows = read_metrics(outcome.run_dir / "metrics.jsonl")
+        train = [r["train_loss"] for r in rows if r.get("train_loss") is not None]
+        runs.append(
+            {
+                "lr": lr,
+                "run_dir": str(outcome.run_dir),
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "steps": rows[-1]["step"] if rows else 0,
+                "total_steps": outcome.summary.get("total_steps"),
+                "final_train_loss": train[-1] if train else None,
+                "final_val_loss": None if outcome.diverged else outcome.final_val_loss,
+                "best_val_loss": outcome.best_val_loss if math.isfinite(outcome.best_val_loss) else None,
+            }
+        )
+    stable = [r for r in runs if r["status"] == "finished"]
+    diverged = [r for r in runs if r["status"] == "diverged"]
+    best = min(stable, key=lambda r: r["final_val_loss"]) if stable else None
+    first_diverged = min((r["lr"] for r in diverged), default=None)
+    largest_stable = max((r["lr"] for r in stable if first_diverged is None or r["lr"] < first_diverged), default=None)
+    return {
+        "runs": runs,
+        "explode_factor": factor,
+        "best_lr": best["lr"] if best else None,
+        "best_final_val_loss": best["final_val_loss"] if best else None,
+        "largest_stable_lr": largest_stable,
+        "smallest_diverged_lr": first_diverged,
+    }
+
+
+def _plots(outcomes: dict[float, RunOutcome], out_dir: Path) -> dict[str, str]:
+    lrs = list(outcomes)
+    curves = plot_training_curves(
+        [outcomes[lr].run_dir for lr in lrs],
+        out_dir / "curves",
+        labels=[lr_run_name(lr) for lr in lrs],
+        colors=[_color(i, len(lrs)) for i in range(len(lrs))],
+        diverged=[outcomes[lr].diverged for lr in lrs],
+        panels=("loss", "grad_norm"),
+        log_scale=True,  # a diverging run's loss and gradient norm are orders of magnitude above the rest
+        title="learning-rate sweep (x: diverged, stopped there)",
+    )
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    stable = [(lr, o.final_val_loss) for lr, o in outcomes.items() if not o.diverged]
+    if stable:
+        ax.plot(*zip(*stable, strict=True), "o-", color="C0", label="final validation loss")
+    ceiling = max([loss for _, loss in stable] + [1.0])
+    for lr, outcome in outcomes.items():
+        if outcome.diverged:
+            ax.plot(lr, ceiling * 1.05, "x", color="C3", ms=10, mew=2)
+    if any(o.diverged for o in outcomes.values()):
+        ax.plot([], [], "x", color="C3", label="diverged (stopped early)")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".png", ".svg"):
+        fig.savefig(out_dir / f"lr_vs_loss{suffix}", dpi=120)
+    plt.close(fig)
+    return {"curves": curves[0].name, "lr_vs_loss": "lr_vs_loss.png"}
+
+
+def _color(i: int, n: int) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps["viridis"](i / max(n - 1, 1))
+
+
+def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
+    rows = []
+    for r in results["runs"]:
+        final = f"{r['final_val_loss']:.4f}" if r["final_val_loss"] is not None else "-"
+        train = f"{r['final_train_loss']:.4f}" if r["final_train_loss"] is not None else "-"
+        status = r["status"] + (f": {r['reason']}" if r["reason"] else "")
+        rows.append([f"{r['lr']:.3g}", status, f"{r['steps']} / {r['total_steps']}", train, final])
+    blocks: list = [Table(["lr", "outcome", "steps run", "final train loss", "final val loss"], rows)]
+    best, edge, stable = results["best_lr"], results["smallest_diverged_lr"], results["largest_stable_lr"]
+    if best is not None:
+        text = f"Best learning rate: **{best:.3g}** (final validation loss {results['best_final_val_loss']:.4f})."
+        if edge is not None and stable is not None:
+            text += (
+                f" Edge of stability: {stable:.3g} is the largest rate that trained, {edge:.3g} the smallest that "
+                f"diverged; the best rate is {edge / best:.3g}x below the first divergent one."
+            )
+        elif edge is not None:
+            text += f" {edge:.3g} diverged although larger rates trained: check that run's curve."
+        else:
+            text += " No rate diverged: extend --values upward to find the edge of stability."
+        blocks.append(Paragraph(text))
+    else:
+        blocks.append(Paragraph("Every rate diverged: extend --values downward."))
+    blocks += [
+        Paragraph(
+            f"Divergence: NaN/Inf loss or gradients, or after warmup a training loss above "
+            f"{results['explode_factor']:g}x its best so far or more than {UNDONE_MARGIN:.0%} above its first logged "
+            "value; such a run is stopped at that row and marked with an x."
+        ),
+        Figure(out_dir / results["figures"]["curves"], "loss and gradient norm per learning rate"),
+        Figure(out_dir / results["figures"]["lr_vs_loss"], "final validation loss against learning rate"),
+    ]
+    if results.get("command"):
+        blocks.append(Paragraph(f"Reproduce: `{results['command']}`"))
+    return blocks

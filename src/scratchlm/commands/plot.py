@@ -1,0 +1,20 @@
+"""`scratchlm plot RUN [RUN ...]`: loss and perplexity (train and validation), learning rate and gradient
+norm against steps, tokens or time; several runs are overlaid. PNG and SVG into each run's plots/."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories (runs/NAME)")
+    parser.add_argument("--x", choices=["step", "tokens", "time"], default="step", help="x axis (default step)")
+    parser.add_argument("--log", action="store_true", help="logarithmic y axis for loss, perplexity and grad norm")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchlm.analysis.plots import plot_runs
+
+    for path in plot_runs(args.run_dirs, x=args.x, log_scale=args.log):
+        print(path)
+    return 0

@@ -1,0 +1,66 @@
+"""`scratchlm scaling --preset P --sizes 1x32,2x64,4x128 [--tokens N | --compute FLOPS]`: one run per
+model size at a fixed token budget (default: the preset's) or compute-matched, the power law
+L(N) = a·N^(-alpha) + c fitted to the final validation losses, a table and the plot."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="preset whose recipe every size uses")
+    parser.add_argument("--config", help="TOML file whose tables override the preset's")
+    parser.add_argument("--sizes", nargs="+", required=True, metavar="LxD", help="sizes as LAYERSxD_MODEL, e.g. 2x64")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", type=int, metavar="N", help="the same training tokens for every size")
+    budget.add_argument(
+        "--compute", type=float, metavar="FLOPS", help="compute-matched: tokens = FLOPS / FLOPs per token"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one value in every run"
+    )
+    parser.add_argument("--out", help="study directory (default runs/scaling-<preset>-<tokens|compute>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchlm.analysis.scaling import formula, parse_sizes, scaling_study
+    from scratchlm.errors import ConfigError
+
+    if not (args.preset or args.config):
+        raise ConfigError("say what to scale: --preset NAME and/or --config FILE.toml.")
+    for flag, value in (("--tokens", args.tokens), ("--compute", args.compute)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be positive, got {value}.")
+    sizes = parse_sizes(args.sizes)
+    mode = "compute" if args.compute is not None else "tokens"
+    out = args.out or f"runs/scaling-{args.preset or 'custom'}-{mode}"
+    words = [
+        "scratchlm",
+        "scaling",
+        *(["--preset", args.preset] if args.preset else []),
+        *(["--config", args.config] if args.config else []),
+        "--sizes",
+        ",".join(s.name for s in sizes),
+    ]
+    words += ["--tokens", str(args.tokens)] if args.tokens is not None else []
+    words += ["--compute", f"{args.compute:g}"] if args.compute is not None else []
+    for item in args.set:
+        words += ["--set", item]
+    results = scaling_study(
+        args.preset,
+        sizes,
+        out,
+        args.set,
+        config_file=args.config,
+        tokens=args.tokens,
+        compute=args.compute,
+        command=" ".join(shlex.quote(w) for w in [*words, "--out", out]),
+    )
+    for p in results["points"]:
+        loss = f"{p['final_val_loss']:.4f}" if p["final_val_loss"] is not None else p["status"]
+        print(f"{p['size']:>8s}  N={p['non_embedding_params']:>10,}  tokens={p['tokens'] or 0:>10,}  val {loss}")
+    fit = results["fit"]
+    print(f"{formula(fit['a'], fit['alpha'], fit['c'])}  (R² {fit['r2']:.4f})")
+    print(f"table: {out}/results.md")
+    return 0

@@ -1,0 +1,251 @@
+"""Plots, attention figures, reports (Markdown, MDX, self-contained HTML rendered in headless Chromium)
+and the experiment log, on tiny trained runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scratchlm.analysis.document import Code, Document, Figure, Paragraph, Table, to_html, to_markdown
+from scratchlm.analysis.study_runs import run_or_reuse
+from scratchlm.cli import main
+from scratchlm.presets import resolve_run_config
+from tests.experiment_helpers import debug_overrides, tiny_trajectories
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """traj.pkl (tiny trajectories), and in runs/: rope and sinusoidal (finished), cut (stopped midway)."""
+    root = tmp_path_factory.mktemp("workspace")
+    data = tiny_trajectories(root)
+    for name, extra in (("rope", []), ("sinusoidal", ["model.positional=sinusoidal", "train.seed=2"])):
+        run_or_reuse(resolve_run_config("debug", None, [*debug_overrides(data, 12), *extra]), root / "runs" / name)
+    from scratchlm.train.trainer import train
+
+    train(resolve_run_config("debug", None, debug_overrides(data, 12)), root / "runs" / "cut", stop_after=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(workspace: Path) -> Path:
+    return workspace / "runs"
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scratchlm.data.text import prepare_text_corpus
+
+    root = tmp_path_factory.mktemp("text")
+    (root / "corpus.txt").write_text("".join(f"line {i}: the quick brown fox.\n" for i in range(300)))
+    prepare_text_corpus(root / "corpus.txt", root / "corpus", "char", val_fraction=0.1, progress=False)
+    overrides = [
+        f"data.path={json.dumps(str(root / 'corpus'))}", 'data.kind="tokens"', "model.context_length=24",
+        "train.progress=false", "train.max_steps=6", "train.eval_interval=3", "train.eval_batches=2",
+    ]  # fmt: skip
+    run_or_reuse(resolve_run_config("debug", None, overrides), root / "run")
+    return root / "run"
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def test_plot_writes_png_and_svg_for_each_run_and_the_overlay(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plot", str(runs / "rope"), str(runs / "sinusoidal"), "--x", "time", "--log"]) == 0
+    written = capsys.readouterr().out.split()
+    for run in ("rope", "sinusoidal"):
+        assert str(runs / run / "plots" / "curves_time_log.png") in written
+        assert str(runs / run / "plots" / "curves_time_log.svg") in written
+        overlay = runs / run / "plots" / "compare_time_log_rope_sinusoidal.svg"
+        assert overlay.is_file()
+        svg = overlay.read_text()
+        assert "rope val" in svg and "sinusoidal val" in svg  # the legend names both runs
+        assert "learning rate" in svg and "gradient norm" in svg and "perplexity" in svg
+
+
+def test_plot_refuses_a_directory_without_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ attention
+
+
+def test_attention_for_a_trajectory_sample_labels_the_action_tokens(runs: Path) -> None:
+    from scratchlm.analysis.attention_runs import run_attention_figures, validation_sequence
+    from scratchlm.infer.runs import load_run
+
+    figures = run_attention_figures(runs / "rope", sample=2)
+    assert figures.grid.name == "attention_val2.png" and figures.means.name == "attention_val2_mean.png"
+    assert figures.grid.is_file() and figures.means.is_file()
+    ids, labels = validation_sequence(load_run(runs / "rope").config, 2)
+    assert labels == [str(i) for i in ids] and figures.labels == labels
+    layers, heads, seq, _ = figures.maps_LHTT.shape
+    assert (layers, heads, seq) == (2, 4, 19)
+    assert float(figures.maps_LHTT.triu(1).abs().max()) == 0.0  # causal: nothing above the diagonal
+
+
+def test_attention_for_a_text_prompt_labels_the_characters(text_run: Path) -> None:
+    from scratchlm.analysis.attention_runs import run_attention_figures
+
+    figures = run_attention_figures(text_run, prompt="the fox")
+    assert figures.labels == ["t", "h", "e", "·", "f", "o", "x"]
+    assert figures.grid.name == "attention_prompt.png"
+
+
+def test_unified_sequences_label_state_dimensions_and_actions() -> None:
+    import numpy as np
+
+    from scratchlm.analysis.attention_runs import token_labels
+    from scratchlm.data.actions import UnifiedLayout, UniformBinner
+
+    layout = UnifiedLayout(UniformBinner(np.zeros(3), np.ones(3), num_bins=4))  # ids: 3 dims x 4 bins, then actions
+    config = resolve_run_config("debug", None, ['data.layout="unified"'])
+    ids = [1, 6, 11, 12 + 200]
+    assert token_labels(ids, config, {"layout": layout.to_dict()}) == ["s0:1", "s1:2", "s2:3", "a200"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--prompt", "hello"], "--prompt needs a text run"),
+        (["--sample", "500"], "past the end of the validation set (24 sequences)"),
+    ],
+)
+def test_attention_mistakes_are_one_line(
+    runs: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["attention", str(runs / "rope"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------- reports
+
+
+def test_markdown_and_mdx_escape_and_link_figures(tmp_path: Path) -> None:
+    image = tmp_path / "plots" / "x.png"
+    image.parent.mkdir()
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    doc = Document("T", [Paragraph("a {b} <c> `{kept}`"), Table(["h"], [["1"]]), Figure(image, "alt"), Code("x = 1")])
+    doc.front_matter = {"title": 'Say "hi"'}
+    md = to_markdown(doc, tmp_path)
+    assert "a {b} <c>" in md and "![alt](./plots/x.png)" in md and "---" not in md.split("\n")[0]
+    mdx = to_markdown(doc, tmp_path, mdx=True)
+    assert mdx.startswith('---\ntitle: "Say \\"hi\\""\n---\n')
+    assert "a \\{b\\} &lt;c> `{kept}`" in mdx and "```python\nx = 1\n```" in mdx
+    html = to_html(doc)
+    assert 'src="data:image/png;base64,' in html and "&lt;c&gt;" in html and "<code>{kept}</code>" in html
+
+
+def test_reports_in_three_formats(runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "rope"
+    shutil.copytree(runs / "rope", run)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "## Loss Curve" in md and "](./plots/loss_curve.png)" in md and "## Code Highlights" in md
+    assert main(["report", str(run), "--format", "mdx", "--student", "Ada Lovelace", "--date", "2026-01-27"]) == 0
+    page = run / "submission" / "ada-lovelace.mdx"
+    text = page.read_text()
+    assert text.startswith('---\ntitle: "Scratch-1 Submission: Ada Lovelace"\nstudent: "Ada Lovelace"\n')
+    assert 'date: "2026-01-27"' in text and "# Scratch-1: The Transformer Backbone" in text
+    for section in ("## Loss Curve", "## Attention Visualization", "## The Audit: Removing the Causal Mask"):
+        assert section in text
+    assert (
+        "![Training Loss](./images/loss_curve.png)" in text and "![Attention Maps](./images/attention_maps.png)" in text
+    )
+    for link in re.findall(r"\]\((\./images/[^)]+)\)", text):
+        assert (page.parent / link).is_file(), link
+    assert main(["report", str(run), "--format", "html"]) == 0
+    html = (run / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 4 and 'src="http' not in html and "href=" not in html
+
+
+def test_a_report_carries_the_audit(workspace: Path, runs: Path, tmp_path: Path) -> None:
+    audit, data = tmp_path / "audit", workspace / "traj.pkl"
+    sets = [word for override in debug_overrides(data, 8) for word in ("--set", override)]
+    assert main(["audit", "causal-mask", "--preset", "debug", "--out", str(audit), "--eval-rows", "4", *sets]) == 0
+    run = tmp_path / "rope"
+    shutil.copytree(runs / "rope", run)
+    assert main(["report", str(run), "--format", "mdx", "--audit", str(audit)]) == 0
+    text = (run / "submission" / "scratchlm.mdx").read_text()
+    assert '### Why the Model "Cheats"' in text and "causal (prefix only)" in text
+    assert (run / "submission" / "images" / "audit_curves.png").is_file()
+    assert main(["report", str(run), "--audit", str(tmp_path / "none")]) == 2
+
+
+def _chromium() -> str | None:
+    return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
+def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+    ]  # fmt: skip
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_html_report_renders_offline_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    run = tmp_path / "rope"
+    shutil.copytree(runs / "rope", run)
+    assert main(["report", str(run), "--format", "html"]) == 0
+    page = run / "report.html"
+    # A copy alone in an empty folder: whatever the page shows must come from the file itself.
+    alone = tmp_path / "alone" / "page.html"
+    alone.parent.mkdir()
+    shutil.copyfile(page, alone)
+    dom = _run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", alone.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', dom.stdout)
+    assert len(images) >= 4
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"{summary['final_val_loss']:.4f}" in dom.stdout and "Loss Curve" in dom.stdout
+    shot = tmp_path / "shot.png"
+    result = _run_chromium(
+        binary, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1000,1600", alone.as_uri()
+    )
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    assert _colorful_pixels(shot) > 2000  # the plots' colored curves and heatmaps, not just black text
+
+
+def _colorful_pixels(png: Path) -> int:
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(png))[..., :3]
+    spread = pixels.max(axis=-1) - pixels.min(axis=-1)  # gray text and white paper have none
+    return int((spread > 0.25).sum())
+
+
+# ------------------------------------------------------------------------------------- experiment log
+
+
+def test_runs_lists_every_run_with_its_diff_status_and_numbers(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", str(runs), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) >= {"rope", "sinusoidal", "cut"}
+    assert rows["rope"]["preset"] == "debug" and rows["rope"]["status"] == "finished"
+    assert (
+        "model.positional=sinusoidal" in rows["sinusoidal"]["changes"]
+        and "train.seed=2" in rows["sinusoidal"]["changes"]
+    )
+    assert not any(c.startswith("data.path") for c in rows["rope"]["changes"])
+    assert rows["cut"]["status"] == "incomplete" and rows["cut"]["steps"] == 4
+    assert rows["rope"]["best_val_loss"] > 0 and rows["rope"]["steps"] == 12
+    log = runs.parent / "log.md"
+    assert main(["runs", str(runs), "--out", str(log)]) == 0
+    assert "| `rope` | `debug`" in capsys.readouterr().out and "Experiment log" in log.read_text()
+
+
+def test_runs_on_a_folder_without_runs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", str(tmp_path)]) == 2
+    assert "no runs under" in capsys.readouterr().err
