@@ -61,6 +61,15 @@ def test_foreach_and_reference_loops_are_the_same_arithmetic() -> None:
         torch.testing.assert_close(x, y, rtol=1e-14, atol=1e-14)
 
 
+def test_fused_kernel_is_the_same_arithmetic_as_the_reference_loop() -> None:
+    # A large eps makes its placement matter: the fused kernel must get it back onto sqrt(v).
+    hyper = {**HYPER, "eps": 1e-3}
+    a = run_optimizer(lambda p: AdamW(p, foreach=False, **hyper), seed=5)
+    b = run_optimizer(lambda p: AdamW(p, fused=True, **hyper), seed=5)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
 def test_adamw_matches_the_handout_update_by_hand() -> None:
     p = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
     opt = AdamW([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5)

@@ -129,6 +129,10 @@ class ModelConfig(_Section):
     dropout: float = 0.0
     tie_embeddings: bool = False
     attention_backend: str = "reference"
+    # The fast path: one QKV matmul, one SwiGLU gate|up matmul, and the LM head fused with the loss
+    # (`scratchlm.nn.fused`); same parameters and state dict as the reference path. Pair it with
+    # attention_backend = "sdpa" for flash attention.
+    fast: bool = False
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -178,6 +182,7 @@ class OptimConfig(_Section):
     weight_decay: float = 0.1  # matrices only; norm gains are never decayed
     grad_clip: float = 1.0  # global l2 norm; 0 disables clipping
     foreach: bool | None = None  # None: multi-tensor AdamW on GPU, the per-parameter loop on CPU
+    fused: bool | None = None  # PyTorch's fused AdamW kernel; None: on when model.fast and on a GPU
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -259,7 +264,9 @@ class TrainConfig(_Section):
     seed: int = 1337
     device: str = "auto"  # auto: cuda, then mps, then cpu
     dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 elsewhere
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (scratchlm.train.compile)
+    compile_scope: str = "blocks"  # "blocks": each block on its own (fast to compile); "model": one graph
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
     on_nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update
     progress: bool = True  # a progress bar on the console
 
@@ -269,6 +276,8 @@ class TrainConfig(_Section):
         self._positive("eval_interval", "checkpoint_interval", "log_interval")
         self._positive("eval_batches", allow_zero=True)
         self._choice("dtype", DTYPES)
+        self._choice("compile_scope", ("blocks", "model"))
+        self._choice("compile_mode", ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
         self._choice("on_nonfinite", ("stop", "skip"))
         budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) != 1:

@@ -7,6 +7,10 @@ layers.{i}.ln2.weight, layers.{i}.ffn.{w1,w2,w3}.weight, ln_final.weight, lm_hea
 (plus position_embeddings.weight for learned positions, and .bias entries for LayerNorm).
 
 Shapes: B = batch (any leading dims), T = positions, D = d_model, V = vocabulary.
+
+`config.fast` switches on the fast path over the same parameters (`scratchlm.nn.fused`): fused QKV and
+SwiGLU gate|up matmuls, and, when targets are given, the LM head fused with the loss, so forward then
+returns no logits (None): the full (B, T, V) tensor is what the fusion avoids.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from scratchlm.errors import ShapeError
 from scratchlm.nn.attention import CausalSelfAttention
 from scratchlm.nn.ffn import SiLUMLP, SwiGLU
 from scratchlm.nn.functional import cross_entropy, dropout
+from scratchlm.nn.fused import linear_cross_entropy
 from scratchlm.nn.layers import Embedding, Linear, build_norm
 from scratchlm.nn.positions import (
     LearnedPositionalEmbedding,
@@ -54,6 +59,7 @@ class Block(nn.Module):
         causal: bool = True,
         dropout: float = 0.0,
         attention_backend: str = "reference",
+        fast: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -68,12 +74,16 @@ class Block(nn.Module):
             causal=causal,
             backend=attention_backend,
             dropout=dropout,
+            fused=fast,
             device=device,
             dtype=dtype,
         )
         self.ln2 = build_norm(norm, d_model, norm_eps, device, dtype)
-        ffn_cls = SwiGLU if ffn == "swiglu" else SiLUMLP
-        self.ffn = ffn_cls(d_model, d_ff, device=device, dtype=dtype)
+        self.ffn: SwiGLU | SiLUMLP = (
+            SwiGLU(d_model, d_ff, device=device, dtype=dtype, fused=fast)
+            if ffn == "swiglu"
+            else SiLUMLP(d_model, d_ff, device=device, dtype=dtype)
+        )
 
     def forward(
         self, x_BTD: Tensor, token_positions: Tensor | None = None, kv_cache: LayerKVCache | None = None
@@ -128,6 +138,7 @@ class TransformerLM(nn.Module):
                 causal=c.causal,
                 dropout=c.dropout,
                 attention_backend=c.attention_backend,
+                fast=c.fast,
                 device=device,
                 dtype=dtype,
             )
@@ -137,6 +148,12 @@ class TransformerLM(nn.Module):
         final_norm = c.norm if c.norm_position == "pre" else "none"
         self.ln_final = build_norm(final_norm, c.d_model, c.norm_eps, device, dtype)
         self.lm_head = Linear(c.d_model, c.vocab_size, device=device, dtype=dtype)
+        # The fast path's fused head + loss; `scratchlm.train.compile` may swap in a compiled version.
+        self.head_loss = linear_cross_entropy
+        # Checking token ids against the vocabulary costs a host sync per call on a GPU, which stops the
+        # CPU from queueing the next step ahead; the trainer turns it off when its data source already
+        # guarantees the ids (checked once at setup).
+        self.check_token_ids = True
         if c.tie_embeddings:
             # lm_head comes last in reset_parameters, so the shared matrix gets the Linear init: its scale
             # sets the initial logits, while pre-norm blocks are insensitive to the embedding scale.
@@ -154,11 +171,12 @@ class TransformerLM(nn.Module):
         targets: Tensor | None = None,
         token_positions: Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[Tensor | None, Tensor | None]:
         """idx: (B, T) token ids, T <= context_length; targets: (B, T) next-token ids (or IGNORE_INDEX).
 
         Returns logits (B, T, V) and the mean cross-entropy over non-ignored targets (None without
-        targets). token_positions: (B, T) or (T,) absolute positions, default 0..T-1.
+        targets; with targets on the fast path the logits are None instead).
+        token_positions: (B, T) or (T,) absolute positions, default 0..T-1.
         kv_cache (decoding, `scratchlm.infer.kv_cache`): idx holds only the T tokens after those already
         cached; the default positions are then their true ones, which the cache knows.
         """
@@ -175,7 +193,10 @@ class TransformerLM(nn.Module):
         x_BTD = dropout(x_BTD, self.config.dropout, self.training)
         for i, block in enumerate(self.layers):
             x_BTD = block(x_BTD, token_positions, None if kv_cache is None else kv_cache.layers[i])
-        logits_BTV = self.lm_head(self.ln_final(x_BTD))
+        h_BTD = self.ln_final(x_BTD)
+        if self.config.fast and targets is not None:
+            return None, self.head_loss(h_BTD, self.lm_head.weight, targets, ignore_index=IGNORE_INDEX)
+        logits_BTV = self.lm_head(h_BTD)
         if targets is None:
             return logits_BTV, None
         return logits_BTV, cross_entropy(logits_BTV, targets, ignore_index=IGNORE_INDEX, validate=False)
@@ -195,7 +216,9 @@ class TransformerLM(nn.Module):
             )
         if targets is not None and targets.shape != idx.shape:
             raise ShapeError(f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}.")
-        if torch.compiler.is_compiling() or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
+        if not self.check_token_ids or torch.compiler.is_compiling():
+            return
+        if idx.is_cuda and torch.cuda.is_current_stream_capturing():
             return  # value checks are data-dependent; eager runs catch bad ids before compiled/graphed ones
         # All four bounds in one host transfer: one sync per step on a GPU, not four.
         bounds = [idx.min(), idx.max()]

@@ -24,9 +24,12 @@ class AdamW(torch.optim.Optimizer):
     Both updates read the same theta_{t-1} (decay is applied first, in place), exactly as in the paper's
     algorithm and in torch.optim.AdamW; eps sits where the handout puts it, on sqrt(v).
 
-    Two implementations of the same arithmetic: the per-parameter loop (`foreach=False`, the readable
-    reference) and a multi-tensor one (`foreach=True`: a handful of fused `torch._foreach_*` kernels per
-    step, no Python loop over parameters). The default picks multi-tensor when every parameter is on a GPU.
+    Three implementations of the same arithmetic: the per-parameter loop (`foreach=False`, the readable
+    reference), a multi-tensor one (`foreach=True`: a handful of `torch._foreach_*` kernels per step, no
+    Python loop over parameters; the default when every parameter is on a GPU), and `fused=True` (the fast
+    path): PyTorch's fused AdamW kernel, one pass over parameters, gradients and both moments. That kernel
+    puts eps on the bias-corrected sqrt(v_hat) = sqrt(v)/sqrt(1 - b2^t); passing it eps/sqrt(1 - b2^t) puts
+    it back on sqrt(v), so the update is this one exactly (tests compare all three in float64).
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class AdamW(torch.optim.Optimizer):
         weight_decay: float = 0.01,
         *,
         foreach: bool | None = None,
+        fused: bool = False,
     ) -> None:
         if not lr >= 0.0:
             raise ConfigError(f"AdamW: lr must be >= 0, got {lr}.")
@@ -47,7 +51,14 @@ class AdamW(torch.optim.Optimizer):
             raise ConfigError(f"AdamW: eps must be >= 0, got {eps}.")
         if not weight_decay >= 0.0:
             raise ConfigError(f"AdamW: weight_decay must be >= 0, got {weight_decay}.")
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "foreach": foreach}
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "fused": fused,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -69,6 +80,9 @@ class AdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
+            if group.get("fused", False):
+                self._update_fused(group, params)
+                continue
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
@@ -106,6 +120,29 @@ class AdamW(torch.optim.Optimizer):
         denom = torch._foreach_sqrt(vs)
         torch._foreach_add_(denom, group["eps"])
         torch._foreach_addcdiv_(params, ms, denom, [-s for s in self._step_sizes(group, params)])
+
+    def _update_fused(self, group: dict, params: list[Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        by_step: dict[int, list[Tensor]] = {}
+        for p in params:  # one kernel call per distinct update count (normally a single one)
+            by_step.setdefault(self.state[p]["step"], []).append(p)
+        for t, ps in by_step.items():
+            step_t = torch.full((), float(t), dtype=torch.float32, device=ps[0].device)
+            torch._fused_adamw_(
+                ps,
+                [p.grad for p in ps],
+                [self.state[p]["exp_avg"] for p in ps],
+                [self.state[p]["exp_avg_sq"] for p in ps],
+                [],
+                [step_t] * len(ps),
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"] / math.sqrt(1.0 - beta2**t),
+                amsgrad=False,
+                maximize=False,
+            )
 
 
 def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import causal_mask, scaled_dot_product_attention
+from scratchlm.nn.fused import qkv_projection
 from scratchlm.nn.layers import Linear
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.nn.sdpa import sdpa_attention
@@ -49,7 +50,8 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
 class CausalSelfAttention(nn.Module):
     """W_O · MultiHead(W_Q x, W_K x, W_V x), with RoPE applied to q and k only.
 
-    `causal=False` drops the mask (the causal-mask audit trains such a model on purpose).
+    `causal=False` drops the mask (the causal-mask audit trains such a model on purpose). `fused=True`
+    (the fast path) computes q, k and v with one matmul over the same three weights.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class CausalSelfAttention(nn.Module):
         causal: bool = True,
         backend: str = "reference",
         dropout: float = 0.0,
+        fused: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -75,6 +78,7 @@ class CausalSelfAttention(nn.Module):
         self.causal = causal
         self.backend = backend
         self.dropout = dropout
+        self.fused = fused
         self.rope = rope
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
@@ -90,9 +94,13 @@ class CausalSelfAttention(nn.Module):
         and the queries attend to every cached position (the positions must then be the true ones, which
         `TransformerLM.forward` takes from the cache).
         """
-        q_BHTd = rearrange(self.q_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
-        k_BHTd = rearrange(self.k_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
-        v_BHTd = rearrange(self.v_proj(x_BTD), "... t (h d) -> ... h t d", h=self.num_heads)
+        if self.fused:
+            q_BTD, k_BTD, v_BTD = qkv_projection(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+        else:
+            q_BTD, k_BTD, v_BTD = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)
+        q_BHTd = rearrange(q_BTD, "... t (h d) -> ... h t d", h=self.num_heads)
+        k_BHTd = rearrange(k_BTD, "... t (h d) -> ... h t d", h=self.num_heads)
+        v_BHTd = rearrange(v_BTD, "... t (h d) -> ... h t d", h=self.num_heads)
         if self.rope is not None:
             if token_positions is None:
                 token_positions = torch.arange(x_BTD.shape[-2], device=x_BTD.device)

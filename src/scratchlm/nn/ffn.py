@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import silu
+from scratchlm.nn.fused import swiglu_gate_up
 from scratchlm.nn.layers import Linear
 
 
@@ -24,7 +25,10 @@ def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
 
 
 class SwiGLU(nn.Module):
-    """W2 (SiLU(W1 x) * W3 x): a SiLU-gated linear unit (Shazeer, 2020)."""
+    """W2 (SiLU(W1 x) * W3 x): a SiLU-gated linear unit (Shazeer, 2020).
+
+    `fused=True` (the fast path) computes W1 x and W3 x with one matmul over the same two weights.
+    """
 
     def __init__(
         self,
@@ -32,13 +36,18 @@ class SwiGLU(nn.Module):
         d_ff: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        fused: bool = False,
     ) -> None:
         super().__init__()
+        self.fused = fused
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return self.w2(swiglu_gate_up(x, self.w1.weight, self.w3.weight))
         return self.w2(silu(self.w1(x)) * self.w3(x))
 
 

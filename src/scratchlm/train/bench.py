@@ -1,7 +1,8 @@
 """`scratchlm bench train`: training throughput of a preset on random tokens, through the real train_step.
 
-Times warm-up steps (which include torch.compile when enabled: reported separately as warmup_s) and then
-N steps with one device sync at the end, so the figure is steady-state throughput.
+Times the first step alone (it includes torch.compile when enabled: compile_s is that step's time beyond a
+steady one), the other warm-up steps, and then N steps with one device sync at the end, so the figure is
+steady-state throughput. On a GPU the peak memory allocated is reported too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(config.train.seed)
     model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+    model.check_token_ids = False  # random ids are in range by construction
     seq_len = config.model.context_length
     source = RandomTokens(config.model.vocab_size, config.train.batch_size, seq_len, device, config.train.seed)
     data = TrainingData(train=source, val_batches=list, seq_len=seq_len, vocab_size=config.model.vocab_size)
@@ -60,10 +62,15 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    for _ in range(warmup):
+    for i in range(max(warmup, 1)):
         train_step(run)
         run.state.step += 1
+        if i == 0:
+            sync()
+            first_step_s = time.perf_counter() - start
     sync()
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -85,7 +92,13 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         "tokens_per_step": run.tokens_per_step,
         "device": device_name,
         "dtype": str(autocast_dtype or torch.float32).removeprefix("torch."),
+        "fast": config.model.fast,
+        "attention_backend": config.model.attention_backend,
         "compile": config.train.compile,
+        "compile_scope": config.train.compile_scope if config.train.compile else None,
+        "compile_mode": config.train.compile_mode if config.train.compile else None,
+        "compile_s": round(max(first_step_s - seconds, 0.0), 3) if config.train.compile else None,
         "warmup_s": round(warmup_s, 3),
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3) if device.type == "cuda" else None,
         "steps": steps,
     }

@@ -37,6 +37,7 @@ from scratchlm.nn.functional import cross_entropy
 from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
 from scratchlm.presets import load_toml_file, to_toml
 from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
+from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import TrainingData, build_training_data
 from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process
 from scratchlm.train.lock import exclusive_run_dir
@@ -169,6 +170,8 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             f"{config.model.context_length}; raise model.context_length to at least {data.seq_len}."
         )
     model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, dist)
+    if device.type == "cuda" and data.vocab_size is not None:
+        model.check_token_ids = False  # ids < data.vocab_size <= model.vocab_size, checked above
     run = Run(
         config=config,
         run_dir=run_dir,
@@ -206,10 +209,11 @@ def build_model_and_optimizer(
         betas=config.optim.betas,
         eps=config.optim.eps,
         foreach=config.optim.foreach,
+        fused=config.optim.fused if config.optim.fused is not None else (config.model.fast and device.type == "cuda"),
     )
     step_model: nn.Module = model
     if config.train.compile:
-        step_model = torch.compile(model)
+        step_model = compile_for_training(model, config.train.compile_scope, config.train.compile_mode)
     if dist.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=device_ids)
@@ -316,6 +320,14 @@ def evaluate(run: Run) -> dict[str, float]:
     model = run.model
     was_training = model.training
     model.eval()
+    # Compiled blocks (train.compile_scope = "blocks") evaluate eagerly: no recompilation for eval mode,
+    # and no CUDA-graph replays of training graphs under no_grad.
+    set_stance = getattr(torch.compiler, "set_stance", None)  # PyTorch >= 2.6
+    with set_stance("force_eager") if set_stance is not None else nullcontext():
+        return _evaluate(run, model, was_training)
+
+
+def _evaluate(run: Run, model: nn.Module, was_training: bool) -> dict[str, float]:
     loss_sum, count = 0.0, 0
     extra_sums: dict[str, float] = {}
     for inputs, targets in run.data.val_batches():

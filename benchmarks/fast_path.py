@@ -1,0 +1,428 @@
+"""The GPU fast path, measured: throughput and MFU by variant, a profile, Scratch-1 epochs, Shakespeare time-to-loss.
+
+    python benchmarks/fast_path.py --sections env,train,profile,scratch1 --out DIR
+    python benchmarks/fast_path.py --sections shakespeare --shakespeare PATH/input.txt --out DIR
+
+Sections (each writes DIR/<section>.json and adds rows to the table printed last):
+- env: the device, PyTorch, and the two ceilings measured here: a large bf16 matmul (TFLOP/s on random
+  data) and a device-to-device copy (GB/s, bytes read + written).
+- train: `scratchlm bench train`'s measurement (random tokens, the real train_step) of the tinystories-17m
+  preset at batch 128 (and 256), for the reference path and the fast path, eager and compiled; MFU against
+  the datasheet bf16 peak (989 TFLOP/s dense on an H100 SXM) with FLOPs per token = 6N + 12·L·H·Q·T.
+- profile: torch.profiler over steps of the fastest compiled variant: the top CUDA kernels by time, and
+  whether the flash-attention kernel ran.
+- scratch1: the scratch1 preset on the course's 10,000 trajectories (generated here, seed 42): seconds per
+  epoch of training steps (9,000 training trajectories, batch 32), then a whole 10-epoch run's validation.
+- shakespeare: the shakespeare-char preset (nanoGPT's recipe) trained on the fast path; the wall time from
+  the start of the process's training call, compilation included, to the first validation <= 1.47.
+Every variant runs in its own try block: a failure is recorded and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from scratchlm.config import RunConfig
+from scratchlm.presets import resolve_tables
+from scratchlm.train.bench import benchmark_training
+
+ROWS: list[dict[str, Any]] = []
+DEVICE = torch.device("cuda")
+SMOKE_SETS: list[str] = []  # --cpu-smoke: tiny budgets on the CPU, to check this script before a lease
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def config_for(preset: str, overrides: list[str]) -> RunConfig:
+    return RunConfig.from_tables(resolve_tables(preset, None, [*overrides, *SMOKE_SETS]))
+
+
+def save(out: Path, name: str, payload: Any) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def guarded(label: str, fn: Any) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    except Exception as exc:  # record and go on: one broken variant must not cost the whole lease
+        traceback.print_exc()
+        result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    result["label"] = label
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    print(json.dumps(result, default=str), flush=True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- env
+
+
+def section_env(out: Path) -> None:
+    dev = torch.device("cuda")
+    info: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(dev),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "sms": torch.cuda.get_device_properties(dev).multi_processor_count,
+    }
+    n = 8192
+    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    info["matmul_bf16_tflops"] = round(2 * n**3 / sorted(times)[len(times) // 2] / 1e12, 1)
+    x = torch.randn(1 << 30, device=dev, dtype=torch.bfloat16)  # 2 GiB
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(10):
+        start.record()
+        y.copy_(x)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    info["copy_gb_s"] = round(2 * x.numel() * 2 / sorted(times)[len(times) // 2] / 1e9, 1)
+    del a, b, x, y
+    torch.cuda.empty_cache()
+    save(out, "env", info)
+    ROWS.append({"section": "env", **info})
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+RO = "train.compile_mode=reduce-overhead"
+TRAIN_VARIANTS: list[tuple[str, list[str]]] = [
+    ("reference, eager", ["model.fast=false"]),
+    ("reference, compiled (model)", ["model.fast=false", "train.compile=true", "train.compile_scope=model"]),
+    ("fast, compiled (model)", ["model.fast=true", "train.compile=true", "train.compile_scope=model"]),
+    (
+        "fast, compiled (model) + CUDA graphs",
+        ["model.fast=true", "train.compile=true", "train.compile_scope=model", RO],
+    ),
+    (
+        "fast, compiled (blocks) + CUDA graphs",
+        ["model.fast=true", "train.compile=true", "train.compile_scope=blocks", RO],
+    ),
+]
+
+
+def section_train(out: Path, preset: str, batches: list[int], steps: int) -> None:
+    results = []
+    for batch in batches:
+        for label, overrides in TRAIN_VARIANTS:
+            if batch != batches[0] and "CUDA graphs" not in label:
+                continue
+            sets = [*overrides, f"train.batch_size={batch}", f"train.max_steps={steps + 3}"]
+
+            def run(sets: list[str] = sets) -> dict[str, Any]:
+                torch._dynamo.reset()
+                return benchmark_training(config_for(preset, sets), steps=steps, warmup=3)
+
+            r = guarded(f"{preset} b{batch}: {label}", run)
+            r["batch_size"] = batch
+            results.append(r)
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
+            ROWS.append(
+                {
+                    "section": "train",
+                    **{
+                        k: r.get(k)
+                        for k in ("label", "tokens_per_s", "ms_per_step", "mfu", "compile_s", "peak_memory_gb", "error")
+                    },
+                }
+            )
+    save(out, "train", {"preset": preset, "steps": steps, "results": results})
+
+
+# ----------------------------------------------------------------------------------------------- profile
+
+
+def section_profile(out: Path, preset: str, batch: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from scratchlm.train.bench import RandomTokens
+    from scratchlm.train.datasets import TrainingData
+    from scratchlm.train.distributed import DistInfo
+    from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
+
+    def run() -> dict[str, Any]:
+        torch._dynamo.reset()
+        config = config_for(
+            preset, ["model.fast=true", "train.compile=true", f"train.batch_size={batch}", "train.max_steps=20"]
+        )
+        device = DEVICE
+        model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+        seq = config.model.context_length
+        data = TrainingData(
+            train=RandomTokens(config.model.vocab_size, batch, seq, device, 0),
+            val_batches=list,
+            seq_len=seq,
+            vocab_size=config.model.vocab_size,
+        )
+        r = Run(config, None, model, step_model, opt, data, 20, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
+        for _ in range(5):
+            train_step(r)
+        sync()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                train_step(r)
+            sync()
+        events = prof.key_averages()
+        kernels = sorted(
+            (
+                {"name": e.key[:110], "cuda_ms_per_step": e.device_time_total / 1e3 / 5, "calls_per_step": e.count / 5}
+                for e in events
+                if e.device_time_total > 0
+            ),
+            key=lambda k: -k["cuda_ms_per_step"],
+        )
+        table = events.table(sort_by="device_time_total", row_limit=30, max_name_column_width=90)
+        (out / "profile_table.txt").write_text(table)
+        flash = [k["name"] for k in kernels if "flash" in k["name"].lower()]
+        return {"top_kernels": kernels[:25], "flash_kernels": flash, "flash_selected": bool(flash)}
+
+    r = guarded(f"profile {preset} b{batch} fast compiled", run)
+    save(out, "profile", r)
+    ROWS.append(
+        {"section": "profile", "label": r["label"], "flash_selected": r.get("flash_selected"), "error": r.get("error")}
+    )
+
+
+# ---------------------------------------------------------------------------------------------- scratch1
+
+
+def section_scratch1(out: Path) -> None:
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+    from scratchlm.train.trainer import Run, build_model_and_optimizer, train, train_step
+
+    pkl = Path("/tmp/scratchlm-bench/trajectories.pkl")
+    if not pkl.exists():
+        subprocess.run([sys.executable, "-m", "scratchlm", "data", "trajectories", "--out", str(pkl)], check=True)
+    model_ro = ["model.fast=true", "train.compile=true", "train.compile_scope=model", RO]
+    variants = [
+        ("reference, eager, b32", ["model.fast=false", "train.batch_size=32"]),
+        ("fast, compiled (model) + CUDA graphs, b32", [*model_ro, "train.batch_size=32"]),
+        (
+            "fast, compiled (blocks) + CUDA graphs, b32",
+            ["model.fast=true", "train.compile=true", RO, "train.batch_size=32"],
+        ),
+        ("fast, compiled (model) + CUDA graphs, b128", [*model_ro, "train.batch_size=128"]),
+    ]
+    results = []
+    for label, sets in variants:
+
+        def run(sets: list[str] = sets) -> dict[str, Any]:
+            torch._dynamo.reset()
+            config = config_for("scratch1", [*sets, f"data.path={pkl}"])
+            device = DEVICE
+            data = build_training_data(config, device, DistInfo())
+            model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+            per_epoch = data.batches_per_epoch
+            r = Run(config, None, model, step_model, opt, data, 3 * per_epoch, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            for _ in range(per_epoch):  # epoch 1: warm-up, compilation, graph capture
+                train_step(r)
+                r.state.step += 1
+            sync()
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(per_epoch):
+                train_step(r)
+                r.state.step += 1
+            sync()
+            epoch_s = time.perf_counter() - t0
+            return {
+                "steps_per_epoch": per_epoch,
+                "first_epoch_s": round(first, 3),
+                "epoch_s": round(epoch_s, 3),
+                "ms_per_step": round(epoch_s / per_epoch * 1e3, 3),
+            }
+
+        r = guarded(f"scratch1 epoch: {label}", run)
+        results.append(r)
+        ROWS.append(
+            {
+                "section": "scratch1",
+                **{k: r.get(k) for k in ("label", "epoch_s", "ms_per_step", "first_epoch_s", "error")},
+            }
+        )
+
+    def full_run(sets: list[str]) -> dict[str, Any]:
+        torch._dynamo.reset()
+        smoke = ["train.epochs=0.05"] if DEVICE.type == "cpu" else []
+        config = config_for("scratch1", [*sets, f"data.path={pkl}", "train.progress=false", *smoke])
+        run_dir = Path(f"/tmp/scratchlm-bench/scratch1-{int(time.time() * 1e3)}")
+        t0 = time.perf_counter()
+        summary = train(config, run_dir)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        evals = [row for row in rows if "val_loss" in row]
+        return {
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "final_val_loss": evals[-1]["val_loss"],
+            "best_val_loss": min(e["val_loss"] for e in evals),
+            "summary_keys": sorted(summary),
+        }
+
+    for label, sets in [
+        ("scratch1 10 epochs: fast, compiled (model) + CUDA graphs, b32 (course recipe)", model_ro),
+        ("scratch1 10 epochs: same, b128, lr 4e-4", [*model_ro, "train.batch_size=128", "optim.lr=4e-4"]),
+    ]:
+        r = guarded(label, lambda sets=sets: full_run(sets))
+        results.append(r)
+        ROWS.append(
+            {
+                "section": "scratch1",
+                **{k: r.get(k) for k in ("label", "wall_s", "final_val_loss", "best_val_loss", "error")},
+            }
+        )
+    save(out, "scratch1", results)
+
+
+# ------------------------------------------------------------------------------------------- shakespeare
+
+
+def section_shakespeare(out: Path, text: Path, overrides: list[str], stop_after: int) -> None:
+    from scratchlm.train.trainer import train
+
+    data_dir = Path("/tmp/scratchlm-bench/shakespeare-char")
+    if not (data_dir / "meta.json").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scratchlm",
+                "data",
+                "text",
+                "--input",
+                str(text),
+                "--tokenizer",
+                "char",
+                "--out",
+                str(data_dir),
+            ],
+            check=True,
+        )
+
+    def run() -> dict[str, Any]:
+        torch._dynamo.reset()
+        config = config_for("shakespeare-char", [f"data.path={data_dir}", "train.progress=false", *overrides])
+        run_dir = Path(f"/tmp/scratchlm-bench/shakespeare-{int(time.time() * 1e3)}")
+        t0 = time.perf_counter()
+        evals: list[dict[str, Any]] = []
+
+        def monitor(row: dict[str, Any]) -> None:
+            if "val_loss" in row:
+                evals.append(
+                    {
+                        "step": row["step"],
+                        "val_loss": round(row["val_loss"], 4),
+                        "wall_s": round(time.perf_counter() - t0, 2),
+                        "tokens_per_s": row.get("tokens_per_s"),
+                    }
+                )
+                print(evals[-1], flush=True)
+            return None
+
+        train(config, run_dir, stop_after=stop_after, monitor=monitor)
+        reached = next((e for e in evals if e["val_loss"] <= 1.47), None)
+        return {
+            "overrides": overrides,
+            "evals": evals,
+            "first_at_or_below_1.47": reached,
+            "best": min(evals, key=lambda e: e["val_loss"]),
+            "total_wall_s": round(time.perf_counter() - t0, 2),
+        }
+
+    r = guarded(f"shakespeare-char {' '.join(overrides)}", run)
+    save(out, f"shakespeare-{len(list(out.glob('shakespeare-*.json')))}", r)
+    ROWS.append(
+        {
+            "section": "shakespeare",
+            "label": r["label"],
+            "reached": r.get("first_at_or_below_1.47"),
+            "best": r.get("best"),
+            "error": r.get("error"),
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="env,train,profile,scratch1")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results/fast_path")))
+    parser.add_argument("--preset", default="tinystories-17m")
+    parser.add_argument("--batches", default="128,256")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--shakespeare", type=Path, help="Tiny Shakespeare input.txt")
+    parser.add_argument(
+        "--shakespeare-set", action="append", default=[], help="override for the shakespeare run (repeatable)"
+    )
+    parser.add_argument("--stop-after", type=int, default=2500)
+    parser.add_argument("--cpu-smoke", action="store_true", help="run every code path tiny on the CPU")
+    args = parser.parse_args()
+    if args.cpu_smoke:
+        global DEVICE
+        DEVICE = torch.device("cpu")
+        SMOKE_SETS.extend(["train.device=cpu", "model.num_layers=1", "model.d_model=64", "model.num_heads=2"])
+        args.steps, args.batches, args.stop_after = 2, "4", 6
+        args.shakespeare_set = [
+            *args.shakespeare_set,
+            "train.batch_size=4",
+            "train.eval_interval=3",
+            "train.eval_batches=2",
+            "model.context_length=32",
+        ]
+    elif not torch.cuda.is_available():
+        sys.exit("fast_path.py measures the GPU fast path; no CUDA device is visible.")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    sections = args.sections.split(",")
+    if "env" in sections and DEVICE.type == "cuda":
+        section_env(args.out)
+    if "train" in sections:
+        section_train(args.out, args.preset, [int(b) for b in args.batches.split(",")], args.steps)
+    if "profile" in sections:
+        section_profile(args.out, args.preset, int(args.batches.split(",")[0]))
+    if "scratch1" in sections:
+        section_scratch1(args.out)
+    if "shakespeare" in sections:
+        section_shakespeare(
+            args.out,
+            args.shakespeare,
+            ["model.fast=true", "train.compile=true", *args.shakespeare_set],
+            args.stop_after,
+        )
+    print("\n== summary ==")
+    for row in ROWS:
+        print(json.dumps(row, default=str))
+
+
+if __name__ == "__main__":
+    main()

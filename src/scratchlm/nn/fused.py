@@ -1,0 +1,113 @@
+"""The fast path's fused operations (`ModelConfig.fast = true`), over the reference path's own parameters.
+
+Each function takes the same weights the reference modules hold, so both paths share parameters, optimizer
+state and the state-dict layout; only the order of the arithmetic changes:
+- `qkv_projection`: one (D -> 3D) matmul against [W_q; W_k; W_v] instead of three (D -> D) ones;
+- `swiglu_gate_up`: one (D -> 2F) matmul against [W_1; W_3] instead of two;
+- `linear_cross_entropy`: the LM head and the loss chunk by chunk, so the (N, V) logits never exist at
+  once (at vocab 10k and 128 x 256 tokens, fp32 logits alone are 1.3 GB).
+Concatenating the weights costs one copy of them per step (autocast casts them to bf16 anyway), a small
+price next to the activations: 3·D² elements against N·3·D for the QKV outputs.
+
+Shapes: N = flattened tokens, D = d_model, F = d_ff, V = vocabulary. This file is outside the from-scratch
+rule (it may use torch.nn.functional), like `sdpa.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scratchlm.nn.functional import silu
+
+# Logit elements per chunk of the fused LM-head loss: 2^26 fp32 values = 256 MiB, 6,710 tokens at vocab
+# 10k. Large enough that each chunk's three matmuls stay efficient, small enough to bound the memory.
+LOSS_CHUNK_ELEMENTS = 1 << 26
+
+
+def qkv_projection(x_BTD: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(q, k, v), each (..., T, D), from one matmul; identical to x @ W_q.T, x @ W_k.T, x @ W_v.T."""
+    qkv_BT3D = x_BTD @ torch.cat((w_q, w_k, w_v)).T
+    return qkv_BT3D.split((w_q.shape[0], w_k.shape[0], w_v.shape[0]), dim=-1)  # type: ignore[return-value]
+
+
+def swiglu_gate_up(x_BTD: Tensor, w_1: Tensor, w_3: Tensor) -> Tensor:
+    """SiLU(x W_1.T) * (x W_3.T), (..., T, F), from one (D -> 2F) matmul."""
+    gate_BTF, up_BTF = (x_BTD @ torch.cat((w_1, w_3)).T).chunk(2, dim=-1)
+    return silu(gate_BTF) * up_BTF
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (h W.T) against targets, with both gradients computed in the forward pass.
+
+    For each chunk of tokens: logits in the compute dtype (fp32 accumulation inside the matmul), then in
+    fp32 the log-sum-exp, the loss, and d(loss_sum)/d(logits) = softmax - onehot; the two gradient matmuls
+    follow at once, so only the chunk's logits are ever alive. The backward pass only scales the saved
+    gradients by d(out)/d(loss) / n_valid. Same FLOPs as the unfused head (one forward and two backward
+    matmuls per chunk), a fraction of the memory.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        h_ND: Tensor,
+        w_VD: Tensor,
+        targets_N: Tensor,
+        ignore_index: int,
+        compute_dtype: torch.dtype,
+        chunk_tokens: int,
+    ) -> Tensor:
+        h_c_ND, w_c_VD = h_ND.to(compute_dtype), w_VD.to(compute_dtype)
+        accumulate_dtype = torch.promote_types(compute_dtype, torch.float32)
+        grad_h_ND = torch.empty_like(h_c_ND)
+        grad_w_VD = torch.zeros(w_VD.shape, dtype=accumulate_dtype, device=w_VD.device)
+        loss_sum = torch.zeros((), dtype=accumulate_dtype, device=h_ND.device)
+        valid_N = targets_N != ignore_index
+        safe_targets_N1 = torch.where(valid_N, targets_N, 0).unsqueeze(-1)
+        for start in range(0, h_ND.shape[0], chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            logits_CV = (h_c_ND[rows] @ w_c_VD.T).to(accumulate_dtype)
+            lse_C = torch.logsumexp(logits_CV, dim=-1)
+            target_logit_C = logits_CV.gather(-1, safe_targets_N1[rows]).squeeze(-1)
+            loss_sum = loss_sum + torch.where(valid_N[rows], lse_C - target_logit_C, 0.0).sum()
+            # softmax - onehot, with ignored rows zeroed: the gradient of this chunk's summed loss.
+            grad_logits_CV = (logits_CV - lse_C.unsqueeze(-1)).exp()
+            grad_logits_CV = grad_logits_CV.scatter_add(
+                -1, safe_targets_N1[rows], torch.full_like(target_logit_C, -1.0).unsqueeze(-1)
+            )
+            grad_logits_CV = (grad_logits_CV * valid_N[rows].unsqueeze(-1)).to(compute_dtype)
+            grad_h_ND[rows] = grad_logits_CV @ w_c_VD
+            grad_w_VD += (grad_logits_CV.T @ h_c_ND[rows]).to(accumulate_dtype)
+        n_valid = valid_N.sum().to(accumulate_dtype)
+        ctx.save_for_backward(grad_h_ND, grad_w_VD, n_valid)
+        ctx.input_dtypes = (h_ND.dtype, w_VD.dtype)
+        return loss_sum / n_valid  # 0/0 = nan when every target is ignored, as the reference loss
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor):  # type: ignore[override]
+        grad_h_ND, grad_w_VD, n_valid = ctx.saved_tensors  # type: ignore[attr-defined]
+        h_dtype, w_dtype = ctx.input_dtypes  # type: ignore[attr-defined]
+        scale = grad_loss / n_valid
+        return (grad_h_ND * scale).to(h_dtype), (grad_w_VD * scale).to(w_dtype), None, None, None, None
+
+
+def linear_cross_entropy(
+    h_BTD: Tensor, w_VD: Tensor, targets_BT: Tensor, *, ignore_index: int = -100, chunk_tokens: int | None = None
+) -> Tensor:
+    """cross_entropy(h @ w.T, targets) without the full logits; under autocast the matmuls run in its dtype.
+
+    h: (..., D) final hidden states; w: (V, D) the LM head; targets: (...) ids or `ignore_index`.
+    """
+    device_type = h_BTD.device.type
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = torch.promote_types(h_BTD.dtype, w_VD.dtype)
+    if chunk_tokens is None:
+        chunk_tokens = max(1, LOSS_CHUNK_ELEMENTS // w_VD.shape[0])
+    h_ND = h_BTD.reshape(-1, h_BTD.shape[-1])
+    targets_N = targets_BT.reshape(-1)
+    # Autocast off inside: the function casts explicitly, and its fp32 softmax must stay fp32.
+    with torch.autocast(device_type, enabled=False):
+        loss = _LinearCrossEntropy.apply(h_ND, w_VD, targets_N, ignore_index, compute_dtype, chunk_tokens)
+    return loss
