@@ -2,6 +2,7 @@
 
     python benchmarks/fast_path.py --sections env,train,profile,scratch1 --out DIR
     python benchmarks/fast_path.py --sections shakespeare --shakespeare PATH/input.txt --out DIR
+    python benchmarks/fast_path.py --cpu-smoke --sections train,scratch1 --out /tmp/smoke   # no GPU needed
 
 Sections (each writes DIR/<section>.json and adds rows to the table printed last):
 - env: the device, PyTorch, and the two ceilings measured here: a large bf16 matmul (TFLOP/s on random
@@ -15,6 +16,9 @@ Sections (each writes DIR/<section>.json and adds rows to the table printed last
   epoch of training steps (9,000 training trajectories, batch 32), then a whole 10-epoch run's validation.
 - shakespeare: the shakespeare-char preset (nanoGPT's recipe) trained on the fast path; the wall time from
   the start of the process's training call, compilation included, to the first validation <= 1.47.
+- shakespeare-search: --search candidates (";"-joined overrides) train side by side; the best is then
+  trained alone, timed, once per --final compile setting.
+--only SUBSTRING keeps just the matching variants; --cpu-smoke runs every code path tiny on the CPU.
 Every variant runs in its own try block: a failure is recorded and the others still run.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +44,14 @@ from scratchlm.presets import resolve_tables
 from scratchlm.train.bench import benchmark_training
 
 ROWS: list[dict[str, Any]] = []
+SHAKESPEARE_SMOKE: list[str] = []
+ONLY: list[str] = []  # --only: run just the variants whose label contains one of these
+
+
+def selected(label: str) -> bool:
+    return not ONLY or any(part in label for part in ONLY)
+
+
 DEVICE = torch.device("cuda")
 SMOKE_SETS: list[str] = []  # --cpu-smoke: tiny budgets on the CPU, to check this script before a lease
 
@@ -136,7 +149,7 @@ def section_train(out: Path, preset: str, batches: list[int], steps: int) -> Non
     results = []
     for batch in batches:
         for label, overrides in TRAIN_VARIANTS:
-            if batch != batches[0] and "CUDA graphs" not in label:
+            if (batch != batches[0] and "CUDA graphs" not in label) or not selected(label):
                 continue
             sets = [*overrides, f"train.batch_size={batch}", f"train.max_steps={steps + 3}"]
 
@@ -175,8 +188,16 @@ def section_profile(out: Path, preset: str, batch: int) -> None:
     def run() -> dict[str, Any]:
         torch._dynamo.reset()
         config = config_for(
-            preset, ["model.fast=true", "train.compile=true", f"train.batch_size={batch}", "train.max_steps=20"]
+            preset,
+            [
+                "model.fast=true",
+                "train.compile=true",
+                "train.compile_scope=model",
+                f"train.batch_size={batch}",
+                "train.max_steps=20",
+            ],
         )
+        torch.manual_seed(0)
         device = DEVICE
         model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
         seq = config.model.context_length
@@ -186,6 +207,7 @@ def section_profile(out: Path, preset: str, batch: int) -> None:
             seq_len=seq,
             vocab_size=config.model.vocab_size,
         )
+        model.check_token_ids = False  # as the trainer does on a GPU: no host sync per step
         r = Run(config, None, model, step_model, opt, data, 20, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
         for _ in range(5):
             train_step(r)
@@ -204,11 +226,12 @@ def section_profile(out: Path, preset: str, batch: int) -> None:
             key=lambda k: -k["cuda_ms_per_step"],
         )
         table = events.table(sort_by="device_time_total", row_limit=30, max_name_column_width=90)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "profile_table.txt").write_text(table)
         flash = [k["name"] for k in kernels if "flash" in k["name"].lower()]
         return {"top_kernels": kernels[:25], "flash_kernels": flash, "flash_selected": bool(flash)}
 
-    r = guarded(f"profile {preset} b{batch} fast compiled", run)
+    r = guarded(f"profile {preset} b{batch} fast, compiled (model)", run)
     save(out, "profile", r)
     ROWS.append(
         {"section": "profile", "label": r["label"], "flash_selected": r.get("flash_selected"), "error": r.get("error")}
@@ -238,6 +261,8 @@ def section_scratch1(out: Path) -> None:
     ]
     results = []
     for label, sets in variants:
+        if not selected(label):
+            continue
 
         def run(sets: list[str] = sets) -> dict[str, Any]:
             torch._dynamo.reset()
@@ -246,6 +271,7 @@ def section_scratch1(out: Path) -> None:
             data = build_training_data(config, device, DistInfo())
             model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
             per_epoch = data.batches_per_epoch
+            model.check_token_ids = False  # as the trainer does on a GPU (ids checked at setup)
             r = Run(config, None, model, step_model, opt, data, 3 * per_epoch, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             for _ in range(per_epoch):  # epoch 1: warm-up, compilation, graph capture
@@ -295,6 +321,8 @@ def section_scratch1(out: Path) -> None:
         ("scratch1 10 epochs: fast, compiled (model) + CUDA graphs, b32 (course recipe)", model_ro),
         ("scratch1 10 epochs: same, b128, lr 4e-4", [*model_ro, "train.batch_size=128", "optim.lr=4e-4"]),
     ]:
+        if not selected(label):
+            continue
         r = guarded(label, lambda sets=sets: full_run(sets))
         results.append(r)
         ROWS.append(
@@ -309,32 +337,23 @@ def section_scratch1(out: Path) -> None:
 # ------------------------------------------------------------------------------------------- shakespeare
 
 
+def shakespeare_data(text: Path) -> Path:
+    data_dir = Path("/tmp/scratchlm-bench/shakespeare-char")
+    if not (data_dir / "meta.json").exists():
+        cmd = [sys.executable, "-m", "scratchlm", "data", "text", "--input", str(text), "--tokenizer", "char"]
+        subprocess.run([*cmd, "--out", str(data_dir)], check=True)
+    return data_dir
+
+
 def section_shakespeare(out: Path, text: Path, overrides: list[str], stop_after: int) -> None:
     from scratchlm.train.trainer import train
 
-    data_dir = Path("/tmp/scratchlm-bench/shakespeare-char")
-    if not (data_dir / "meta.json").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scratchlm",
-                "data",
-                "text",
-                "--input",
-                str(text),
-                "--tokenizer",
-                "char",
-                "--out",
-                str(data_dir),
-            ],
-            check=True,
-        )
+    data_dir = shakespeare_data(text)
 
     def run() -> dict[str, Any]:
         torch._dynamo.reset()
         config = config_for("shakespeare-char", [f"data.path={data_dir}", "train.progress=false", *overrides])
-        run_dir = Path(f"/tmp/scratchlm-bench/shakespeare-{int(time.time() * 1e3)}")
+        run_dir = Path(f"/tmp/scratchlm-bench/shakespeare-{os.getpid()}-{int(time.time() * 1e3)}")
         t0 = time.perf_counter()
         evals: list[dict[str, Any]] = []
 
@@ -374,6 +393,52 @@ def section_shakespeare(out: Path, text: Path, overrides: list[str], stop_after:
     )
 
 
+def section_shakespeare_search(out: Path, text: Path, candidates: list[str], finals: list[str]) -> None:
+    """Candidates train side by side (their timings are not clean: they share the GPU); the one that first
+    reaches <= 1.47 (else the lowest loss) is then trained alone once per compile setting in `finals`, timed."""
+    shakespeare_data(text)  # once, before the candidates start side by side
+    for i in range(len(candidates)):  # a warm machine keeps /tmp: never read an earlier call's results
+        shutil.rmtree(f"/tmp/scratchlm-bench/search-{i}", ignore_errors=True)
+    procs = []
+    for i, candidate in enumerate(candidates):
+        sets = [arg for item in candidate.split(";") for arg in ("--shakespeare-set", item)]
+        cmd = [sys.executable, __file__, "--sections", "shakespeare", "--shakespeare", str(text), "--out"]
+        cmd += [f"/tmp/scratchlm-bench/search-{i}", "--stop-after", "100000", *sets]
+        cmd += ["--cpu-smoke"] if DEVICE.type == "cpu" else []
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    found = []
+    for i, (candidate, proc) in enumerate(zip(candidates, procs, strict=True)):
+        proc.wait()
+        path = Path(f"/tmp/scratchlm-bench/search-{i}/shakespeare-0.json")
+        result = json.loads(path.read_text()) if path.exists() else {"error": f"exit {proc.returncode}"}
+        found.append({"candidate": candidate, **result})
+        print(
+            json.dumps(
+                {"candidate": candidate, "best": result.get("best"), "reached": result.get("first_at_or_below_1.47")}
+            ),
+            flush=True,
+        )
+
+    def rank(r: dict[str, Any]) -> tuple[float, float]:
+        reached = r.get("first_at_or_below_1.47")
+        return (reached["step"] if reached else float("inf"), (r.get("best") or {}).get("val_loss", float("inf")))
+
+    chosen = min(found, key=rank)["candidate"]
+    save(
+        out,
+        "shakespeare-search",
+        {
+            "note": "candidates ran concurrently on one GPU: their wall times are not clean",
+            "runs": found,
+            "chosen": chosen,
+        },
+    )
+    smoke = SHAKESPEARE_SMOKE if DEVICE.type == "cpu" else []
+    for final in finals:
+        sets = ["model.fast=true", "train.compile=true", *chosen.split(";"), *final.split(";"), *smoke]
+        section_shakespeare(out, text, sets, 6 if smoke else 100000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="env,train,profile,scratch1")
@@ -386,6 +451,9 @@ def main() -> None:
         "--shakespeare-set", action="append", default=[], help="override for the shakespeare run (repeatable)"
     )
     parser.add_argument("--stop-after", type=int, default=2500)
+    parser.add_argument("--search", action="append", default=[], help="shakespeare-search candidate: a;b;c overrides")
+    parser.add_argument("--final", action="append", default=[], help="shakespeare-search final compile setting")
+    parser.add_argument("--only", action="append", default=[], help="run only variants whose label has this")
     parser.add_argument("--cpu-smoke", action="store_true", help="run every code path tiny on the CPU")
     args = parser.parse_args()
     if args.cpu_smoke:
@@ -393,6 +461,9 @@ def main() -> None:
         DEVICE = torch.device("cpu")
         SMOKE_SETS.extend(["train.device=cpu", "model.num_layers=1", "model.d_model=64", "model.num_heads=2"])
         args.steps, args.batches, args.stop_after = 2, "4", 6
+        SHAKESPEARE_SMOKE.extend(
+            ["train.batch_size=4", "train.eval_interval=3", "train.eval_batches=2", "model.context_length=32"]
+        )
         args.shakespeare_set = [
             *args.shakespeare_set,
             "train.batch_size=4",
@@ -403,6 +474,7 @@ def main() -> None:
     elif not torch.cuda.is_available():
         sys.exit("fast_path.py measures the GPU fast path; no CUDA device is visible.")
     torch.backends.cuda.matmul.allow_tf32 = True
+    ONLY.extend(args.only)
     sections = args.sections.split(",")
     if "env" in sections and DEVICE.type == "cuda":
         section_env(args.out)
@@ -419,6 +491,8 @@ def main() -> None:
             ["model.fast=true", "train.compile=true", *args.shakespeare_set],
             args.stop_after,
         )
+    if "shakespeare-search" in sections:
+        section_shakespeare_search(args.out, args.shakespeare, args.search, args.final)
     print("\n== summary ==")
     for row in ROWS:
         print(json.dumps(row, default=str))

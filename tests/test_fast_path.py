@@ -151,6 +151,14 @@ def test_compiled_blocks_keep_the_plain_state_dict_and_compute_the_same_loss() -
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_whole_model_compile_wraps_without_touching_the_model() -> None:
+    model = TransformerLM(tiny(fast=True))
+    keys = list(model.state_dict())
+    wrapped = compile_for_training(model, "model")  # lazy: nothing compiles until the first call
+    assert wrapped is not model and wrapped._orig_mod is model  # type: ignore[attr-defined]
+    assert list(model.state_dict()) == keys  # the trainer saves `model`, never the wrapper
+
+
 @pytest.mark.cuda
 def test_flash_attention_is_selected_for_the_fast_path_on_a_gpu() -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
