@@ -107,6 +107,21 @@ def test_fast_and_reference_paths_share_the_state_dict_and_agree_in_float64(over
     assert logits_ref is not None
 
 
+def test_projections_fuse_only_while_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    import scratchlm.nn.attention as attention_module
+
+    real = attention_module.qkv_projection
+    monkeypatch.setattr(attention_module, "qkv_projection", lambda *a: calls.append("fused") or real(*a))
+    model = TransformerLM(tiny(fast=True, num_layers=1))
+    idx = torch.randint(0, 61, (1, 8))
+    with torch.no_grad():
+        model(idx)  # inference (decoding): a weight concatenation per token would cost more than it saves
+    assert calls == []
+    model(idx, idx)
+    assert calls == ["fused"]
+
+
 def _train_debug(tmp_path: Path, name: str, *sets: str) -> Path:
     config = RunConfig.from_tables(
         resolve_tables("debug", None, ["train.max_steps=3", "train.eval_interval=3", "train.progress=false", *sets])

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import causal_mask, scaled_dot_product_attention
-from scratchlm.nn.fused import qkv_projection
+from scratchlm.nn.fused import fuse_projections, qkv_projection
 from scratchlm.nn.layers import Linear
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.nn.sdpa import sdpa_attention
@@ -94,7 +94,7 @@ class CausalSelfAttention(nn.Module):
         and the queries attend to every cached position (the positions must then be the true ones, which
         `TransformerLM.forward` takes from the cache).
         """
-        if self.fused:
+        if fuse_projections(self.fused):
             q_BTD, k_BTD, v_BTD = qkv_projection(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         else:
             q_BTD, k_BTD, v_BTD = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.nn.functional import silu
-from scratchlm.nn.fused import swiglu_gate_up
+from scratchlm.nn.fused import fuse_projections, swiglu_gate_up
 from scratchlm.nn.layers import Linear
 
 
@@ -46,7 +46,7 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused:
+        if fuse_projections(self.fused):
             return self.w2(swiglu_gate_up(x, self.w1.weight, self.w3.weight))
         return self.w2(silu(self.w1(x)) * self.w3(x))
 

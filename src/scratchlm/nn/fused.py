@@ -6,8 +6,10 @@ state and the state-dict layout; only the order of the arithmetic changes:
 - `swiglu_gate_up`: one (D -> 2F) matmul against [W_1; W_3] instead of two;
 - `linear_cross_entropy`: the LM head and the loss chunk by chunk, so the (N, V) logits never exist at
   once (at vocab 10k and 128 x 256 tokens, fp32 logits alone are 1.3 GB).
-Concatenating the weights costs one copy of them per step (autocast casts them to bf16 anyway), a small
-price next to the activations: 3·D² elements against N·3·D for the QKV outputs.
+Concatenating the weights costs one copy of them per call (autocast casts them to bf16 anyway), a small
+price next to a training step's activations (3·D² elements against N·3·D for the QKV outputs) but not next
+to a one-token decoding step, which reads each weight once: so the modules fuse only when autograd is
+recording (`fuse_projections`), and inference runs the separate matmuls (the same function).
 
 Shapes: N = flattened tokens, D = d_model, F = d_ff, V = vocabulary. This file is outside the from-scratch
 rule (it may use torch.nn.functional), like `sdpa.py`.
@@ -23,6 +25,11 @@ from scratchlm.nn.functional import silu
 # Logit elements per chunk of the fused LM-head loss: 2^26 fp32 values = 256 MiB, 6,710 tokens at vocab
 # 10k. Large enough that each chunk's three matmuls stay efficient, small enough to bound the memory.
 LOSS_CHUNK_ELEMENTS = 1 << 26
+
+
+def fuse_projections(fast: bool) -> bool:
+    """Whether a fast-path module should take the fused projections now: in training, not in inference."""
+    return fast and torch.is_grad_enabled()
 
 
 def qkv_projection(x_BTD: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
