@@ -122,6 +122,20 @@ def test_projections_fuse_only_while_autograd_records(monkeypatch: pytest.Monkey
     assert calls == ["fused"]
 
 
+def test_low_precision_residual_changes_nothing_without_autocast_and_little_with_it() -> None:
+    torch.manual_seed(0)
+    plain = TransformerLM(tiny(fast=True))
+    low = TransformerLM(tiny(fast=True, low_precision_residual=True))
+    low.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 61, (2, 24))
+    torch.testing.assert_close(low(idx, idx)[1], plain(idx, idx)[1], rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_low, loss_plain = low(idx, idx)[1], plain(idx, idx)[1]
+        logits_low = low(idx)[0]
+    assert logits_low.dtype == torch.bfloat16  # the stream (and so the head's input) stayed in bf16
+    torch.testing.assert_close(loss_low, loss_plain, rtol=2e-2, atol=2e-2)
+
+
 def _train_debug(tmp_path: Path, name: str, *sets: str) -> Path:
     config = RunConfig.from_tables(
         resolve_tables("debug", None, ["train.max_steps=3", "train.eval_interval=3", "train.progress=false", *sets])
@@ -188,10 +202,13 @@ def test_flash_attention_is_selected_for_the_fast_path_on_a_gpu() -> None:
 
 
 @pytest.mark.cuda
-def test_fast_path_matches_the_reference_in_bf16_on_a_gpu() -> None:
+@pytest.mark.parametrize("low_precision_residual", [False, True])
+def test_fast_path_matches_the_reference_in_bf16_on_a_gpu(low_precision_residual: bool) -> None:
     torch.manual_seed(0)
     ref = TransformerLM(tiny(attention_backend="sdpa")).cuda()
-    fast = TransformerLM(tiny(attention_backend="sdpa", fast=True)).cuda()
+    fast = TransformerLM(
+        tiny(attention_backend="sdpa", fast=True, low_precision_residual=low_precision_residual)
+    ).cuda()
     fast.load_state_dict(ref.state_dict())
     idx = torch.randint(0, 61, (4, 24), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -191,6 +191,8 @@ class TransformerLM(nn.Module):
         if self.position_embeddings is not None:
             x_BTD = x_BTD + self.position_embeddings(token_positions).to(x_BTD.dtype)
         x_BTD = dropout(x_BTD, self.config.dropout, self.training)
+        if self.config.low_precision_residual and torch.is_autocast_enabled(x_BTD.device.type):
+            x_BTD = x_BTD.to(torch.get_autocast_dtype(x_BTD.device.type))
         for i, block in enumerate(self.layers):
             x_BTD = block(x_BTD, token_positions, None if kv_cache is None else kv_cache.layers[i])
         h_BTD = self.ln_final(x_BTD)

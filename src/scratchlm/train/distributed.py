@@ -45,8 +45,14 @@ def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
     return info, wanted
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(*, wait_for_all: bool = False) -> None:
+    """Leave the process group. Exiting without this leaves gloo's threads running at interpreter exit,
+    which can abort the process ("terminate called without an active exception") after a good run.
+    wait_for_all: meet the other ranks first (after a successful run; never after a failure, which would
+    leave the survivors waiting for a rank that is gone)."""
     if dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 

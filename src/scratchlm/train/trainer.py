@@ -39,7 +39,7 @@ from scratchlm.presets import load_toml_file, to_toml
 from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
 from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import TrainingData, build_training_data
-from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process
+from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process, shutdown_distributed
 from scratchlm.train.lock import exclusive_run_dir
 from scratchlm.train.state import capture_rng_state, restore_rng_state
 from scratchlm.train.tracking import MetricsLogger, truncate_metrics_after
@@ -605,7 +605,9 @@ def train(
     with exclusive_run_dir(run_dir) if locked else nullcontext():
         try:
             run = setup(config, run_dir, resume=resume)
-            return fit(run, stop_after=stop_after, monitor=monitor)
+            summary = fit(run, stop_after=stop_after, monitor=monitor)
+            shutdown_distributed(wait_for_all=True)
+            return summary
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -613,6 +615,7 @@ def train(
         finally:
             if run is not None and run.logger is not None:
                 run.logger.close()
+            shutdown_distributed()
 
 
 def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
