@@ -248,3 +248,16 @@ def test_flops_per_token_follows_6n_plus_attention_and_matches_a_matmul_count() 
     forward = layers * per_layer + 2 * t * d * v
     norm_params = (2 * layers + 1) * d  # counted in N by convention, negligible
     assert flops_per_token(c, training=False) == pytest.approx(forward / t + 2 * norm_params)
+
+
+def test_gpt2_init_gives_small_weights_and_depth_scaled_residual_projections() -> None:
+    torch.manual_seed(0)
+    model = TransformerLM(tiny(init="gpt2", d_model=64, d_ff=192, num_layers=2))
+    stds = {name: p.std().item() for name, p in model.named_parameters() if p.dim() == 2}
+    residual = 0.02 / (2 * 2) ** 0.5
+    for name, std in stds.items():
+        expected = residual if name.endswith(("output_proj.weight", "w2.weight")) else 0.02
+        assert abs(std - expected) < 0.12 * expected, (name, std, expected)
+    again = TransformerLM(tiny(init="gpt2", d_model=64, d_ff=192, num_layers=2))
+    again.reset_parameters()  # re-initializing keeps the scheme
+    assert abs(again.token_embeddings.weight.std().item() - 0.02) < 0.003

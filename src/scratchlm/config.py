@@ -137,6 +137,9 @@ class ModelConfig(_Section):
     # memory traffic of every norm and residual add, at bf16 precision for the stream (norms still compute
     # in float32). No effect without autocast.
     low_precision_residual: bool = False
+    # Initialization: "cs336" (the handout's: Linear N(0, 2/(d_in+d_out)), embeddings N(0, 1)) or "gpt2"
+    # (every matrix N(0, 0.02), the projections into the residual stream N(0, 0.02/sqrt(2·num_layers))).
+    init: str = "cs336"
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -146,6 +149,7 @@ class ModelConfig(_Section):
         self._choice("ffn", FFNS)
         self._choice("positional", POSITIONALS)
         self._choice("attention_backend", tuple(ATTENTION_BACKENDS))
+        self._choice("init", ("cs336", "gpt2"))
         if self.d_model % self.num_heads:
             divisors = [d for d in range(1, min(self.d_model, 64) + 1) if self.d_model % d == 0]
             raise ConfigError(

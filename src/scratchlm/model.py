@@ -15,6 +15,7 @@ returns no logits (None): the full (B, T, V) tensor is what the fusion avoids.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -154,6 +155,8 @@ class TransformerLM(nn.Module):
         # CPU from queueing the next step ahead; the trainer turns it off when its data source already
         # guarantees the ids (checked once at setup).
         self.check_token_ids = True
+        if c.init == "gpt2":
+            self._init_gpt2()
         if c.tie_embeddings:
             # lm_head comes last in reset_parameters, so the shared matrix gets the Linear init: its scale
             # sets the initial logits, while pre-norm blocks are insensitive to the embedding scale.
@@ -164,6 +167,20 @@ class TransformerLM(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        if self.config.init == "gpt2":
+            self._init_gpt2()
+
+    @torch.no_grad()
+    def _init_gpt2(self) -> None:
+        # GPT-2's scheme: small weights everywhere, so early training moves them relatively more; the two
+        # projections that write into the residual stream shrink with depth, so the stream's variance does
+        # not grow with the number of blocks.
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, (Linear, Embedding)):
+                s = residual_std if name.endswith(("attn.output_proj", "ffn.w2")) else std
+                nn.init.trunc_normal_(module.weight, mean=0.0, std=s, a=-3 * s, b=3 * s)
 
     def forward(
         self,
