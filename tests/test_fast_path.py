@@ -66,6 +66,15 @@ def test_linear_cross_entropy_matches_torch_in_value_and_both_gradients(chunk_to
     assert h.grad[0, :3].abs().max() == 0
 
 
+def test_linear_cross_entropy_without_autograd_computes_the_same_loss() -> None:
+    h, w = torch.randn(3, 5, 8, dtype=F64), torch.randn(20, 8, dtype=F64, requires_grad=True)
+    targets = torch.randint(0, 20, (3, 5))
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, targets, chunk_tokens=4)
+    ref = F.cross_entropy((h @ w.detach().T).flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_linear_cross_entropy_with_every_target_ignored_is_nan_like_the_reference() -> None:
     h, w = torch.randn(2, 4, 8, dtype=F64), torch.randn(10, 8, dtype=F64)
     targets = torch.full((2, 4), -100)

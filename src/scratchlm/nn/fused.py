@@ -63,6 +63,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ignore_index: int,
         compute_dtype: torch.dtype,
         chunk_tokens: int,
+        with_grad: bool,
     ) -> Tensor:
         h_c_ND, w_c_VD = h_ND.to(compute_dtype), w_VD.to(compute_dtype)
         accumulate_dtype = torch.promote_types(compute_dtype, torch.float32)
@@ -77,6 +78,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             lse_C = torch.logsumexp(logits_CV, dim=-1)
             target_logit_C = logits_CV.gather(-1, safe_targets_N1[rows]).squeeze(-1)
             loss_sum = loss_sum + torch.where(valid_N[rows], lse_C - target_logit_C, 0.0).sum()
+            if not with_grad:  # evaluation: the loss alone, a third of the matmuls
+                continue
             # softmax - onehot, with ignored rows zeroed: the gradient of this chunk's summed loss.
             grad_logits_CV = (logits_CV - lse_C.unsqueeze(-1)).exp()
             grad_logits_CV = grad_logits_CV.scatter_add(
@@ -95,7 +98,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h_ND, grad_w_VD, n_valid = ctx.saved_tensors  # type: ignore[attr-defined]
         h_dtype, w_dtype = ctx.input_dtypes  # type: ignore[attr-defined]
         scale = grad_loss / n_valid
-        return (grad_h_ND * scale).to(h_dtype), (grad_w_VD * scale).to(w_dtype), None, None, None, None
+        return (grad_h_ND * scale).to(h_dtype), (grad_w_VD * scale).to(w_dtype), None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -116,5 +119,6 @@ def linear_cross_entropy(
     targets_N = targets_BT.reshape(-1)
     # Autocast off inside: the function casts explicitly, and its fp32 softmax must stay fp32.
     with torch.autocast(device_type, enabled=False):
-        loss = _LinearCrossEntropy.apply(h_ND, w_VD, targets_N, ignore_index, compute_dtype, chunk_tokens)
+        with_grad = torch.is_grad_enabled() and (h_ND.requires_grad or w_VD.requires_grad)
+        loss = _LinearCrossEntropy.apply(h_ND, w_VD, targets_N, ignore_index, compute_dtype, chunk_tokens, with_grad)
     return loss
