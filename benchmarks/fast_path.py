@@ -56,11 +56,6 @@ DEVICE = torch.device("cuda")
 SMOKE_SETS: list[str] = []  # --cpu-smoke: tiny budgets on the CPU, to check this script before a lease
 
 
-def sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def config_for(preset: str, overrides: list[str]) -> RunConfig:
     return RunConfig.from_tables(resolve_tables(preset, None, [*overrides, *SMOKE_SETS]))
 
@@ -180,42 +175,15 @@ def section_train(out: Path, preset: str, batches: list[int], steps: int) -> Non
 def section_profile(out: Path, preset: str, batch: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from scratchlm.train.bench import RandomTokens
-    from scratchlm.train.datasets import TrainingData
-    from scratchlm.train.distributed import DistInfo
-    from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
+    from scratchlm.train.bench import bench_run, timed_steps
 
     def run() -> dict[str, Any]:
         torch._dynamo.reset()
-        config = config_for(
-            preset,
-            [
-                "model.fast=true",
-                "train.compile=true",
-                "train.compile_scope=model",
-                f"train.batch_size={batch}",
-                "train.max_steps=20",
-            ],
-        )
-        torch.manual_seed(0)
-        device = DEVICE
-        model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
-        seq = config.model.context_length
-        data = TrainingData(
-            train=RandomTokens(config.model.vocab_size, batch, seq, device, 0),
-            val_batches=list,
-            seq_len=seq,
-            vocab_size=config.model.vocab_size,
-        )
-        model.check_token_ids = False  # as the trainer does on a GPU: no host sync per step
-        r = Run(config, None, model, step_model, opt, data, 20, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
-        for _ in range(5):
-            train_step(r)
-        sync()
+        sets = ["model.fast=true", "train.compile=true", "train.compile_scope=model", f"train.batch_size={batch}"]
+        r = bench_run(config_for(preset, [*sets, "train.max_steps=20"]), total_steps=20)
+        timed_steps(r, 5)  # compilation and warm-up stay out of the profile
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                train_step(r)
-            sync()
+            timed_steps(r, 5)
         events = prof.key_averages()
         kernels = sorted(
             (
@@ -242,9 +210,10 @@ def section_profile(out: Path, preset: str, batch: int) -> None:
 
 
 def section_scratch1(out: Path) -> None:
+    from scratchlm.train.bench import bench_run, timed_steps
     from scratchlm.train.datasets import build_training_data
     from scratchlm.train.distributed import DistInfo
-    from scratchlm.train.trainer import Run, build_model_and_optimizer, train, train_step
+    from scratchlm.train.trainer import train
 
     pkl = Path("/tmp/scratchlm-bench/trajectories.pkl")
     if not pkl.exists():
@@ -267,24 +236,11 @@ def section_scratch1(out: Path) -> None:
         def run(sets: list[str] = sets) -> dict[str, Any]:
             torch._dynamo.reset()
             config = config_for("scratch1", [*sets, f"data.path={pkl}"])
-            device = DEVICE
-            data = build_training_data(config, device, DistInfo())
-            model, step_model, opt, dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+            data = build_training_data(config, DEVICE, DistInfo())
             per_epoch = data.batches_per_epoch
-            model.check_token_ids = False  # as the trainer does on a GPU (ids checked at setup)
-            r = Run(config, None, model, step_model, opt, data, 3 * per_epoch, device, dtype, DistInfo(), scaler)  # type: ignore[arg-type]
-            t0 = time.perf_counter()
-            for _ in range(per_epoch):  # epoch 1: warm-up, compilation, graph capture
-                train_step(r)
-                r.state.step += 1
-            sync()
-            first = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for _ in range(per_epoch):
-                train_step(r)
-                r.state.step += 1
-            sync()
-            epoch_s = time.perf_counter() - t0
+            r = bench_run(config, 3 * per_epoch, data)
+            first = timed_steps(r, per_epoch)  # epoch 1: warm-up, compilation, graph capture
+            epoch_s = timed_steps(r, per_epoch)
             return {
                 "steps_per_epoch": per_epoch,
                 "first_epoch_s": round(first, 3),

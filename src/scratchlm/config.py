@@ -248,6 +248,8 @@ class DataConfig(_Section):
 # ------------------------------------------------------------------------------------------------ train
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_SCOPES = ("blocks", "model")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -284,8 +286,8 @@ class TrainConfig(_Section):
         self._positive("eval_interval", "checkpoint_interval", "log_interval")
         self._positive("eval_batches", allow_zero=True)
         self._choice("dtype", DTYPES)
-        self._choice("compile_scope", ("blocks", "model"))
-        self._choice("compile_mode", ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+        self._choice("compile_scope", COMPILE_SCOPES)
+        self._choice("compile_mode", COMPILE_MODES)
         self._choice("on_nonfinite", ("stop", "skip"))
         budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) != 1:

@@ -10,7 +10,6 @@ reported as such and left out of the means.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import re
@@ -20,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.accounting import param_counts
-from scratchlm.analysis.document import Document, Figure, Paragraph, Table, to_markdown
-from scratchlm.analysis.plots import plot_training_curves, pyplot
+from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
+from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
 from scratchlm.errors import ConfigError
-from scratchlm.fileio import atomic_write
 from scratchlm.presets import parse_override, resolve_run_config, toml_value
 from scratchlm.train.tracking import read_metrics
 
@@ -148,11 +146,7 @@ def run_study(study: Study, out_dir: str | Path, *, command: str = "") -> dict[s
     results["command"] = command
     results["figure"] = _plot(study, outcomes, out_dir).name
     results["variants_figure"] = _plot_variants(results, out_dir).name
-    with atomic_write(out_dir / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-    doc = Document(f"Ablation: {study.name}", study_blocks(results, out_dir))
-    with atomic_write(out_dir / "results.md", "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(doc, out_dir))
+    write_results(out_dir, "results", results, Document(f"Ablation: {study.name}", study_blocks(results, out_dir)))
     return results
 
 
@@ -255,10 +249,7 @@ def _plot_variants(results: dict[str, Any], out_dir: Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".svg"):
-        fig.savefig(out_dir / f"variants{suffix}", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_dir / "variants.png")
     return out_dir / "variants.png"
 
 

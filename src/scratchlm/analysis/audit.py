@@ -21,12 +21,11 @@ import torch
 from scratchlm.analysis.attention import attention_maps, offset_attention, plot_attention_maps
 from scratchlm.analysis.attention_runs import token_labels
 from scratchlm.analysis.causal_eval import compare_evaluations
-from scratchlm.analysis.document import Bullets, Document, Figure, Heading, Paragraph, Table, to_markdown
+from scratchlm.analysis.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_loss_curves
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
 from scratchlm.config import RunConfig
 from scratchlm.errors import DataError
-from scratchlm.fileio import atomic_write
 from scratchlm.presets import resolve_run_config
 from scratchlm.train.checkpoint import load_model
 from scratchlm.train.tracking import read_metrics
@@ -99,11 +98,7 @@ def causal_mask_audit(
         hlines={"unmasked, causal evaluation": unmasked_causal},
     )
     record["figures"] = {"curves": curves.name, "attention": attention_png.name}
-    with atomic_write(out_dir / "audit.json", "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
-    doc = Document("The causal-mask audit", audit_blocks(record, out_dir))
-    with atomic_write(out_dir / "audit.md", "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(doc, out_dir))
+    write_results(out_dir, "audit", record, Document("The causal-mask audit", audit_blocks(record, out_dir)))
     return record
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scratchlm.errors import DataError
 
@@ -63,6 +65,16 @@ class Document:
 
 
 # ------------------------------------------------------------------------------------------- Markdown
+
+
+def write_results(out_dir: Path, stem: str, record: dict[str, Any], doc: Document) -> None:
+    """An experiment's two outputs, each written atomically: `<stem>.json` (the numbers) and `<stem>.md`."""
+    from scratchlm.fileio import atomic_write
+
+    with atomic_write(out_dir / f"{stem}.json", "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
+    with atomic_write(out_dir / f"{stem}.md", "w", encoding="utf-8") as fh:
+        fh.write(to_markdown(doc, out_dir))
 
 
 def to_markdown(doc: Document, page_dir: Path, *, mdx: bool = False) -> str:

@@ -96,7 +96,7 @@ def plot_training_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path), svg)
+    return save_figure(fig, Path(path), svg)
 
 
 def _draw_panel(
@@ -116,7 +116,8 @@ def _draw_panel(
         ax.plot(*zip(*val, strict=True), color=color, lw=2, marker="o", ms=3, label=val_label)
 
 
-def _save(fig: Any, path: Path, svg: bool = True) -> list[Path]:
+def save_figure(fig: Any, path: Path, svg: bool = True) -> list[Path]:
+    """Write `fig` as PNG (and SVG beside it unless svg=False), then close it; returns the paths."""
     plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
@@ -193,4 +194,4 @@ def plot_loss_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path), svg)[0]
+    return save_figure(fig, Path(path), svg)[0]

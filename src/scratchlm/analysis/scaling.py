@@ -9,7 +9,6 @@ d_ff keeps its d_ff / d_model ratio (otherwise d_ff follows the FFN's default fo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts
-from scratchlm.analysis.document import Document, Figure, Paragraph, Table, to_markdown
-from scratchlm.analysis.plots import plot_training_curves, pyplot
+from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
+from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.power_law import PowerLawFit, fit_power_law
 from scratchlm.analysis.study_runs import run_or_reuse
 from scratchlm.errors import ConfigError
-from scratchlm.fileio import atomic_write
 from scratchlm.presets import BUDGET_KEYS, parse_override, resolve_run_config
 
 log = logging.getLogger(__name__)
@@ -144,11 +142,12 @@ def scaling_study(
         "command": command,
     }
     results["figures"] = _plots(results, fit, out_dir)
-    with atomic_write(out_dir / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-    doc = Document(f"Scaling: {preset} ({results['mode']})", scaling_blocks(results, out_dir))
-    with atomic_write(out_dir / "results.md", "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(doc, out_dir))
+    write_results(
+        out_dir,
+        "results",
+        results,
+        Document(f"Scaling: {preset} ({results['mode']})", scaling_blocks(results, out_dir)),
+    )
     return results
 
 
@@ -183,10 +182,7 @@ def _plots(results: dict[str, Any], fit: PowerLawFit, out_dir: Path) -> dict[str
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".svg"):
-        fig.savefig(out_dir / f"scaling{suffix}", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_dir / "scaling.png")
     runs = [Path(p["run_dir"]) for p in results["points"]]
     curves = plot_training_curves(
         runs,

@@ -11,18 +11,16 @@ and "best" values start again from the rows logged after the resume.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scratchlm.analysis.document import Document, Figure, Paragraph, Table, to_markdown
-from scratchlm.analysis.plots import plot_training_curves, pyplot
+from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
+from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
 from scratchlm.errors import ConfigError
-from scratchlm.fileio import atomic_write
 from scratchlm.presets import resolve_run_config
 from scratchlm.train.tracking import read_metrics
 
@@ -94,11 +92,7 @@ def lr_sweep(
     results = _summarize(outcomes, factor)
     results.update({"preset": preset, "set": list(overrides), "command": command})
     results["figures"] = _plots(outcomes, out_dir)
-    with atomic_write(out_dir / "results.json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-    doc = Document("Learning-rate sweep", sweep_blocks(results, out_dir))
-    with atomic_write(out_dir / "results.md", "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(doc, out_dir))
+    write_results(out_dir, "results", results, Document("Learning-rate sweep", sweep_blocks(results, out_dir)))
     return results
 
 
@@ -164,10 +158,7 @@ def _plots(outcomes: dict[float, RunOutcome], out_dir: Path) -> dict[str, str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".png", ".svg"):
-        fig.savefig(out_dir / f"lr_vs_loss{suffix}", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_dir / "lr_vs_loss.png")
     return {"curves": curves[0].name, "lr_vs_loss": "lr_vs_loss.png"}
 
 

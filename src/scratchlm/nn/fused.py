@@ -67,8 +67,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         h_c_ND, w_c_VD = h_ND.to(compute_dtype), w_VD.to(compute_dtype)
         accumulate_dtype = torch.promote_types(compute_dtype, torch.float32)
-        grad_h_ND = torch.empty_like(h_c_ND)
-        grad_w_VD = torch.zeros(w_VD.shape, dtype=accumulate_dtype, device=w_VD.device)
+        grad_h_ND = torch.empty_like(h_c_ND) if with_grad else h_c_ND.new_empty(0)
+        grad_w_VD = torch.zeros(w_VD.shape if with_grad else 0, dtype=accumulate_dtype, device=w_VD.device)
         loss_sum = torch.zeros((), dtype=accumulate_dtype, device=h_ND.device)
         valid_N = targets_N != ignore_index
         safe_targets_N1 = torch.where(valid_N, targets_N, 0).unsqueeze(-1)

@@ -18,18 +18,28 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 
+def list_packaged(package: str) -> list[str]:
+    """Names of the TOML files shipped in `package` (presets, studies)."""
+    files = resources.files(package).iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+
+
+def load_packaged(package: str, name: str, kind: tuple[str, str]) -> dict[str, Any]:
+    """The raw tables of `package`'s TOML file `name`; `kind` (singular, plural) names it in the error."""
+    path = resources.files(package) / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {kind[0]} {name!r}; available {kind[1]}: {', '.join(list_packaged(package))}.")
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
 def list_presets() -> list[str]:
     """Names of the presets shipped in the package."""
-    files = resources.files("scratchlm.presets").iterdir()
-    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+    return list_packaged("scratchlm.presets")
 
 
 def load_preset(name: str) -> dict[str, Any]:
     """The raw tables of preset `name`."""
-    path = resources.files("scratchlm.presets") / f"{name}.toml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}.")
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    return load_packaged("scratchlm.presets", name, ("preset", "presets"))
 
 
 def load_toml_file(path: str) -> dict[str, Any]:

@@ -44,41 +44,47 @@ class RandomTokens:
         pass
 
 
-def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> dict[str, Any]:
+def bench_run(config: RunConfig, total_steps: int, data: TrainingData | None = None) -> Run:
+    """A Run for timing train_step outside `train()`: no run directory, random tokens unless `data` is given.
+
+    Token ids are not re-checked each step (random ones are in range; real data was checked when loaded),
+    as the trainer does on a GPU.
+    """
     device = resolve_device(config.train.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(config.train.seed)
     model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
-    model.check_token_ids = False  # random ids are in range by construction
-    seq_len = config.model.context_length
-    source = RandomTokens(config.model.vocab_size, config.train.batch_size, seq_len, device, config.train.seed)
-    data = TrainingData(train=source, val_batches=list, seq_len=seq_len, vocab_size=config.model.vocab_size)
-    run = Run(
-        config, None, model, step_model, optimizer, data, warmup + steps, device, autocast_dtype, DistInfo(), scaler
+    model.check_token_ids = False
+    if data is None:
+        seq_len, vocab = config.model.context_length, config.model.vocab_size
+        source = RandomTokens(vocab, config.train.batch_size, seq_len, device, config.train.seed)
+        data = TrainingData(train=source, val_batches=list, seq_len=seq_len, vocab_size=vocab)
+    return Run(
+        config, None, model, step_model, optimizer, data, total_steps, device, autocast_dtype, DistInfo(), scaler
     )  # type: ignore[arg-type]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for i in range(max(warmup, 1)):
-        train_step(run)
-        run.state.step += 1
-        if i == 0:
-            sync()
-            first_step_s = time.perf_counter() - start
+def timed_steps(run: Run, steps: int) -> float:
+    """Run `steps` training steps and return their wall seconds, the device synchronized at both ends."""
+    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     sync()
-    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         train_step(run)
         run.state.step += 1
     sync()
-    seconds = (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
+
+
+def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> dict[str, Any]:
+    run = bench_run(config, warmup + steps)
+    device, autocast_dtype, seq_len = run.device, run.autocast_dtype, run.data.seq_len
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first_step_s = timed_steps(run, 1)
+    warmup_s = first_step_s + timed_steps(run, max(warmup - 1, 0))
+    seconds = timed_steps(run, steps) / steps
     tokens_per_s = run.tokens_per_step / seconds
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_flops(device_name, "bf16" if autocast_dtype == torch.bfloat16 else "tf32")

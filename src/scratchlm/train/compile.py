@@ -17,10 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from scratchlm.config import COMPILE_SCOPES
 from scratchlm.model import TransformerLM
-
-COMPILE_SCOPES = ("blocks", "model")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_for_training(model: TransformerLM, scope: str = "blocks", mode: str = "default") -> nn.Module:
