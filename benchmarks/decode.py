@@ -3,6 +3,7 @@
     python benchmarks/decode.py --out benchmarks/results/decode-cpu-2core.json    # CPU, the whole grid
     python benchmarks/decode.py --quick                                            # about a minute
     python benchmarks/decode.py --device cuda --model tinystories-17m --hf         # GPU: + CUDA graphs, + HF
+    bash benchmarks/gpu_decode_check.sh                                            # GPU: the issue-9 check
 
 Model: random weights, greedy decoding (no stop token, so every run produces exactly N tokens). `bench` is
 256 wide, 4 layers, 8 heads, vocabulary 10,000, context 2,176 (= 128 + 2,048); `tinystories-17m` is that
@@ -20,6 +21,15 @@ Method, per (batch B, prompt P):
 - repeats: the median of --repeats runs, except that a run (or an uncached step) longer than 20 s (1 s) is
   timed once: that long a timing is stable, and repeating it would cost minutes.
 - graph (CUDA only): the cached step over a static cache, captured once as a CUDA graph and replayed.
+- compiled: the cached step over a static cache through torch.compile (scratchlm.infer.compiled_step);
+  compiled+graph (CUDA only): that compiled step captured as a CUDA graph.
+- Static caches (graph, compiled) attend over every slot allocated, so those modes time each N with
+  generations of its own, sized for it (a cache sized for the longest N would slow the short runs). The
+  warm-up generation has the timed runs' cache size, so it is where the step compiles; its compile time
+  (`compile_s`, from the library's log record) is reported apart, and the timed runs find the compiled
+  code (each still pays its own first step and, with a graph, its capture, as a real generation would).
+- --fast builds the model with `fast = true`: cached decoding then reads the projections concatenated
+  once per generation (one QKV and one W_1|W_3 matmul per layer; scratchlm.infer.packed_weights).
 - hf (with --hf, when `transformers` is installed: the `bench` extra): LlamaForCausalLM.generate on the same
   weights (q/k rows permuted from our interleaved RoPE pairs to Llama's half split); its logits are
   checked against ours before timing.
@@ -30,12 +40,15 @@ make small steps tens of times slower. The load average is recorded before and a
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +64,14 @@ QUICK_NEW_TOKENS = (64, 256, 1024)
 BATCHES = (1, 16)
 PROMPTS = (16, 128)
 LONG_RUN_S = 20.0  # a timing this long is already stable under load; repeating it would cost minutes
+WARMUP_STEPS = 8
+CUDA_ONLY = ("graph", "compiled+graph")
+STEP_OPTIONS = {
+    "cached": {},
+    "graph": {"cuda_graph": True},
+    "compiled": {"compile": True},
+    "compiled+graph": {"compile": True, "cuda_graph": True},
+}
 
 
 def bench_model_config(name: str) -> ModelConfig:
@@ -74,23 +95,68 @@ def random_prompts(batch: int, prompt: int, vocab: int, device: torch.device) ->
     )
 
 
+class CompileTimes(logging.Handler):
+    """Collects the `compile_s` that scratchlm.infer.compiled_step logs once per compiled generation."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: list[float] = []
+        source = logging.getLogger("scratchlm.infer.compiled_step")
+        source.setLevel(logging.INFO)
+        source.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "compile_s"):
+            self.seconds.append(record.compile_s)
+
+
+COMPILE_TIMES = CompileTimes()
+
+
 def time_generation(
     model: TransformerLM, prompts_BP: torch.Tensor, checkpoints: Sequence[int], repeats: int, **options: object
-) -> dict[int, float]:
-    """Median seconds to the N-th generated token, for each N in checkpoints (one run to the largest N)."""
+) -> dict:
+    """Median seconds to the N-th generated token for each N in checkpoints, and compile seconds by N.
+
+    A dynamic cache attends over the filled slots only, so one generation of the largest N is timed at
+    every checkpoint. A static cache (graph, compiled) attends over every slot it was allocated, so each
+    N gets generations of its own, sized for it, as a run asked for N tokens would be.
+    """
+    static = bool(options.get("compile") or options.get("cuda_graph"))
+    groups = [[n] for n in checkpoints] if static else [list(checkpoints)]
+    result: dict = {"seconds": {}, "compile_s": {}}
+    for group in groups:
+        seconds, compile_s = _timed_runs(model, prompts_BP, group, repeats, **options)
+        result["seconds"].update(seconds)
+        if compile_s is not None:
+            result["compile_s"].update(dict.fromkeys(group, round(compile_s, 2)))
+    return result
+
+
+def _timed_runs(
+    model: TransformerLM, prompts_BP: torch.Tensor, checkpoints: Sequence[int], repeats: int, **options: object
+) -> tuple[dict[int, float], float | None]:
+    """One warm-up generation sized like the timed ones (a compiled step is specialized to its cache size;
+    it stops after WARMUP_STEPS tokens, and a compiled step's compile time is taken from it), then repeats."""
     device = prompts_BP.device
-    list(decode_steps(model, prompts_BP, max_new_tokens=8, temperature=0.0, **options))  # warm-up
+    longest = max(checkpoints)
+    compiles_before = len(COMPILE_TIMES.seconds)
+    for step in decode_steps(model, prompts_BP, max_new_tokens=longest, temperature=0.0, **options):
+        if step.index + 1 >= min(WARMUP_STEPS, longest):
+            break
+    sync(device)
+    warmup_compiles = COMPILE_TIMES.seconds[compiles_before:]
     runs: dict[int, list[float]] = {n: [] for n in checkpoints}
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        for step in decode_steps(model, prompts_BP, max_new_tokens=max(checkpoints), temperature=0.0, **options):
+        for step in decode_steps(model, prompts_BP, max_new_tokens=longest, temperature=0.0, **options):
             if step.index + 1 in runs:
                 sync(device)
                 runs[step.index + 1].append(time.perf_counter() - start)
-        if runs[max(checkpoints)][-1] > LONG_RUN_S:
+        if runs[longest][-1] > LONG_RUN_S:
             break
-    return {n: statistics.median(times) for n, times in runs.items()}
+    return {n: statistics.median(times) for n, times in runs.items()}, (warmup_compiles or [None])[0]
 
 
 @torch.no_grad()
@@ -235,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uncached-budget-s", type=float, default=20.0, help="time uncached runs whole up to this")
     parser.add_argument("--skip-uncached", action="store_true")
     parser.add_argument("--hf", action="store_true", help="also time HF transformers (needs the bench extra)")
+    parser.add_argument("--modes", nargs="+", choices=list(STEP_OPTIONS), help="default: every one this device has")
+    parser.add_argument("--fast", action="store_true", help="model.fast = true: decode with packed projections")
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
 
@@ -245,16 +313,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = min(args.uncached_budget_s, 5.0) if args.quick else args.uncached_budget_s
     new_tokens = args.new_tokens or list(QUICK_NEW_TOKENS if args.quick else NEW_TOKENS)
     config = bench_model_config(args.model)
+    config.fast = args.fast
     longest = max(args.prompts) + max(new_tokens)
     if longest > config.context_length:
         config.context_length = longest  # only the RoPE table grows; the weights do not depend on it
     torch.manual_seed(0)
     model = TransformerLM(config, device=device).to(dtype).eval()
-    modes: list[tuple[str, Callable[[torch.Tensor], dict]]] = [
-        ("cached", lambda p: {"seconds": time_generation(model, p, new_tokens, repeats)}),
-    ]
-    if device.type == "cuda":
-        modes.append(("graph", lambda p: {"seconds": time_generation(model, p, new_tokens, repeats, cuda_graph=True)}))
+    wanted = args.modes or [m for m in STEP_OPTIONS if device.type == "cuda" or m not in CUDA_ONLY]
+    if device.type != "cuda" and any(m in CUDA_ONLY for m in wanted):
+        raise SystemExit(f"modes {[m for m in wanted if m in CUDA_ONLY]} need --device cuda.")
+
+    def timer(options: dict) -> Callable[[torch.Tensor], dict]:
+        return lambda p: time_generation(model, p, new_tokens, repeats, **options)
+
+    modes: list[tuple[str, Callable[[torch.Tensor], dict]]] = [(m, timer(STEP_OPTIONS[m])) for m in wanted]
     hf_info = None
     if args.hf:
         try:
@@ -268,39 +340,50 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    rows = []
+    rows: list[dict] = []
+
+    def result(complete: bool) -> dict:
+        for row in rows:
+            row["tokens_per_s"] = row["batch"] * row["new_tokens"] / row["seconds"]
+        return {
+            "benchmark": "decode",
+            "complete": complete,  # False: written after a (batch, prompt) group, in case a later one is cut off
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "machine": describe_machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": round(time.perf_counter() - started, 1),
+            "model": {"name": args.model, "dtype": args.dtype, "params": model.num_params(), **config.to_dict()},
+            "decoding": "greedy, random weights, no stop token",
+            "repeats": repeats,
+            "hf": hf_info,
+            "rows": rows,
+            "cached_over_uncached": _speedups(rows),
+            "over_cached": _over_cached(rows),
+        }
+
     for batch in args.batches:
         for prompt in args.prompts:
             prompts_BP = random_prompts(batch, prompt, config.vocab_size, device)
             for mode, measure in modes:
-                for n, seconds in measure(prompts_BP)["seconds"].items():
+                measured = measure(prompts_BP)
+                for n, seconds in measured["seconds"].items():
+                    extra = {"compile_s": measured["compile_s"][n]} if n in measured.get("compile_s", {}) else {}
                     rows.append({"mode": mode, "batch": batch, "prompt": prompt, "new_tokens": n, "seconds": seconds,
-                                 "method": "measured"})  # fmt: skip
+                                 "method": "measured", **extra})  # fmt: skip
             if not args.skip_uncached:
                 for n, cell in uncached_times(model, prompts_BP, new_tokens, repeats, budget).items():
                     rows.append({"mode": "uncached", "batch": batch, "prompt": prompt, "new_tokens": n, **cell})
             print(f"done: batch {batch}, prompt {prompt} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    for row in rows:
-        row["tokens_per_s"] = row["batch"] * row["new_tokens"] / row["seconds"]
-    speedups = _speedups(rows)
-    _print_table(rows, speedups)
-    result = {
-        "benchmark": "decode",
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "machine": describe_machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_s": round(time.perf_counter() - started, 1),
-        "model": {"name": args.model, "dtype": args.dtype, "params": model.num_params(), **config.to_dict()},
-        "decoding": "greedy, random weights, no stop token",
-        "repeats": repeats,
-        "hf": hf_info,
-        "rows": rows,
-        "cached_over_uncached": speedups,
-    }
-    emit(result, args.out)
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(result(False), indent=2) + "\n", encoding="utf-8")
+    final = result(True)
+    _print_table(rows, final["cached_over_uncached"])
+    _print_over_cached(final["over_cached"])
+    emit(final, args.out)
     return 0
 
 
@@ -315,16 +398,40 @@ def _speedups(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _over_cached(rows: list[dict]) -> list[dict]:
+    """Every other mode's tokens/s next to eager cached decoding's, from the same run."""
+    cached = {(r["batch"], r["prompt"], r["new_tokens"]): r for r in rows if r["mode"] == "cached"}
+    out = []
+    for r in rows:
+        base = cached.get((r["batch"], r["prompt"], r["new_tokens"]))
+        if r["mode"] in ("cached", "uncached") or base is None:
+            continue
+        out.append({"mode": r["mode"], "batch": r["batch"], "prompt": r["prompt"], "new_tokens": r["new_tokens"],
+                    "cached_tokens_per_s": round(base["tokens_per_s"], 1), "tokens_per_s": round(r["tokens_per_s"], 1),
+                    "ratio": round(r["tokens_per_s"] / base["tokens_per_s"], 2)})  # fmt: skip
+    return out
+
+
 def _print_table(rows: list[dict], speedups: list[dict]) -> None:
     speedup = {(s["batch"], s["prompt"], s["new_tokens"]): s["speedup"] for s in speedups}
-    header = f"{'mode':>8} {'batch':>5} {'prompt':>6} {'new':>5} {'seconds':>9} {'tokens/s':>10}"
-    print(header + "  method      cached/uncached")
+    header = f"{'mode':>14} {'batch':>5} {'prompt':>6} {'new':>5} {'seconds':>9} {'tokens/s':>10}"
+    print(header + "  method      cached/uncached  compile_s")
     for r in sorted(rows, key=lambda r: (r["batch"], r["prompt"], r["mode"], r["new_tokens"])):
         ratio = speedup.get((r["batch"], r["prompt"], r["new_tokens"])) if r["mode"] == "cached" else None
         ratio_text = f"{ratio:.1f}x" if ratio is not None else ""
         seconds = f"{r['seconds']:9.2f}" if math.isfinite(r["seconds"]) else "      n/a"
-        print(f"{r['mode']:>8} {r['batch']:>5} {r['prompt']:>6} {r['new_tokens']:>5} {seconds} "
-              f"{r['tokens_per_s']:>10.1f}  {r['method']:<10}  {ratio_text}")  # fmt: skip
+        compile_text = f"{r['compile_s']:.1f}" if "compile_s" in r else ""
+        print(f"{r['mode']:>14} {r['batch']:>5} {r['prompt']:>6} {r['new_tokens']:>5} {seconds} "
+              f"{r['tokens_per_s']:>10.1f}  {r['method']:<10}  {ratio_text:<15}  {compile_text}")  # fmt: skip
+
+
+def _print_over_cached(over_cached: list[dict]) -> None:
+    if not over_cached:
+        return
+    print(f"\n{'mode':>14} {'batch':>5} {'prompt':>6} {'new':>5} {'cached tok/s':>13} {'mode tok/s':>11}  ratio")
+    for r in sorted(over_cached, key=lambda r: (r["mode"], r["batch"], r["prompt"], r["new_tokens"])):
+        print(f"{r['mode']:>14} {r['batch']:>5} {r['prompt']:>6} {r['new_tokens']:>5} "
+              f"{r['cached_tokens_per_s']:>13.1f} {r['tokens_per_s']:>11.1f}  {r['ratio']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ VARIANTS = [
     {},
     {"attention_backend": "sdpa"},
     {"ffn": "silu", "d_ff": None},
+    {"ffn": "gelu", "d_ff": None},
     {"tie_embeddings": True},
     {"positional": "learned", "norm": "layernorm"},
     {"norm_position": "post"},

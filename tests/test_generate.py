@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,20 @@ def test_cli_streams_a_continuation_that_the_cache_does_not_change(
     assert out.count("--- sample ") == 3 and out.count("\nlazy") == 3
 
 
+def test_cli_compiled_decoding_streams_the_eager_continuation(
+    text_run: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scratchlm.infer.compiled_step")
+    base = ["generate", "--run", str(text_run / "run"), "--prompt", "the fox", "--max-new-tokens", "12"]
+    outputs = []
+    for extra in ([], ["--compile"]):
+        assert main([*base, "--temperature", "0", *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[1] == outputs[0]
+    # The compile time is logged (stderr in a terminal), apart from the text on stdout.
+    assert [r.compile_s > 0 for r in caplog.records if r.name == "scratchlm.infer.compiled_step"] == [True]
+
+
 def test_cli_empty_prompt_starts_from_end_of_text(text_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--run", str(text_run / "run"), "--prompt", "", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.endswith("\n")
@@ -174,6 +189,9 @@ def test_cli_empty_prompt_starts_from_end_of_text(text_run: Path, capsys: pytest
         (["--prompt", "fox€"], "not in this char tokenizer"),
         (["--from-val", "0"], "need a trajectory run"),
         (["--prompt-actions", "1,2"], "needs a trajectory run"),
+        (["--prompt", "fox", "--compile", "--no-cache"], "cannot be combined with --no-cache"),
+        (["--prompt", "fox", "--cuda-graph"], "--cuda-graph needs a CUDA device"),
+        (["--from-val", "0", "--compile"], "rollouts feed several tokens per step"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(

@@ -99,6 +99,7 @@ VARIANTS = [
     {"norm": "none"},
     {"norm_position": "post"},
     {"ffn": "silu", "d_ff": None},
+    {"ffn": "gelu", "d_ff": None},
     {"tie_embeddings": True},
     {"attention_backend": "sdpa", "positional": "learned", "norm": "layernorm"},
 ]

@@ -13,6 +13,7 @@ from scratchlm.nn.functional import (
     causal_mask,
     cross_entropy,
     dropout,
+    gelu,
     log_softmax,
     perplexity,
     scaled_dot_product_attention,
@@ -47,6 +48,17 @@ def test_silu_matches_torch_values_and_gradients(shape: tuple[int, ...]) -> None
     torch.testing.assert_close(silu(x), F.silu(x_ref), **TOL)
     silu(x).sum().backward()
     F.silu(x_ref).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, **TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gelu_matches_torch_exact_gelu_values_and_gradients(shape: tuple[int, ...]) -> None:
+    x = 3 * torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    x = x.detach().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    torch.testing.assert_close(gelu(x), F.gelu(x_ref), **TOL)  # the erf form, not the tanh approximation
+    gelu(x).sum().backward()
+    F.gelu(x_ref).sum().backward()
     torch.testing.assert_close(x.grad, x_ref.grad, **TOL)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scratchlm.nn.ffn import SiLUMLP, SwiGLU, default_d_ff
+from scratchlm.nn.ffn import MLP, SiLUMLP, SwiGLU, default_d_ff
 from scratchlm.nn.layers import Embedding, LayerNorm, Linear, NoNorm, RMSNorm
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
@@ -84,20 +84,28 @@ def test_no_norm_is_the_identity() -> None:
 
 
 @pytest.mark.parametrize("batch_shape", [(7,), (2, 5), (2, 3, 4)])
-def test_swiglu_and_silu_mlp_match_torch_compositions(batch_shape: tuple[int, ...]) -> None:
+def test_swiglu_and_the_mlps_match_torch_compositions(batch_shape: tuple[int, ...]) -> None:
     x = torch.randn(*batch_shape, 16, dtype=F64)
     swiglu = SwiGLU(16, 48, dtype=F64)
     ref = F.linear(F.silu(F.linear(x, swiglu.w1.weight)) * F.linear(x, swiglu.w3.weight), swiglu.w2.weight)
     torch.testing.assert_close(swiglu(x), ref, **TOL)
     mlp = SiLUMLP(16, 64, dtype=F64)
     torch.testing.assert_close(mlp(x), F.linear(F.silu(F.linear(x, mlp.w1.weight)), mlp.w2.weight), **TOL)
+    gelu_mlp = MLP(16, 64, dtype=F64, activation="gelu")
+    ref = F.linear(F.gelu(F.linear(x, gelu_mlp.w1.weight)), gelu_mlp.w2.weight)
+    torch.testing.assert_close(gelu_mlp(x), ref, **TOL)
+
+
+def test_mlp_rejects_an_unknown_activation() -> None:
+    with pytest.raises(ValueError, match="unknown MLP activation 'relu'"):
+        MLP(16, 64, activation="relu")
 
 
 def test_default_d_ff_is_eight_thirds_rounded_to_64_and_matches_parameter_counts() -> None:
     assert default_d_ff(512) == 1344  # the CS336 TinyStories value
     assert default_d_ff(768) == 2048
     assert all(default_d_ff(d) % 64 == 0 for d in (32, 100, 256, 384, 1000))
-    assert default_d_ff(256, "silu") == 1024
+    assert default_d_ff(256, "silu") == default_d_ff(256, "gelu") == 1024
     # SwiGLU (3 matrices at ~8/3 d) and the SiLU MLP (2 at 4 d) hold the same 8 d^2 parameters
     d = 768
     assert 3 * d * default_d_ff(d) == 2 * d * default_d_ff(d, "silu")

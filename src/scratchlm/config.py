@@ -103,7 +103,7 @@ def _type_name(kind: Any) -> str:
 
 NORMS = ("rmsnorm", "layernorm", "none")
 NORM_POSITIONS = ("pre", "post")
-FFNS = ("swiglu", "silu")
+FFNS = ("swiglu", "silu", "gelu")
 POSITIONALS = ("rope", "sinusoidal", "learned", "none")
 
 
@@ -118,7 +118,7 @@ class ModelConfig(_Section):
     d_model: int
     num_layers: int
     num_heads: int
-    d_ff: int | None = None  # None: ~8/3·d_model for SwiGLU (multiple of 64), 4·d_model for SiLU
+    d_ff: int | None = None  # None: ~8/3·d_model for SwiGLU (multiple of 64), 4·d_model for the MLPs
     rope_theta: float = 10000.0
     norm: str = "rmsnorm"
     norm_position: str = "pre"

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from scratchlm.config import ModelConfig
 from scratchlm.errors import ShapeError
 from scratchlm.nn.attention import CausalSelfAttention
-from scratchlm.nn.ffn import SiLUMLP, SwiGLU
+from scratchlm.nn.ffn import MLP, SwiGLU
 from scratchlm.nn.functional import cross_entropy, dropout
 from scratchlm.nn.fused import linear_cross_entropy
 from scratchlm.nn.layers import Embedding, Linear, build_norm
@@ -80,21 +80,23 @@ class Block(nn.Module):
             dtype=dtype,
         )
         self.ln2 = build_norm(norm, d_model, norm_eps, device, dtype)
-        self.ffn: SwiGLU | SiLUMLP = (
+        self.ffn: SwiGLU | MLP = (
             SwiGLU(d_model, d_ff, device=device, dtype=dtype, fused=fast)
             if ffn == "swiglu"
-            else SiLUMLP(d_model, d_ff, device=device, dtype=dtype)
+            else MLP(d_model, d_ff, device=device, dtype=dtype, activation=ffn)
         )
 
     def forward(
         self, x_BTD: Tensor, token_positions: Tensor | None = None, kv_cache: LayerKVCache | None = None
     ) -> Tensor:
+        # Decoding a fast-path model: the FFN reads [W_1; W_3] concatenated once per session (infer/packed_weights.py).
+        ffn = self.ffn if kv_cache is None or kv_cache.packed is None else kv_cache.packed.ffn
         if self.pre_norm:
             # The residual stream itself is never normalized: a clean path from embeddings to the head.
             x_BTD = x_BTD + self._drop(self.attn(self.ln1(x_BTD), token_positions, kv_cache))
-            return x_BTD + self._drop(self.ffn(self.ln2(x_BTD)))
+            return x_BTD + self._drop(ffn(self.ln2(x_BTD)))
         x_BTD = self.ln1(x_BTD + self._drop(self.attn(x_BTD, token_positions, kv_cache)))
-        return self.ln2(x_BTD + self._drop(self.ffn(x_BTD)))
+        return self.ln2(x_BTD + self._drop(ffn(x_BTD)))
 
     def _drop(self, x: Tensor) -> Tensor:
         return dropout(x, self.dropout, self.training)

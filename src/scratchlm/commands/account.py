@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", choices=["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl"])
     for flag in ("--d-model", "--num-layers", "--num-heads", "--d-ff", "--vocab-size", "--context-length"):
         parser.add_argument(flag, type=int)
-    parser.add_argument("--ffn", choices=["swiglu", "silu"])
+    parser.add_argument("--ffn", choices=["swiglu", "silu", "gelu"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

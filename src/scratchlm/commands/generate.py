@@ -6,6 +6,8 @@ it. An empty prompt starts from `<|endoftext|>` (or is an error without one).
 Trajectory runs: `--prompt-actions 12,34,...` continues those action tokens (actions-only runs);
 `--from-val K` rolls validation trajectory K out from its first --context-steps steps and prints predicted
 against true actions; `--rollout N` does that for N validation trajectories and prints accuracy by horizon.
+`--compile` runs the cached decode step through torch.compile (the compile time is logged on stderr) and
+`--cuda-graph` replays it as a CUDA graph; together, the compiled step is what the graph captures.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations of the prompt")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position each step (slow reference)")
     parser.add_argument(
+        "--compile", action="store_true", help="compile the decode step with torch.compile (text and --prompt-actions)"
+    )
+    parser.add_argument("--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (CUDA only)")
+    parser.add_argument(
         "--context-steps",
         type=int,
         default=DEFAULT_CONTEXT_STEPS,
@@ -75,14 +81,27 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
     text_mode = args.prompt is not None or args.prompt_file is not None
+    for flag, value in (("--compile", args.compile), ("--cuda-graph", args.cuda_graph)):
+        if value and args.no_cache:
+            raise ConfigError(f"{flag} speeds up the cached decode step; it cannot be combined with --no-cache.")
+        if value and not text_mode and args.prompt_actions is None:
+            raise ConfigError(
+                f"{flag} applies to --prompt, --prompt-file and --prompt-actions; rollouts feed several tokens "
+                "per step and run eagerly."
+            )
     temperature = args.temperature if args.temperature is not None else (1.0 if text_mode else 0.0)
     check_sampling_args(temperature, args.top_k, args.top_p)
     loaded = load_run(args.run, args.checkpoint, device=resolve_device(args.device))
+    device = loaded.model.token_embeddings.weight.device
+    if args.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"--cuda-graph needs a CUDA device, but the model is on {device}; give --device cuda.")
     seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
     if args.seed is None and temperature > 0:
         logger.info("sampling with --seed %d", seed)
-    generator = torch.Generator(device=loaded.model.token_embeddings.weight.device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     sampling = {"temperature": temperature, "top_k": args.top_k, "top_p": args.top_p, "generator": generator}
+    if text_mode or args.prompt_actions is not None:  # the token-by-token modes also take the step options
+        sampling.update(compile=args.compile, cuda_graph=args.cuda_graph)
     if text_mode:
         return _text(args, loaded, sampling)
     if args.prompt_actions is not None:

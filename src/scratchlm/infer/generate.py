@@ -16,12 +16,15 @@ Shapes: B = prompts (rows), P = the longest prompt, T = positions, V = vocabular
   ride along in the batched forwards, their draws ignored. Generation ends when every row has stopped.
 - Sampling is `sampling.sample_next_token` (temperature 0 = greedy, top-k, top-p); its only randomness is
   the `generator` passed in, so a seeded torch.Generator reproduces a generation exactly.
+- Faster steps (`compile`, `cuda_graph`, either or both) run over a static cache whose size is rounded up
+  to a multiple of STATIC_SLOTS_MULTIPLE; the prefill stays eager, and sampling always runs here, outside
+  the compiled or captured step, so a seeded generator draws exactly as in eager decoding.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 Prompts = Sequence[Sequence[int]] | Tensor
 PAD_ID = 0  # what fills padding slots; any valid id works, as the mask hides them
+# Static caches come in multiples of 16 slots (capped at the context): aligned rows for the fused attention
+# kernels, and generations of nearby lengths share one compiled step. Unused slots are masked out.
+STATIC_SLOTS_MULTIPLE = 16
 
 
 @dataclass
@@ -78,6 +84,7 @@ def generate(
     use_cache: bool = True,
     vocab_limit: int | None = None,
     cuda_graph: bool = False,
+    compile: bool = False,
 ) -> Generation:
     """Continue every prompt by up to max_new_tokens tokens; arguments as in `decode_steps`.
 
@@ -97,6 +104,7 @@ def generate(
         use_cache=use_cache,
         vocab_limit=vocab_limit,
         cuda_graph=cuda_graph,
+        compile=compile,
     ):
         steps.append(step.tokens_B)
     new_BN = torch.stack(steps, dim=1).tolist()
@@ -122,6 +130,7 @@ def decode_steps(
     use_cache: bool = True,
     vocab_limit: int | None = None,
     cuda_graph: bool = False,
+    compile: bool = False,
 ) -> Iterator[DecodeStep]:
     """An iterator of one DecodeStep per generated token (for streaming); arguments are checked right away.
 
@@ -129,15 +138,29 @@ def decode_steps(
     k most likely tokens, top_p the smallest set whose probability reaches p. stop_tokens end a row.
     vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
     use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
-    decode step over a static cache (see cuda_graph.py). The model is in eval mode while the iterator runs.
+    decode step over a static cache (see cuda_graph.py). compile runs the decode step through torch.compile
+    (compiled_step.py; compile time is logged apart); with cuda_graph too, the compiled step is what the
+    graph captures. The model is in eval mode while the iterator runs.
     """
     rows = as_token_lists(prompts)
     stops = [int(token) for token in stop_tokens]
     check_generation_args(model, rows, max_new_tokens, temperature, top_k, top_p, stops, vocab_limit)
-    if cuda_graph and not use_cache:
-        raise ConfigError("cuda_graph replays a cached decode step; it needs use_cache=True.")
+    check_step_options(model, use_cache, cuda_graph, compile)
     sampling = (temperature, top_k, top_p, generator)
-    return _decode(model, rows, max_new_tokens, sampling, stops, use_cache, vocab_limit, cuda_graph)
+    steps = _StepOptions(cuda_graph=cuda_graph, compile=compile)
+    return _decode(model, rows, max_new_tokens, sampling, stops, use_cache, vocab_limit, steps)
+
+
+@dataclass(frozen=True)
+class _StepOptions:
+    """How the cached decode step runs: eagerly (both False), captured as a CUDA graph, compiled, or both."""
+
+    cuda_graph: bool = False
+    compile: bool = False
+
+    @property
+    def static(self) -> bool:
+        return self.cuda_graph or self.compile
 
 
 @torch.no_grad()  # on a generator function this covers each resumption, not the caller's code between yields
@@ -149,13 +172,13 @@ def _decode(
     stop_tokens: list[int],
     use_cache: bool,
     vocab_limit: int | None,
-    cuda_graph: bool,
+    steps: _StepOptions,
 ) -> Iterator[DecodeStep]:
     was_training = model.training
     model.eval()
     try:
         next_logits = _cached_logits if use_cache else _uncached_logits
-        logits_source = next_logits(model, rows, max_new_tokens, cuda_graph)
+        logits_source = next_logits(model, rows, max_new_tokens, steps)
         stop_T = torch.tensor(stop_tokens, dtype=torch.long, device=_device(model))
         done_B = torch.zeros(len(rows), dtype=torch.bool, device=stop_T.device)
         tokens_B = None
@@ -175,7 +198,7 @@ def _decode(
 
 
 def _cached_logits(
-    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, cuda_graph: bool
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions
 ) -> Iterator[Tensor]:
     """A coroutine: first yields the prefill's last logits (B, V), then the logits after each token sent in."""
     device = _device(model)
@@ -186,22 +209,40 @@ def _cached_logits(
         ids_BP[b, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
     pad_B = None if min(lengths) == longest else torch.tensor([longest - n for n in lengths])
     # The last sampled token is never fed back, so the prompt plus max_new_tokens - 1 slots suffice.
-    cache = KVCache.for_model(model, len(rows), longest + max_new_tokens - 1, pad_B=pad_B, static=cuda_graph)
+    slots = longest + max_new_tokens - 1
+    if steps.static:
+        slots = min(model.config.context_length, -(-slots // STATIC_SLOTS_MULTIPLE) * STATIC_SLOTS_MULTIPLE)
+    cache = KVCache.for_model(model, len(rows), slots, pad_B=pad_B, static=steps.static)
     logits_BPV, _ = model(ids_BP.to(device), kv_cache=cache)
     tokens_B = yield logits_BPV[:, -1]
-    if cuda_graph:
-        from scratchlm.infer.cuda_graph import GraphedDecodeStep
-
-        step = GraphedDecodeStep(model, cache)
+    if steps.static:
+        step = _static_step(model, cache, steps)
         while True:
-            tokens_B = yield step(tokens_B).clone()  # the graph's output buffer is rewritten by the next replay
+            # A graph's output buffer is rewritten by the next replay; a compiled step returns a new tensor.
+            logits_BV = step(tokens_B)
+            tokens_B = yield logits_BV.clone() if steps.cuda_graph else logits_BV
     while True:
         logits_B1V, _ = model(tokens_B.unsqueeze(-1), kv_cache=cache)
         tokens_B = yield logits_B1V[:, -1]
 
 
+def _static_step(model: TransformerLM, cache: KVCache, steps: _StepOptions) -> Callable[[Tensor], Tensor]:
+    """The step over a static cache that already holds the prompt: compiled, graphed, or compiled then graphed."""
+    forward = None  # GraphedDecodeStep's default: the eager forward
+    if steps.compile:
+        from scratchlm.infer.compiled_step import CompiledDecodeStep
+
+        compiled = CompiledDecodeStep(model, cache)
+        if not steps.cuda_graph:
+            return compiled
+        forward = compiled.forward
+    from scratchlm.infer.cuda_graph import GraphedDecodeStep
+
+    return GraphedDecodeStep(model, cache, forward)
+
+
 def _uncached_logits(
-    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, cuda_graph: bool
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions
 ) -> Iterator[Tensor]:
     """The same coroutine as `_cached_logits`, but every step runs the plain forward over whole sequences."""
     device = _device(model)
@@ -284,6 +325,17 @@ def check_generation_args(
         raise ConfigError(f"stop tokens {bad_stops} are outside the model's vocabulary [0, {vocab}).")
     if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
         raise ConfigError(f"vocab_limit must be in [1, {vocab}] (the model's vocabulary), got {vocab_limit}.")
+
+
+def check_step_options(model: TransformerLM, use_cache: bool, cuda_graph: bool, compile: bool) -> None:
+    """The errors of `decode_steps`'s step options (compile, cuda_graph), one sentence each."""
+    if compile and not use_cache:
+        raise ConfigError("compile=True compiles the cached decode step; it needs use_cache=True.")
+    if cuda_graph and not use_cache:
+        raise ConfigError("cuda_graph replays a cached decode step; it needs use_cache=True.")
+    device = _device(model)
+    if cuda_graph and device.type != "cuda":
+        raise ConfigError(f"cuda_graph=True needs the model on a CUDA device, not {device}; drop it on this device.")
 
 
 def _device(model: TransformerLM) -> torch.device:

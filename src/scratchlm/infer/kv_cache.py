@@ -13,8 +13,18 @@ Two modes:
 - dynamic (the default): attention reads only the filled slots `[:length]`: the least work, but the key
   count changes every step (right for eager decoding on a CPU or a GPU);
 - static: attention reads all S slots under a mask, and the write slot lives in a device tensor, so one
-  decode step always has the same shapes and no host sync: a CUDA graph (or torch.compile) can capture it
-  once and replay it for every token (`scratchlm.infer.cuda_graph`).
+  decode step always has the same shapes and no host sync: a CUDA graph or torch.compile can capture it
+  once and replay it for every token (`scratchlm.infer.cuda_graph`, `scratchlm.infer.compiled_step`).
+
+Host and device halves. A forward's bookkeeping has a host half (`advance`: the capacity check, the Python
+slot count `length`, re-packing changed weights) and a device half (`reserve`: slots, positions, mask).
+Eager forwards run both from `reserve`. A compiled or graphed step cannot run host code inside its
+captured region (a Python int that changes every token would recompile a compiled step at every token),
+so it sets `reserve_advances = False` and calls `advance` itself, outside, before each replay.
+
+Decoding a fast-path model (`ModelConfig.fast`) also keeps each layer's projection weights concatenated
+for the session here (`LayerKVCache.packed_weights`, see packed_weights.py): one QKV and one W_1|W_3 matmul per
+layer, without concatenating per token.
 
 The cache never changes the model's math: with a cache, a forward over T new tokens returns the logits the
 cacheless forward returns at those positions of the whole sequence (tests/test_kv_cache.py).
@@ -26,6 +36,7 @@ import torch
 from torch import Tensor
 
 from scratchlm.errors import ConfigError, ShapeError
+from scratchlm.infer.packed_weights import PackedLayer, pack_projections
 
 
 class LayerKVCache:
@@ -35,6 +46,16 @@ class LayerKVCache:
         self.owner = owner
         self.k_BHSd = k_BHSd
         self.v_BHSd = v_BHSd
+        self.packed_weights: PackedLayer | None = None  # set by `KVCache.for_model` for a fast-path model
+
+    @property
+    def packed(self) -> PackedLayer | None:
+        """The layer's concatenated projection weights for this forward, or None for the modules' own.
+
+        None while autograd records: the copies carry no gradient, so a forward that is differentiated
+        takes the modules' path (the fast path then concatenates per call, as in training).
+        """
+        return None if torch.is_grad_enabled() else self.packed_weights
 
     def append(self, k_new_BHTd: Tensor, v_new_BHTd: Tensor) -> tuple[Tensor, Tensor]:
         """Store the keys/values of the slots `KVCache.reserve` claimed; return the keys/values to attend to.
@@ -85,7 +106,8 @@ class KVCache:
         self.batch_size = batch_size
         self.max_len = max_len
         self.static = static
-        self.length = 0  # slots claimed so far (in static mode, as of the last eager forward)
+        self.length = 0  # slots claimed so far
+        self.reserve_advances = True  # False while a compiled or graphed step does `advance` itself
         shape = (batch_size, num_heads, max_len, head_dim)
         # Zeros, not empty: a static step multiplies unclaimed slots by probability 0, and 0 * NaN garbage is NaN.
         self.layers = [
@@ -114,7 +136,10 @@ class KVCache:
         pad_B: Tensor | None = None,
         static: bool = False,
     ) -> KVCache:
-        """A cache shaped for `model` (a TransformerLM), on its device and in its parameters' dtype."""
+        """A cache shaped for `model` (a TransformerLM), on its device and in its parameters' dtype.
+
+        For a fast-path model it also holds the session's concatenated projection weights.
+        """
         config = model.config
         if not config.causal:
             raise ConfigError(
@@ -127,7 +152,7 @@ class KVCache:
                 "shorten the prompt or generate fewer tokens."
             )
         weight = model.token_embeddings.weight
-        return cls(
+        cache = cls(
             config.num_layers,
             batch_size,
             config.num_heads,
@@ -138,6 +163,10 @@ class KVCache:
             device=weight.device,
             dtype=weight.dtype,
         )
+        if config.fast:
+            for layer, packed in zip(cache.layers, pack_projections(model), strict=True):
+                layer.packed_weights = packed
+        return cache
 
     def reserve(self, idx_BT: Tensor) -> Tensor:
         """Claim the next T slots for the (B, T) tokens `idx_BT`; return their absolute positions.
@@ -151,24 +180,37 @@ class KVCache:
                 f"got {tuple(idx_BT.shape)}."
             )
         num_new = idx_BT.shape[1]
-        if self.length + num_new > self.max_len:
-            raise ShapeError(
-                f"the KV cache holds {self.max_len} slots, {self.length} used; it cannot take {num_new} more "
-                "(allocate it for the prompt plus every token to generate)."
-            )
         if self.static:
+            if self.reserve_advances:
+                self.advance(num_new)
             # Slots come from a device tensor, so the same captured step serves every position.
             self.slots_T = self.next_slot + torch.arange(num_new, device=self.next_slot.device)
             self.next_slot.add_(num_new)
             num_keys = self.max_len
         else:
-            self.slots_T = self.key_slot_S[self.length : self.length + num_new]
-            num_keys = self.length + num_new
-        self.length += num_new
+            start = self.length
+            self.advance(num_new)
+            self.slots_T = self.key_slot_S[start : start + num_new]
+            num_keys = start + num_new
         self.mask_B1TS = self._attention_mask(num_keys)
         if self.pad_B is None:
             return self.slots_T
         return (self.slots_T - self.pad_B.unsqueeze(-1)).clamp(min=0)  # padding slots get a harmless 0
+
+    def advance(self, num_new: int) -> None:
+        """The host half of a forward over num_new tokens: check the capacity, count the slots, re-pack weights.
+
+        `reserve` calls it, unless `reserve_advances` is False (a compiled or graphed step calls it itself).
+        """
+        if self.length + num_new > self.max_len:
+            raise ShapeError(
+                f"the KV cache holds {self.max_len} slots, {self.length} used; it cannot take {num_new} more "
+                "(allocate it for the prompt plus every token to generate)."
+            )
+        self.length += num_new
+        for layer in self.layers:
+            if layer.packed_weights is not None:
+                layer.packed_weights.refresh()
 
     def _attention_mask(self, num_keys: int) -> Tensor | None:
         if self.pad_B is None and not self.static:
@@ -182,7 +224,7 @@ class KVCache:
         return allowed_BTS.unsqueeze(1)  # one mask shared by every head
 
     def snapshot(self) -> tuple[int, Tensor]:
-        """The write position, to `restore` after throw-away forwards (warm-up and CUDA-graph capture)."""
+        """The write position, to `restore` after throw-away forwards (warm-up, compilation, graph capture)."""
         return self.length, self.next_slot.clone()
 
     def restore(self, state: tuple[int, Tensor]) -> None:

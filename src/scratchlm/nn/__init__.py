@@ -1,10 +1,11 @@
 """From-scratch layers. The reference path uses no torch.nn layers, torch.nn.functional or torch.optim."""
 
 from scratchlm.nn.attention import ATTENTION_BACKENDS, CausalSelfAttention
-from scratchlm.nn.ffn import SiLUMLP, SwiGLU, default_d_ff
+from scratchlm.nn.ffn import MLP, SiLUMLP, SwiGLU, default_d_ff
 from scratchlm.nn.functional import (
     causal_mask,
     cross_entropy,
+    gelu,
     log_softmax,
     perplexity,
     scaled_dot_product_attention,
@@ -20,6 +21,7 @@ from scratchlm.nn.positions import (
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "MLP",
     "CausalSelfAttention",
     "Embedding",
     "LayerNorm",
@@ -34,6 +36,7 @@ __all__ = [
     "causal_mask",
     "cross_entropy",
     "default_d_ff",
+    "gelu",
     "log_softmax",
     "perplexity",
     "scaled_dot_product_attention",

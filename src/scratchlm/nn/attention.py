@@ -51,7 +51,8 @@ class CausalSelfAttention(nn.Module):
     """W_O · MultiHead(W_Q x, W_K x, W_V x), with RoPE applied to q and k only.
 
     `causal=False` drops the mask (the causal-mask audit trains such a model on purpose). `fused=True`
-    (the fast path) computes q, k and v with one matmul over the same three weights.
+    (the fast path) computes q, k and v with one matmul over the same three weights; while decoding, over
+    the copy concatenated once per session that the KV cache holds (`scratchlm.infer.packed_weights`).
     """
 
     def __init__(
@@ -94,7 +95,10 @@ class CausalSelfAttention(nn.Module):
         and the queries attend to every cached position (the positions must then be the true ones, which
         `TransformerLM.forward` takes from the cache).
         """
-        if fuse_projections(self.fused):
+        packed = None if kv_cache is None else kv_cache.packed
+        if packed is not None:  # decoding a fast-path model: [W_q; W_k; W_v] concatenated once per session
+            q_BTD, k_BTD, v_BTD = packed.qkv(x_BTD)
+        elif fuse_projections(self.fused):
             q_BTD, k_BTD, v_BTD = qkv_projection(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         else:
             q_BTD, k_BTD, v_BTD = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)

@@ -1,25 +1,33 @@
-"""Position-wise feed-forward networks: SwiGLU (the default) and a plain SiLU MLP (the ablation).
+"""Position-wise feed-forward networks: SwiGLU (the default) and the ungated two-matrix MLPs.
+
+The MLPs: SiLU (the SwiGLU ablation, and the Scratch-1 template's FeedForward) and GELU (GPT-2's, so
+nanoGPT's architecture can be rebuilt from ModelConfig switches).
 
 Shapes: `...` is any number of leading batch dims; F = d_ff, the hidden width.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from scratchlm.nn.functional import silu
+from scratchlm.nn.functional import gelu, silu
 from scratchlm.nn.fused import fuse_projections, swiglu_gate_up
 from scratchlm.nn.layers import Linear
+
+# The ungated MLP's activations, by ModelConfig.ffn name.
+MLP_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": silu, "gelu": gelu}
 
 
 def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
     """Hidden width giving both FFN kinds the same 8·d_model² parameters.
 
     SwiGLU has three matrices, so ~8/3·d_model (nearest multiple of 64, for the hardware: 1344 at
-    d_model 512); the two-matrix SiLU MLP gets the classic 4·d_model.
+    d_model 512); the two-matrix MLPs get the classic 4·d_model.
     """
-    if ffn == "silu":
+    if ffn in MLP_ACTIVATIONS:
         return 4 * d_model
     return max(64, 64 * round(8 * d_model / 3 / 64))
 
@@ -51,7 +59,33 @@ class SwiGLU(nn.Module):
         return self.w2(silu(self.w1(x)) * self.w3(x))
 
 
-class SiLUMLP(nn.Module):
+class MLP(nn.Module):
+    """W2 act(W1 x): the ungated two-matrix MLP, `act` one of MLP_ACTIVATIONS."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"unknown MLP activation {activation!r}; choose one of {sorted(MLP_ACTIVATIONS)}.")
+        self.activation = activation
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(MLP_ACTIVATIONS[self.activation](self.w1(x)))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+
+class SiLUMLP(MLP):
     """W2 SiLU(W1 x): the ungated baseline of the SwiGLU ablation."""
 
     def __init__(
@@ -61,9 +95,4 @@ class SiLUMLP(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w2(silu(self.w1(x)))
+        super().__init__(d_model, d_ff, device, dtype, activation="silu")

@@ -35,6 +35,11 @@ def silu(x: Tensor) -> Tensor:
     return x * torch.sigmoid(x)
 
 
+def gelu(x: Tensor) -> Tensor:
+    """GELU, the exact form x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)) (GPT-2's MLP; nanoGPT's `nn.GELU()`)."""
+    return 0.5 * x * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Inverted dropout: zero each element with probability p and rescale survivors by 1/(1-p)."""
     if not training or p == 0.0:

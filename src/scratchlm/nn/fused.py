@@ -8,8 +8,9 @@ state and the state-dict layout; only the order of the arithmetic changes:
   once (at vocab 10k and 128 x 256 tokens, fp32 logits alone are 1.3 GB).
 Concatenating the weights costs one copy of them per call (autocast casts them to bf16 anyway), a small
 price next to a training step's activations (3·D² elements against N·3·D for the QKV outputs) but not next
-to a one-token decoding step, which reads each weight once: so the modules fuse only when autograd is
-recording (`fuse_projections`), and inference runs the separate matmuls (the same function).
+to a one-token decoding step, which reads each weight once: so the modules fuse per call only when autograd
+is recording (`fuse_projections`). Decoding instead concatenates once per session
+(`scratchlm.infer.packed_weights`) and calls the `packed_*` forms below, the same arithmetic without the copy.
 
 Shapes: N = flattened tokens, D = d_model, F = d_ff, V = vocabulary. This file is outside the from-scratch
 rule (it may use torch.nn.functional), like `sdpa.py`.
@@ -34,13 +35,23 @@ def fuse_projections(fast: bool) -> bool:
 
 def qkv_projection(x_BTD: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(q, k, v), each (..., T, D), from one matmul; identical to x @ W_q.T, x @ W_k.T, x @ W_v.T."""
-    qkv_BT3D = x_BTD @ torch.cat((w_q, w_k, w_v)).T
-    return qkv_BT3D.split((w_q.shape[0], w_k.shape[0], w_v.shape[0]), dim=-1)  # type: ignore[return-value]
+    sizes = (w_q.shape[0], w_k.shape[0], w_v.shape[0])
+    return packed_qkv_projection(x_BTD, torch.cat((w_q, w_k, w_v)), sizes)
+
+
+def packed_qkv_projection(x_BTD: Tensor, w_qkv: Tensor, sizes: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """`qkv_projection` over an already concatenated [W_q; W_k; W_v]; sizes are the three row counts."""
+    return (x_BTD @ w_qkv.T).split(sizes, dim=-1)  # type: ignore[return-value]
 
 
 def swiglu_gate_up(x_BTD: Tensor, w_1: Tensor, w_3: Tensor) -> Tensor:
     """SiLU(x W_1.T) * (x W_3.T), (..., T, F), from one (D -> 2F) matmul."""
-    gate_BTF, up_BTF = (x_BTD @ torch.cat((w_1, w_3)).T).chunk(2, dim=-1)
+    return packed_swiglu_gate_up(x_BTD, torch.cat((w_1, w_3)))
+
+
+def packed_swiglu_gate_up(x_BTD: Tensor, w_13: Tensor) -> Tensor:
+    """`swiglu_gate_up` over an already concatenated [W_1; W_3] (2F, D)."""
+    gate_BTF, up_BTF = (x_BTD @ w_13.T).chunk(2, dim=-1)
     return silu(gate_BTF) * up_BTF
 
 
