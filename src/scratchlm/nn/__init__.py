@@ -1,7 +1,7 @@
 """From-scratch layers. The reference path uses no torch.nn layers, torch.nn.functional or torch.optim."""
 
 from scratchlm.nn.attention import ATTENTION_BACKENDS, CausalSelfAttention
-from scratchlm.nn.ffn import MLP, SiLUMLP, SwiGLU, default_d_ff
+from scratchlm.nn.ffn import MLP, SwiGLU, default_d_ff
 from scratchlm.nn.functional import (
     causal_mask,
     cross_entropy,
@@ -30,7 +30,6 @@ __all__ = [
     "NoNorm",
     "RMSNorm",
     "RotaryPositionalEmbedding",
-    "SiLUMLP",
     "SinusoidalPositionalEmbedding",
     "SwiGLU",
     "causal_mask",

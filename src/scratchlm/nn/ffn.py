@@ -22,7 +22,7 @@ MLP_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": silu, "gelu": 
 
 
 def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
-    """Hidden width giving both FFN kinds the same 8·d_model² parameters.
+    """Hidden width giving SwiGLU and the two-matrix MLPs the same 8·d_model² parameters.
 
     SwiGLU has three matrices, so ~8/3·d_model (nearest multiple of 64, for the hardware: 1344 at
     d_model 512); the two-matrix MLPs get the classic 4·d_model.
@@ -83,16 +83,3 @@ class MLP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"activation={self.activation}"
-
-
-class SiLUMLP(MLP):
-    """W2 SiLU(W1 x): the ungated baseline of the SwiGLU ablation."""
-
-    def __init__(
-        self,
-        d_model: int,
-        d_ff: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(d_model, d_ff, device, dtype, activation="silu")
