@@ -12,8 +12,12 @@
 # most 8 files), with the console log beside it; without $OUT they stay in benchmarks/results/gpu-session/.
 #
 # train:
+# 0. The Triton QKV-split + RoPE kernel: its CUDA tests (exact against PyTorch, compiled model parity) and
+#    benchmarks/kernels.py (the kernel against inductor's fusion of the same ops; SDPA's flash, cuDNN and
+#    memory-efficient kernels at head dim 32).
 # 1. `scratchlm bench train --preset tinystories-17m --set train.batch_size=128` on the fast path (whole
-#    model compiled, CUDA graphs), with and without the bf16 residual stream, side by side (issues 5, 8).
+#    model compiled, CUDA graphs, bf16 residual stream), with model.kernels = torch and = triton, side by
+#    side (issues 5, 8); the bf16 residual stream's gain was measured on 2026-11-23 (NOTES.md §2).
 # 2. Shakespeare characters: four architectures train side by side (benchmarks/fast_path.py
 #    --sections shakespeare-search), each to the end of its own cosine schedule; the one that reaches
 #    validation <= 1.47 first (else the lowest) is trained again alone and timed from a cold compiler
@@ -49,12 +53,16 @@ if [[ "$part" == decode ]]; then
     exit 0
 fi
 
+echo "--- triton kernel: CUDA tests, then kernels.py (${SECONDS} s)"
+timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton_rope.py -m cuda 2>&1 | tail -15 \
+    | tee "$WORK/test-triton-rope-cuda.txt"
+timeout 120 "$PYTHON" benchmarks/kernels.py --out "$WORK/kernels.json" 2>&1 | tee "$WORK/kernels.txt"
 FAST=(--set model.fast=true --set train.compile=true --set train.compile_scope=model
-      --set train.compile_mode=reduce-overhead)
-for residual in true false; do
-    echo "--- tinystories-17m b128, low_precision_residual=$residual (${SECONDS} s)"
+      --set train.compile_mode=reduce-overhead --set model.low_precision_residual=true)
+for kernels in torch triton; do
+    echo "--- tinystories-17m b128, kernels=$kernels (${SECONDS} s)"
     timeout 150 "$PYTHON" -m scratchlm bench train --preset tinystories-17m --set train.batch_size=128 \
-        "${FAST[@]}" --set model.low_precision_residual=$residual --steps 30 --json \
+        "${FAST[@]}" --set "model.kernels=\"$kernels\"" --steps 30 --json \
         | tee -a "$WORK/bench-train-tinystories-b128.jsonl"
 done
 

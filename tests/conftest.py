@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+# Triton kernels (scratchlm.nn.triton_rope) run in Triton's interpreter where there is no GPU; the variable
+# must be set before the kernels are defined, i.e. before any test imports them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data lives outside the project (see ../shared/data/MANIFEST.md); tests that need it skip without it.
 SHARED_DATA = Path(os.environ.get("SCRATCHLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

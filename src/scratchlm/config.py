@@ -105,6 +105,7 @@ NORMS = ("rmsnorm", "layernorm", "none")
 NORM_POSITIONS = ("pre", "post")
 FFNS = ("swiglu", "silu", "gelu")
 POSITIONALS = ("rope", "sinusoidal", "learned", "none")
+KERNELS = ("torch", "triton")
 
 
 @dataclass
@@ -137,6 +138,10 @@ class ModelConfig(_Section):
     # memory traffic of every norm and residual add, at bf16 precision for the stream (norms still compute
     # in float32). No effect without autocast.
     low_precision_residual: bool = False
+    # Fast path only: "triton" splits the fused QKV output into heads and applies RoPE in one hand-written
+    # kernel (`scratchlm.nn.triton_rope`, CUDA; on the CPU only under TRITON_INTERPRET=1) instead of the
+    # PyTorch ops that torch.compile fuses. Training only: evaluation and decoding take the PyTorch ops.
+    kernels: str = "torch"
     # Initialization: "cs336" (the handout's: Linear N(0, 2/(d_in+d_out)), embeddings N(0, 1)) or "gpt2"
     # (every matrix N(0, 0.02), the projections into the residual stream N(0, 0.02/sqrt(2·num_layers))).
     init: str = "cs336"
@@ -150,6 +155,13 @@ class ModelConfig(_Section):
         self._choice("positional", POSITIONALS)
         self._choice("attention_backend", tuple(ATTENTION_BACKENDS))
         self._choice("init", ("cs336", "gpt2"))
+        self._choice("kernels", KERNELS)
+        if self.kernels == "triton" and not (self.fast and self.positional == "rope"):
+            raise ConfigError(
+                "model.kernels = 'triton' fuses RoPE into the fast path's QKV split: it needs model.fast = true "
+                f"and model.positional = 'rope' (got fast = {str(self.fast).lower()}, positional = "
+                f"'{self.positional}'); set those or model.kernels = 'torch'."
+            )
         if self.d_model % self.num_heads:
             divisors = [d for d in range(1, min(self.d_model, 64) + 1) if self.d_model % d == 0]
             raise ConfigError(

@@ -61,6 +61,7 @@ class Block(nn.Module):
         dropout: float = 0.0,
         attention_backend: str = "reference",
         fast: bool = False,
+        kernels: str = "torch",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -76,6 +77,7 @@ class Block(nn.Module):
             backend=attention_backend,
             dropout=dropout,
             fused=fast,
+            kernels=kernels,
             device=device,
             dtype=dtype,
         )
@@ -142,6 +144,7 @@ class TransformerLM(nn.Module):
                 dropout=c.dropout,
                 attention_backend=c.attention_backend,
                 fast=c.fast,
+                kernels=c.kernels,
                 device=device,
                 dtype=dtype,
             )

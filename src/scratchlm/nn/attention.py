@@ -14,14 +14,15 @@ padded rows or static shapes supplies it (`scratchlm.infer.kv_cache`); training 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from scratchlm.errors import ConfigError
 from scratchlm.nn.functional import causal_mask, scaled_dot_product_attention
-from scratchlm.nn.fused import fuse_projections, qkv_projection
+from scratchlm.nn.fused import fuse_projections, qkv_matmul, qkv_projection
 from scratchlm.nn.layers import Linear
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.nn.sdpa import sdpa_attention
@@ -53,6 +54,8 @@ class CausalSelfAttention(nn.Module):
     `causal=False` drops the mask (the causal-mask audit trains such a model on purpose). `fused=True`
     (the fast path) computes q, k and v with one matmul over the same three weights; while decoding, over
     the copy concatenated once per session that the KV cache holds (`scratchlm.infer.packed_weights`).
+    `kernels="triton"` (with fused and RoPE) then splits heads and rotates in one kernel while training
+    (`scratchlm.nn.triton_rope`).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class CausalSelfAttention(nn.Module):
         backend: str = "reference",
         dropout: float = 0.0,
         fused: bool = False,
+        kernels: str = "torch",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -80,6 +84,8 @@ class CausalSelfAttention(nn.Module):
         self.backend = backend
         self.dropout = dropout
         self.fused = fused
+        self.kernels = kernels
+        self._triton_rope_split_heads = _load_triton_rope() if kernels == "triton" else None
         self.rope = rope
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
@@ -95,10 +101,27 @@ class CausalSelfAttention(nn.Module):
         and the queries attend to every cached position (the positions must then be the true ones, which
         `TransformerLM.forward` takes from the cache).
         """
+        q_BHTd, k_BHTd, v_BHTd = self._project_heads(x_BTD, token_positions, kv_cache)
+        k_BHSd, v_BHSd = (k_BHTd, v_BHTd) if kv_cache is None else kv_cache.append(k_BHTd, v_BHTd)
+        mask = None if kv_cache is None else kv_cache.mask_B1TS
+        dropout_p = self.dropout if self.training else 0.0
+        attend = ATTENTION_BACKENDS[self.backend]
+        o_BHTd = attend(q_BHTd, k_BHSd, v_BHSd, causal=self.causal, dropout_p=dropout_p, mask=mask)
+        return self.output_proj(rearrange(o_BHTd, "... h t d -> ... t (h d)"))
+
+    def _project_heads(
+        self, x_BTD: Tensor, token_positions: Tensor | None, kv_cache: LayerKVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v, each (..., H, T, Dh), with RoPE applied to q and k."""
         packed = None if kv_cache is None else kv_cache.packed
         if packed is not None:  # decoding a fast-path model: [W_q; W_k; W_v] concatenated once per session
             q_BTD, k_BTD, v_BTD = packed.qkv(x_BTD)
         elif fuse_projections(self.fused):
+            if self.kernels == "triton" and self.rope is not None and kv_cache is None:
+                rope_split_heads = self._triton_rope_split_heads or _missing_triton()
+                qkv_BT3D = qkv_matmul(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+                rope = self.rope
+                return rope_split_heads(qkv_BT3D, rope.cos_TP, rope.sin_TP, token_positions, self.num_heads)
             q_BTD, k_BTD, v_BTD = qkv_projection(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         else:
             q_BTD, k_BTD, v_BTD = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)
@@ -111,9 +134,21 @@ class CausalSelfAttention(nn.Module):
             positions_B1T = token_positions.unsqueeze(-2)  # one rotation shared by every head
             q_BHTd = self.rope(q_BHTd, positions_B1T)
             k_BHTd = self.rope(k_BHTd, positions_B1T)
-        k_BHSd, v_BHSd = (k_BHTd, v_BHTd) if kv_cache is None else kv_cache.append(k_BHTd, v_BHTd)
-        mask = None if kv_cache is None else kv_cache.mask_B1TS
-        dropout_p = self.dropout if self.training else 0.0
-        attend = ATTENTION_BACKENDS[self.backend]
-        o_BHTd = attend(q_BHTd, k_BHSd, v_BHSd, causal=self.causal, dropout_p=dropout_p, mask=mask)
-        return self.output_proj(rearrange(o_BHTd, "... h t d -> ... t (h d)"))
+        return q_BHTd, k_BHTd, v_BHTd
+
+
+def _load_triton_rope() -> Callable[..., tuple[Tensor, Tensor, Tensor]] | None:
+    # Imported only for kernels = "triton", and only a failure to use it is an error: a checkpoint trained
+    # with the kernel still loads, evaluates and decodes (through the PyTorch ops) where triton is absent.
+    try:
+        from scratchlm.nn.triton_rope import rope_split_heads
+    except ImportError:
+        return None
+    return rope_split_heads
+
+
+def _missing_triton() -> NoReturn:
+    raise ConfigError(
+        "model.kernels = 'triton' needs the triton package (CUDA builds of PyTorch ship it; else pip install "
+        "triton), or set model.kernels = 'torch'."
+    )

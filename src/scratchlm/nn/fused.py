@@ -35,8 +35,12 @@ def fuse_projections(fast: bool) -> bool:
 
 def qkv_projection(x_BTD: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(q, k, v), each (..., T, D), from one matmul; identical to x @ W_q.T, x @ W_k.T, x @ W_v.T."""
-    sizes = (w_q.shape[0], w_k.shape[0], w_v.shape[0])
-    return packed_qkv_projection(x_BTD, torch.cat((w_q, w_k, w_v)), sizes)
+    return qkv_matmul(x_BTD, w_q, w_k, w_v).split((w_q.shape[0], w_k.shape[0], w_v.shape[0]), dim=-1)  # type: ignore[return-value]
+
+
+def qkv_matmul(x_BTD: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Tensor:
+    """x @ [W_q; W_k; W_v].T, (..., T, 3D): q, k and v side by side, as the Triton RoPE kernel reads them."""
+    return x_BTD @ torch.cat((w_q, w_k, w_v)).T
 
 
 def packed_qkv_projection(x_BTD: Tensor, w_qkv: Tensor, sizes: tuple[int, int, int]) -> tuple[Tensor, Tensor, Tensor]:

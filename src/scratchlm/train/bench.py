@@ -100,6 +100,8 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         "dtype": str(autocast_dtype or torch.float32).removeprefix("torch."),
         "fast": config.model.fast,
         "attention_backend": config.model.attention_backend,
+        "kernels": config.model.kernels,
+        "low_precision_residual": config.model.low_precision_residual,
         "compile": config.train.compile,
         "compile_scope": config.train.compile_scope if config.train.compile else None,
         "compile_mode": config.train.compile_mode if config.train.compile else None,
