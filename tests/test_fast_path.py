@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from scratchlm.config import ModelConfig, RunConfig
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
+from scratchlm.device import allow_only, configure_cuda
+from scratchlm.errors import ConfigError
 from scratchlm.model import TransformerLM
 from scratchlm.nn.fused import linear_cross_entropy, qkv_projection, swiglu_gate_up
 from scratchlm.presets import resolve_tables
@@ -225,3 +227,26 @@ def test_fast_path_matches_the_reference_in_bf16_on_a_gpu(low_precision_residual
         _, loss_ref = ref(idx, idx)
         _, loss_fast = fast(idx, idx)
     torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-2, atol=1e-2)
+
+
+def test_sdpa_kernel_switch_allows_one_kernel_alone_and_auto_restores_them_all() -> None:
+    q = k = v = torch.randn(1, 2, 8, 4)
+    try:
+        allow_only("flash")  # PyTorch's CPU build has a flash kernel too, so the switches bite here as well
+        assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and not torch.backends.cuda.mem_efficient_sdp_enabled()
+        F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        allow_only("cudnn")  # no cuDNN kernel on a CPU: an error, not a silent fallback to the math kernel
+        with pytest.raises(RuntimeError, match="No viable backend"):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    finally:
+        allow_only("auto")
+    assert torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_sdpa_kernel_is_refused_off_cuda_and_unknown_names_are_listed() -> None:
+    with pytest.raises(ConfigError, match=r"train.sdpa_kernel = 'flash' picks a CUDA attention kernel.*'auto'"):
+        configure_cuda(torch.device("cpu"), "flash")
+    configure_cuda(torch.device("cpu"), "auto")  # a no-op off CUDA
+    with pytest.raises(ConfigError, match="sdpa_kernel"):
+        RunConfig.from_tables(resolve_tables("debug", None, ['train.sdpa_kernel="flash2"']))

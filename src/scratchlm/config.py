@@ -262,6 +262,7 @@ class DataConfig(_Section):
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_SCOPES = ("blocks", "model")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+SDPA_KERNELS = ("auto", "flash", "cudnn", "efficient", "math")
 
 
 @dataclass
@@ -289,6 +290,9 @@ class TrainConfig(_Section):
     compile: bool = False  # torch.compile the model (scratchlm.train.compile)
     compile_scope: str = "blocks"  # "blocks": each block on its own (fast to compile); "model": one graph
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
+    # Which CUDA kernel attention_backend = "sdpa" may use: "auto" is PyTorch's choice; any other allows that
+    # kernel alone (an error, not a silent fallback, where it cannot run). CUDA only.
+    sdpa_kernel: str = "auto"
     on_nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update
     progress: bool = True  # a progress bar on the console
 
@@ -300,6 +304,7 @@ class TrainConfig(_Section):
         self._choice("dtype", DTYPES)
         self._choice("compile_scope", COMPILE_SCOPES)
         self._choice("compile_mode", COMPILE_MODES)
+        self._choice("sdpa_kernel", SDPA_KERNELS)
         self._choice("on_nonfinite", ("stop", "skip"))
         budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) != 1:

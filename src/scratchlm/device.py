@@ -1,10 +1,18 @@
-"""Turning a device string into a torch.device that exists on this machine, or a clear error."""
+"""Turning a device string into a torch.device that exists on this machine, or a clear error; CUDA's switches."""
 
 from __future__ import annotations
 
 import torch
 
-from scratchlm.errors import DeviceError
+from scratchlm.errors import ConfigError, DeviceError
+
+# torch.backends.cuda's switch for each SDPA kernel (`TrainConfig.sdpa_kernel`).
+_SDPA_SWITCHES = {
+    "flash": torch.backends.cuda.enable_flash_sdp,
+    "cudnn": torch.backends.cuda.enable_cudnn_sdp,
+    "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
+    "math": torch.backends.cuda.enable_math_sdp,
+}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -29,3 +37,27 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r} asked for Apple MPS, which is not available here; use cpu.")
     return dev
+
+
+def configure_cuda(device: torch.device, sdpa_kernel: str = "auto") -> None:
+    """TF32 matmuls on CUDA (weights stay fp32), and the SDPA kernels allowed (process-wide switches).
+
+    sdpa_kernel "auto" leaves PyTorch's choice; a kernel name allows that kernel alone. torch.compile reads
+    the switches when it traces, so they must be set before the first step.
+    """
+    if device.type != "cuda":
+        if sdpa_kernel != "auto":
+            raise ConfigError(
+                f"train.sdpa_kernel = '{sdpa_kernel}' picks a CUDA attention kernel, but the device is "
+                f"{device.type}; leave train.sdpa_kernel = 'auto' there."
+            )
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    allow_only(sdpa_kernel)
+
+
+def allow_only(sdpa_kernel: str) -> None:
+    """Switch every SDPA kernel off but `sdpa_kernel`; "auto" switches them all on (PyTorch's default)."""
+    for name, switch in _SDPA_SWITCHES.items():
+        switch(sdpa_kernel in ("auto", name))

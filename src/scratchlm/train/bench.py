@@ -15,7 +15,7 @@ from torch import Tensor
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
 from scratchlm.config import RunConfig
-from scratchlm.device import resolve_device
+from scratchlm.device import configure_cuda, resolve_device
 from scratchlm.train.datasets import TrainingData
 from scratchlm.train.distributed import DistInfo
 from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
@@ -51,8 +51,7 @@ def bench_run(config: RunConfig, total_steps: int, data: TrainingData | None = N
     as the trainer does on a GPU.
     """
     device = resolve_device(config.train.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    configure_cuda(device, config.train.sdpa_kernel)
     torch.manual_seed(config.train.seed)
     model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
     model.check_token_ids = False
@@ -101,6 +100,7 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         "fast": config.model.fast,
         "attention_backend": config.model.attention_backend,
         "kernels": config.model.kernels,
+        "sdpa_kernel": config.train.sdpa_kernel,
         "low_precision_residual": config.model.low_precision_residual,
         "compile": config.train.compile,
         "compile_scope": config.train.compile_scope if config.train.compile else None,

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
 from scratchlm.config import OptimConfig, RunConfig
+from scratchlm.device import configure_cuda
 from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError, first_line
 from scratchlm.fileio import atomic_write
 from scratchlm.model import IGNORE_INDEX, TransformerLM
@@ -151,10 +152,8 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out."
         )
     dist, device = init_distributed(config.train.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores; weights stay fp32
-        torch.backends.cudnn.allow_tf32 = True
-    elif device.type == "cpu" and dist.enabled:
+    configure_cuda(device, config.train.sdpa_kernel)
+    if device.type == "cpu" and dist.enabled:
         torch.set_num_threads(max(1, torch.get_num_threads() // dist.world_size))
     torch.manual_seed(config.train.seed)
 
