@@ -28,6 +28,7 @@ from scratchlm.errors import ConfigError
 from scratchlm.infer.compiled_step import CompiledDecodeStep
 from scratchlm.infer.generate import DecodeStep, decode_steps, generate
 from scratchlm.infer.kv_cache import KVCache
+from scratchlm.infer.packed_weights import pack_projections
 from scratchlm.model import TransformerLM
 
 CONTEXT = 24
@@ -113,6 +114,37 @@ def test_compiled_greedy_decoding_equals_eager_cached_and_uncached_decoding_and_
         fallback = list(decode_steps(model, prompts, compile=True, **options))
         assert_same_decoding(fallback, list(decode_steps(model, prompts, **options)))
     assert compiled_graphs() == 1
+
+
+def test_packed_weights_see_every_kind_of_weight_change_and_only_changes() -> None:
+    model = make_model(fast=True)
+    (layer, *_) = pack_projections(model)
+    attn, ffn = model.layers[0].attn, model.layers[0].ffn
+
+    def assert_packed_current() -> None:
+        layer.refresh()
+        torch.testing.assert_close(
+            layer.qkv_weight, torch.cat((attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+        )
+        torch.testing.assert_close(layer.gate_up_weight, torch.cat((ffn.w1.weight, ffn.w3.weight)))
+
+    qkv_memory = layer.qkv_weight.data_ptr()
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(2.0)  # in place: the version counter moves
+    assert_packed_current()
+    attn.q_proj.weight = torch.nn.Parameter(torch.randn_like(attn.q_proj.weight))  # a new Parameter
+    assert_packed_current()
+    ffn.w3.weight.data = torch.randn_like(ffn.w3.weight)  # new storage under the same Parameter, same version
+    assert_packed_current()
+    assert layer.qkv_weight.data_ptr() == qkv_memory  # re-packed in place: compiled code and graphs stay valid
+    watched = layer._watch
+    layer.refresh()  # nothing changed: nothing re-packed
+    assert layer._watch is watched
+    with torch.inference_mode():  # weights without a version counter: their address is still watched
+        frozen = make_model(fast=True)
+        (frozen_layer, *_) = pack_projections(frozen)
+        frozen_layer.refresh()
+        assert frozen_layer._watch[0][3] is None
 
 
 @pytest.mark.parametrize("positional", POSITIONALS)

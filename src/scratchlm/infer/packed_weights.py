@@ -30,8 +30,6 @@ from scratchlm.nn.fused import packed_qkv_projection, packed_swiglu_gate_up
 if TYPE_CHECKING:
     from scratchlm.model import Block
 
-Stamp = tuple[tuple[int, int, int], ...]
-
 
 class PackedLayer:
     """One block's concatenated projection weights, and the two computations that read them.
@@ -49,7 +47,7 @@ class PackedLayer:
         with torch.no_grad():  # a copy for reading, never a node in someone's autograd graph
             self.qkv_weight = _concatenate(self._qkv_sources)
             self.gate_up_weight = _concatenate(self._gate_up_sources) if self._gate_up_sources else None
-        self._stamp = self._current_stamp()
+        self._watch = self._watch_sources()
 
     def qkv(self, x_BTD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(q, k, v), each (..., T, D): the attention's three projections as one matmul."""
@@ -63,8 +61,14 @@ class PackedLayer:
 
     def refresh(self) -> None:
         """Re-concatenate, in place, when a source weight changed since the last packing."""
-        stamp = self._current_stamp()
-        if stamp == self._stamp:
+        # This runs before every decoded token: one pass, early exit, no allocation: 0.23 µs a weight on
+        # the 2-core CPU, where building and comparing a tuple of stamps took 0.7-1.0 (packed_refresh.py).
+        for params, weight, address, version in self._watch:
+            if params["weight"] is not weight or weight.data_ptr() != address:
+                break
+            if version is not None and weight._version != version:
+                break
+        else:
             return
         pairs = [(self.qkv_weight, self._qkv_sources)]
         if self.gate_up_weight is not None:
@@ -78,13 +82,19 @@ class PackedLayer:
                         "start a new generation."
                     )
                 packed.copy_(fresh)
-        self._stamp = stamp
+        self._watch = self._watch_sources()
 
-    def _current_stamp(self) -> Stamp:
-        # `_parameters` directly: a Parameter swapped into the module is seen, and this runs every token,
-        # where nn.Module.__getattr__ per weight would cost more than the check itself.
-        weights = [m._parameters["weight"] for m in (*self._qkv_sources, *self._gate_up_sources)]
-        return tuple((id(w), w.data_ptr(), _version(w)) for w in weights)  # type: ignore[arg-type]
+    def _watch_sources(self) -> list[tuple[dict, Tensor, int, int | None]]:
+        # Per source weight: its module's parameter dict (a Parameter swapped into the module is seen;
+        # `_parameters` directly, as nn.Module.__getattr__ would cost more than the check), the Parameter,
+        # its storage address and its version counter. Inference tensors (made under
+        # torch.inference_mode) keep no version counter: None, and only their address is checked.
+        watch = []
+        for module in (*self._qkv_sources, *self._gate_up_sources):
+            weight = module._parameters["weight"]
+            version = None if weight.is_inference() else weight._version  # type: ignore[union-attr]
+            watch.append((module._parameters, weight, weight.data_ptr(), version))  # type: ignore[union-attr]
+        return watch  # type: ignore[return-value]
 
 
 def pack_projections(model: nn.Module) -> list[PackedLayer]:
@@ -94,9 +104,3 @@ def pack_projections(model: nn.Module) -> list[PackedLayer]:
 
 def _concatenate(sources: tuple[nn.Module, ...]) -> Tensor:
     return torch.cat([m.weight for m in sources])
-
-
-def _version(weight: Tensor) -> int:
-    # Inference tensors (made under torch.inference_mode) keep no version counter; only their address is
-    # then checked.
-    return -1 if weight.is_inference() else weight._version
