@@ -58,7 +58,7 @@ def _copy_pairs(src_ptr, dst_ptr, src_rows, dst_rows, even, mask):
 @triton.jit
 def _rope_move_kernel(
     packed_ptr, q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, pos_ptr,
-    T, D, packed_sn, packed_st, heads_sn, heads_sh, heads_st, pos_sn, pos_st, sign,
+    T, D, packed_sn, packed_st, heads_sn, heads_sh, heads_st, pos_sn, sign,
     H: tl.constexpr, PAIRS: tl.constexpr, PAIRS_P2: tl.constexpr, BLOCK: tl.constexpr, FP64: tl.constexpr,
     TO_HEADS: tl.constexpr,
 ):  # fmt: skip
@@ -72,7 +72,7 @@ def _rope_move_kernel(
     pair = tl.arange(0, PAIRS_P2)
     t_ok = t < T
     mask = t_ok[:, None] & (pair[None, :] < PAIRS)
-    positions = tl.load(pos_ptr + n * pos_sn + t * pos_st, mask=t_ok, other=0)
+    positions = tl.load(pos_ptr + n * pos_sn + t, mask=t_ok, other=0)
     table = positions[:, None] * PAIRS + pair[None, :]
     cos = tl.load(cos_ptr + table, mask=mask, other=1.0)
     sin = tl.load(sin_ptr + table, mask=mask, other=0.0) * sign
@@ -99,19 +99,24 @@ def _launch(
     heads: tuple[Tensor, Tensor, Tensor],
     cos_TP: Tensor,
     sin_TP: Tensor,
-    positions_NT: Tensor,
+    positions: Tensor,
     *,
     to_heads: bool,
 ) -> None:
-    """Move (and rotate) between the packed (N, T, 3D) tensor and the three (N, H, T, Dh) ones."""
+    """Move (and rotate) between the packed (N, T, 3D) tensor and the three (N, H, T, Dh) ones.
+
+    positions: contiguous, (T,) shared by every row or (N, T). The kernel gets raw pointers, so every
+    tensor's layout here is the one it was allocated with (contiguous), never a view's strides that a
+    compiler might choose differently.
+    """
     n_rows, num_heads, seq_len, _ = heads[0].shape
     pairs = cos_TP.shape[-1]
     grid = (triton.cdiv(seq_len, BLOCK_T), n_rows * num_heads)
     q = heads[0]
     wrap_triton(_rope_move_kernel)[grid](
-        packed_NT3D, *heads, cos_TP, sin_TP, positions_NT,
+        packed_NT3D, *heads, cos_TP, sin_TP, positions,
         seq_len, packed_NT3D.shape[-1] // 3, packed_NT3D.stride(0), packed_NT3D.stride(1),
-        q.stride(0), q.stride(1), q.stride(2), positions_NT.stride(0), positions_NT.stride(1),
+        q.stride(0), q.stride(1), q.stride(2), 0 if positions.dim() == 1 else seq_len,
         1.0 if to_heads else -1.0,
         H=num_heads, PAIRS=pairs, PAIRS_P2=triton.next_power_of_2(pairs), BLOCK=BLOCK_T,
         FP64=torch.float64 in (packed_NT3D.dtype, cos_TP.dtype),
@@ -121,39 +126,39 @@ def _launch(
 
 @triton_op("scratchlm::rope_split_heads", mutates_args=())
 def _rope_split_heads(
-    qkv_NT3D: Tensor, cos_TP: Tensor, sin_TP: Tensor, positions_NT: Tensor, num_heads: int
+    qkv_NT3D: Tensor, cos_TP: Tensor, sin_TP: Tensor, positions: Tensor, num_heads: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     n_rows, seq_len, three_d = qkv_NT3D.shape
     head_dim = three_d // 3 // num_heads
     q, k, v = (qkv_NT3D.new_empty(n_rows, num_heads, seq_len, head_dim) for _ in range(3))
-    _launch(qkv_NT3D, (q, k, v), cos_TP, sin_TP, positions_NT, to_heads=True)
+    _launch(qkv_NT3D, (q, k, v), cos_TP, sin_TP, positions, to_heads=True)
     return q, k, v
 
 
 @triton_op("scratchlm::rope_split_heads_backward", mutates_args=())
 def _rope_split_heads_backward(
-    grad_q: Tensor, grad_k: Tensor, grad_v: Tensor, cos_TP: Tensor, sin_TP: Tensor, positions_NT: Tensor
+    grad_q: Tensor, grad_k: Tensor, grad_v: Tensor, cos_TP: Tensor, sin_TP: Tensor, positions: Tensor
 ) -> Tensor:
     n_rows, num_heads, seq_len, head_dim = grad_q.shape
     grad_qkv = grad_q.new_empty(n_rows, seq_len, 3 * num_heads * head_dim)
-    _launch(grad_qkv, (grad_q, grad_k, grad_v), cos_TP, sin_TP, positions_NT, to_heads=False)
+    _launch(grad_qkv, (grad_q, grad_k, grad_v), cos_TP, sin_TP, positions, to_heads=False)
     return grad_qkv
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
-    _, cos_TP, sin_TP, positions_NT, _ = inputs
-    ctx.save_for_backward(cos_TP, sin_TP, positions_NT)
+    _, cos_TP, sin_TP, positions, _ = inputs
+    ctx.save_for_backward(cos_TP, sin_TP, positions)
 
 
 def _backward(ctx: torch.autograd.function.FunctionCtx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor) -> tuple:
-    cos_TP, sin_TP, positions_NT = ctx.saved_tensors  # type: ignore[attr-defined]
+    cos_TP, sin_TP, positions = ctx.saved_tensors  # type: ignore[attr-defined]
     grads = [grad_q, grad_k, grad_v]
     reference = next(g for g in grads if g is not None)
     grads = [torch.zeros_like(reference) if g is None else g for g in grads]
     # The kernel wants one layout for the three gradients, each with a contiguous last dim.
     if len({g.stride() for g in grads}) > 1 or grads[0].stride(-1) != 1:
         grads = [g.contiguous() for g in grads]
-    return _rope_split_heads_backward(*grads, cos_TP, sin_TP, positions_NT), None, None, None, None
+    return _rope_split_heads_backward(*grads, cos_TP, sin_TP, positions), None, None, None, None
 
 
 _rope_split_heads.register_autograd(_backward, setup_context=_setup_context)
@@ -177,10 +182,12 @@ def rope_split_heads(
     if not qkv_NT3D.is_contiguous():
         qkv_NT3D = qkv_NT3D.contiguous()
     if token_positions is None:
-        positions_NT = torch.arange(seq_len, device=qkv_BT3D.device).expand(qkv_NT3D.shape[0], seq_len)
+        positions = torch.arange(seq_len, device=qkv_BT3D.device)
+    elif token_positions.dim() == 1:
+        positions = token_positions.contiguous()
     else:
-        positions_NT = token_positions.expand(*lead, seq_len).reshape(-1, seq_len)
-    q, k, v = _rope_split_heads(qkv_NT3D, cos_TP, sin_TP, positions_NT, num_heads)
+        positions = token_positions.expand(*lead, seq_len).reshape(-1, seq_len).contiguous()
+    q, k, v = _rope_split_heads(qkv_NT3D, cos_TP, sin_TP, positions, num_heads)
     head_dim = three_d // 3 // num_heads
     shape = (*lead, num_heads, seq_len, head_dim)
     return q.view(shape), k.view(shape), v.view(shape)
