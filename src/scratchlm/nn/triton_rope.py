@@ -170,7 +170,8 @@ def rope_split_heads(
     """(q, k, v), each (..., H, T, Dh), from the fused projection's (..., T, 3D) output; q and k rotated.
 
     cos_TP / sin_TP: RoPE's (max_seq_len, P) tables; token_positions: (..., T) or (T,) absolute positions,
-    default 0..T-1 (they must be below max_seq_len, which the model's context check guarantees).
+    default 0..T-1. They must lie in [0, max_seq_len), and the kernel does not check (that would cost a
+    host sync per call): the model's own positions, 0..T-1 with T <= context_length, always do.
     """
     if qkv_BT3D.device.type != "cuda" and not INTERPRETING:
         raise ConfigError(
