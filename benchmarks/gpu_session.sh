@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu_session.sh shakespeare  # ~5.5 min: Shakespeare time-to-loss (issues 5, 8)
 #   bash benchmarks/gpu_session.sh decode       # ~4 min: benchmarks/gpu_decode_check.sh (issue 9)
 #
+# The lent kind is now an H200 (same bf16 matmul peak as an H100, ~4.3 TB/s copy against the H100's 3.0):
+# the committed H100 figures and nanoGPT's are then no same-GPU comparison; compare within one run.
+#
 # Tiny Shakespeare must travel with the tree (../shared stays behind): once, on this side,
 #   mkdir -p .carry && cp ../shared/data/text/tinyshakespeare.txt .carry/ && echo /.carry/ >> .git/info/exclude
 # then run with carry [".carry"] and SHAKESPEARE=.carry/tinyshakespeare.txt.
