@@ -105,9 +105,9 @@ def _launch(
 ) -> None:
     """Move (and rotate) between the packed (N, T, 3D) tensor and the three (N, H, T, Dh) ones.
 
-    positions: contiguous, (T,) shared by every row or (N, T). The kernel gets raw pointers, so every
-    tensor's layout here is the one it was allocated with (contiguous), never a view's strides that a
-    compiler might choose differently.
+    The kernel gets raw pointers and the strides read here: the packed tensor and positions ((T,) shared
+    by every row, or (N, T)) must be contiguous; the three head tensors share one layout with a contiguous
+    last dim (freshly allocated ones in the forward, the incoming gradients in the backward).
     """
     n_rows, num_heads, seq_len, _ = heads[0].shape
     pairs = cos_TP.shape[-1]
