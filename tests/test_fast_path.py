@@ -229,8 +229,20 @@ def test_fast_path_matches_the_reference_in_bf16_on_a_gpu(low_precision_residual
     torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-2, atol=1e-2)
 
 
-def test_sdpa_kernel_switch_allows_one_kernel_alone_and_auto_restores_them_all() -> None:
+def test_sdpa_kernel_switch_allows_one_kernel_alone_and_auto_leaves_the_switches() -> None:
     q = k = v = torch.randn(1, 2, 8, 4)
+    states = [
+        torch.backends.cuda.flash_sdp_enabled(),
+        torch.backends.cuda.cudnn_sdp_enabled(),
+        torch.backends.cuda.mem_efficient_sdp_enabled(),
+        torch.backends.cuda.math_sdp_enabled(),
+    ]
+    switches = [
+        torch.backends.cuda.enable_flash_sdp,
+        torch.backends.cuda.enable_cudnn_sdp,
+        torch.backends.cuda.enable_mem_efficient_sdp,
+        torch.backends.cuda.enable_math_sdp,
+    ]
     try:
         allow_only("flash")  # PyTorch's CPU build has a flash kernel too, so the switches bite here as well
         assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
@@ -239,9 +251,11 @@ def test_sdpa_kernel_switch_allows_one_kernel_alone_and_auto_restores_them_all()
         allow_only("cudnn")  # no cuDNN kernel on a CPU: an error, not a silent fallback to the math kernel
         with pytest.raises(RuntimeError, match="No viable backend"):
             F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        configure_cuda(torch.device("cpu"), "auto")  # "auto" touches no switch
+        assert not torch.backends.cuda.math_sdp_enabled()
     finally:
-        allow_only("auto")
-    assert torch.backends.cuda.math_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+        for switch, state in zip(switches, states, strict=True):
+            switch(state)
 
 
 def test_sdpa_kernel_is_refused_off_cuda_and_unknown_names_are_listed() -> None:

@@ -154,16 +154,24 @@ def test_model_with_the_kernel_matches_the_fast_path_in_loss_and_every_gradient(
     assert_same_loss_and_gradients(base, base(idx, targets)[1], ours, ours(idx, targets)[1], 1e-13, 1e-12)
 
 
-def test_evaluation_and_decoding_take_the_pytorch_ops() -> None:
-    # Without autograd recording (evaluation, generation) the kernel is not used: logits equal the
-    # reference path's, and a model trained with the kernel needs no triton to be used afterwards.
+def test_evaluation_and_decoding_take_the_pytorch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without autograd recording (evaluation, generation) the kernel is never called, so a model trained
+    # with it needs no triton afterwards; with autograd recording, it is.
     torch.manual_seed(0)
     ref = TransformerLM(tiny(fast=False), dtype=F64)
     ours = TransformerLM(tiny(kernels="triton"), dtype=F64)
     ours.load_state_dict(ref.state_dict())
+
+    def no_kernel(*args: object) -> None:
+        raise AssertionError("the Triton kernel ran")
+
+    for block in ours.layers:
+        monkeypatch.setattr(block.attn, "_triton_rope_split_heads", no_kernel)
     idx = torch.randint(0, 61, (2, 24))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], ref(idx)[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(AssertionError, match="the Triton kernel ran"):
+        ours(idx, idx)
 
 
 # Run in a fresh process without the interpreter: torch.compile can only trace a real triton.jit kernel

@@ -42,8 +42,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def configure_cuda(device: torch.device, sdpa_kernel: str = "auto") -> None:
     """TF32 matmuls on CUDA (weights stay fp32), and the SDPA kernels allowed (process-wide switches).
 
-    sdpa_kernel "auto" leaves PyTorch's choice; a kernel name allows that kernel alone. torch.compile reads
-    the switches when it traces, so they must be set before the first step.
+    sdpa_kernel "auto" leaves PyTorch's switches as they are; a kernel name allows that kernel alone.
+    torch.compile reads the switches when it traces, so they must be set before the first step.
     """
     if device.type != "cuda":
         if sdpa_kernel != "auto":
@@ -54,10 +54,11 @@ def configure_cuda(device: torch.device, sdpa_kernel: str = "auto") -> None:
         return
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    allow_only(sdpa_kernel)
+    if sdpa_kernel != "auto":
+        allow_only(sdpa_kernel)
 
 
 def allow_only(sdpa_kernel: str) -> None:
-    """Switch every SDPA kernel off but `sdpa_kernel`; "auto" switches them all on (PyTorch's default)."""
+    """Switch every SDPA kernel off but `sdpa_kernel` (one of flash, cudnn, efficient, math)."""
     for name, switch in _SDPA_SWITCHES.items():
-        switch(sdpa_kernel in ("auto", name))
+        switch(name == sdpa_kernel)
