@@ -35,6 +35,7 @@ from torch.nn.functional import scaled_dot_product_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from machine_info import describe_machine, emit
+from scratchlm.errors import first_line
 from scratchlm.nn.positions import RotaryPositionalEmbedding
 from scratchlm.nn.triton_rope import rope_split_heads
 
@@ -91,7 +92,7 @@ def rope_rows(shape: dict, device: torch.device, dtype: torch.dtype, repeats: in
             row["forward_GB_s"] = moved_bytes / row["forward_ms"] / 1e6
             row["forward_backward_GB_s"] = 2 * moved_bytes / row["forward_backward_ms"] / 1e6
         except Exception as exc:  # one broken variant must not cost the others (or a lease)
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            row["error"] = f"{type(exc).__name__}: {first_line(exc)}"
         rows.append(row)
     return rows
 
@@ -118,7 +119,7 @@ def sdpa_rows(shape: dict, device: torch.device, dtype: torch.dtype, repeats: in
             # backward = 2.5x the forward's matmul FLOPs (dV, dP, dQ, dK, plus the recomputed QK^T)
             row["forward_backward_TFLOP_s"] = 3.5 * flops / row["forward_backward_ms"] / 1e9
         except Exception as exc:
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            row["error"] = f"{type(exc).__name__}: {first_line(exc)}"
         rows.append(row)
     return rows
 
