@@ -23,6 +23,11 @@ Method, per (batch B, prompt P):
 - graph (CUDA only): the cached step over a static cache, captured once as a CUDA graph and replayed.
 - compiled: the cached step over a static cache through torch.compile (scratchlm.infer.compiled_step);
   compiled+graph (CUDA only): that compiled step captured as a CUDA graph.
+- phases (cached, graph, compiled modes): each run is also timed at its first and second token, so a row
+  splits into `first_token_s` (the prefill), `second_token_s` (the first decode step with its setup: a
+  static step's compile lookup, warm-up steps and graph capture) and the N - 2 steps after them
+  (`steady_ms_per_step`, `steady_tokens_per_s`). Short runs (240 tokens in gpu_decode_check.sh) are where
+  the fixed costs weigh: tokens_per_s is what a user calling generate gets, steady_tokens_per_s the step.
 - Static caches (graph, compiled) attend over every slot allocated, so those modes time each N with
   generations of its own, sized for it (a cache sized for the longest N would slow the short runs). The
   warm-up generation has the timed runs' cache size, so it is where the step compiles; its compile time
@@ -124,10 +129,11 @@ def time_generation(
     """
     static = bool(options.get("compile") or options.get("cuda_graph"))
     groups = [[n] for n in checkpoints] if static else [list(checkpoints)]
-    result: dict = {"seconds": {}, "compile_s": {}}
+    result: dict = {"seconds": {}, "compile_s": {}, "phases": {}}
     for group in groups:
-        seconds, compile_s = _timed_runs(model, prompts_BP, group, repeats, **options)
+        seconds, compile_s, phases = _timed_runs(model, prompts_BP, group, repeats, **options)
         result["seconds"].update(seconds)
+        result["phases"].update(phases)
         if compile_s is not None:
             result["compile_s"].update(dict.fromkeys(group, round(compile_s, 2)))
     return result
@@ -147,16 +153,40 @@ def _timed_runs(
     sync(device)
     warmup_compiles = COMPILE_TIMES.seconds[compiles_before:]
     runs: dict[int, list[float]] = {n: [] for n in checkpoints}
+    # Tokens 1 and 2 are timed too: the first comes from the prefill, the second from the first decode step
+    # plus its setup (a static step's compile lookup, warm-up and graph capture), so a run of N tokens splits
+    # into fixed costs and N - 2 steady-state steps.
+    marks: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
         for step in decode_steps(model, prompts_BP, max_new_tokens=longest, temperature=0.0, **options):
-            if step.index + 1 in runs:
+            if step.index + 1 in runs or step.index + 1 in marks:
                 sync(device)
-                runs[step.index + 1].append(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                for timings in (runs, marks):
+                    if step.index + 1 in timings:
+                        timings[step.index + 1].append(elapsed)
         if runs[longest][-1] > LONG_RUN_S:
             break
-    return {n: statistics.median(times) for n, times in runs.items()}, (warmup_compiles or [None])[0]
+    seconds = {n: statistics.median(times) for n, times in runs.items()}
+    phases = {n: run_phases(prompts_BP.shape[0], n, runs[n], marks[1], marks[2]) for n in checkpoints}
+    return seconds, (warmup_compiles or [None])[0], phases
+
+
+def run_phases(batch: int, n: int, to_n: list[float], to_first: list[float], to_second: list[float]) -> dict:
+    """Where a run of n tokens spends its time (medians over repeats): the prefill's token, the first step
+    with its setup, and the steady-state steps after it (empty for n <= 2)."""
+    first = statistics.median(to_first)
+    if n < 2:
+        return {"first_token_s": first}
+    second = statistics.median(to_second)
+    phases = {"first_token_s": first, "second_token_s": second - first}
+    if n > 2:
+        steady_s = statistics.median(end - mid for end, mid in zip(to_n, to_second, strict=True))
+        phases["steady_ms_per_step"] = 1e3 * steady_s / (n - 2)
+        phases["steady_tokens_per_s"] = batch * (n - 2) / steady_s
+    return phases
 
 
 @torch.no_grad()
@@ -371,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measured = measure(prompts_BP)
                 for n, seconds in measured["seconds"].items():
                     extra = {"compile_s": measured["compile_s"][n]} if n in measured.get("compile_s", {}) else {}
+                    extra.update(measured.get("phases", {}).get(n, {}))
                     rows.append({"mode": mode, "batch": batch, "prompt": prompt, "new_tokens": n, "seconds": seconds,
                                  "method": "measured", **extra})  # fmt: skip
             if not args.skip_uncached:
@@ -415,14 +446,18 @@ def _over_cached(rows: list[dict]) -> list[dict]:
 def _print_table(rows: list[dict], speedups: list[dict]) -> None:
     speedup = {(s["batch"], s["prompt"], s["new_tokens"]): s["speedup"] for s in speedups}
     header = f"{'mode':>14} {'batch':>5} {'prompt':>6} {'new':>5} {'seconds':>9} {'tokens/s':>10}"
-    print(header + "  method      cached/uncached  compile_s")
+    print(header + "  method      cached/uncached  compile_s  1st+2nd token ms  steady tok/s")
     for r in sorted(rows, key=lambda r: (r["batch"], r["prompt"], r["mode"], r["new_tokens"])):
         ratio = speedup.get((r["batch"], r["prompt"], r["new_tokens"])) if r["mode"] == "cached" else None
         ratio_text = f"{ratio:.1f}x" if ratio is not None else ""
         seconds = f"{r['seconds']:9.2f}" if math.isfinite(r["seconds"]) else "      n/a"
         compile_text = f"{r['compile_s']:.1f}" if "compile_s" in r else ""
+        fixed = (f"{1e3 * r['first_token_s']:.1f} + {1e3 * r['second_token_s']:.1f}"
+                 if "second_token_s" in r else "")  # fmt: skip
+        steady = f"{r['steady_tokens_per_s']:.1f}" if "steady_tokens_per_s" in r else ""
         print(f"{r['mode']:>14} {r['batch']:>5} {r['prompt']:>6} {r['new_tokens']:>5} {seconds} "
-              f"{r['tokens_per_s']:>10.1f}  {r['method']:<10}  {ratio_text:<15}  {compile_text}")  # fmt: skip
+              f"{r['tokens_per_s']:>10.1f}  {r['method']:<10}  {ratio_text:<15}  {compile_text:<9}  "
+              f"{fixed:<16}  {steady}")  # fmt: skip
 
 
 def _print_over_cached(over_cached: list[dict]) -> None:

@@ -1,11 +1,12 @@
 """One decode step compiled with torch.compile, its elementwise work fused into a few kernels per layer.
 
-Why: an eager one-token step at this project's sizes is ~40 small kernels per layer, each paying a launch
+Why: an eager one-token step at this project's sizes is ~50 small kernels per layer, each paying a launch
 (from Python on a CPU or a GPU, or from a CUDA graph's replay) that costs more than its arithmetic.
 Compiling merges the norms, RoPE, reshapes, residual adds, masking and softmax into a handful of kernels
-around the matmuls: on the CPU, the `bench` model's fast-path step (4 layers, static cache) is 212
-non-view ATen ops eager and 46 kernel or library calls compiled. On a GPU the compiled step can then be
-captured as a CUDA graph (cuda_graph.py), which also removes the launches from Python.
+around the matmuls: the tinystories-17m fast-path step (4 layers, static cache) is 195 kernel-launching
+ATen ops eager and 38 kernel or library calls compiled, counted on the CPU by
+benchmarks/decode_kernels.py. On a GPU the compiled step can then be captured as a CUDA graph
+(cuda_graph.py), which also removes the launches from Python.
 
 One compile per session shape, not per token:
 - the cache is static (kv_cache.py): fixed shapes, and the write position is a device tensor, so every
