@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The open GPU figures of issues 5, 8 and 9, prepared for a session lent one H100/H200 with ~15 minutes of
 # device time. Each part fits one call of the device tool (10-minute limit); give several parts to one call
-# when the time allows (they run in order). By priority:
+# when the time allows (they run in order). By priority, i.e. by the chance that the part closes an issue
+# (the machine's start counts against the 15 minutes too, so plan on two parts, not three):
 #
-#   bash benchmarks/gpu_session.sh train        # ~4 min: Triton kernel checks, tinystories-17m throughput
-#   bash benchmarks/gpu_session.sh shakespeare  # ~5.5 min: Shakespeare time-to-loss (issues 5, 8)
-#   bash benchmarks/gpu_session.sh decode       # ~4 min: benchmarks/gpu_decode_check.sh (issue 9)
+#   bash benchmarks/gpu_session.sh decode       # ~4 min: benchmarks/gpu_decode_check.sh (issue 9); the
+#                                               #   compiled step in a graph is predicted at ~7,800 / ~100,000
+#                                               #   tokens/s for goals of 3,000 / 30,000 (NOTES.md §7)
+#   bash benchmarks/gpu_session.sh shakespeare  # ~5.5 min: Shakespeare time-to-loss (issues 5, 8); open
+#                                               #   whether any of its architectures reaches 1.47
+#   bash benchmarks/gpu_session.sh train        # ~4 min: Triton kernel checks, tinystories-17m throughput;
+#                                               #   predicted -0.3 ms of the ~2.9 ms the 3.5M goal needs
 #
 # The lent kind is now an H200 (same bf16 matmul peak as an H100, ~4.3 TB/s copy against the H100's 3.0):
 # the committed H100 figures and nanoGPT's are then no same-GPU comparison; compare within one run.
