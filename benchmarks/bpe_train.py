@@ -86,8 +86,17 @@ def run_child(kind: str, files: list[str], vocab_size: int, workers: int | None)
     argv = [sys.executable, __file__, "--child", kind, "--vocab-size", str(vocab_size), "--files", *files]
     if workers is not None:
         argv += ["--workers", str(workers)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise SystemExit(f"bpe_train.py: the {kind} run failed: {lines[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def hf_available() -> bool:
+    """Whether HF `tokenizers` imports here (the `bench` extra); checked in a child, as the HF runs are."""
+    probe = subprocess.run([sys.executable, "-c", "import tokenizers"], capture_output=True)
+    return probe.returncode == 0
 
 
 def corpus_en(path: Path, repeats: int) -> dict:
@@ -128,15 +137,26 @@ def main() -> None:
     from scratchlm.tokenizers.pretokenize import GPT2_PATTERN
 
     assert HF_PATTERN == GPT2_PATTERN, "the HF trainer must use the same pre-tokenization regex"
+    files = [args.data / "text" / name for name in ["corpus.en", *TINYSTORIES]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(
+            f"bpe_train.py: no {', '.join(missing)}; pass --data DIR, the shared data directory (its text/ "
+            "holds corpus.en and the TinyStories excerpts)."
+        )
+    with_hf = hf_available()
+    if not with_hf:
+        print("bpe_train.py: HF tokenizers is not installed (pip install -e '.[bench]'); timing ours alone")
     machine = describe_machine()
     small = corpus_en(args.data / "text" / "corpus.en", 10 * args.repeats)
     files = [str(args.data / "text" / name) for name in TINYSTORIES]
     total_mb = sum(os.path.getsize(f) for f in files) / 1e6
-    runs: dict[str, list[dict]] = {"ours": [], "ours_1proc": [], "hf": []}
+    runs: dict[str, list[dict]] = {"ours": [], "ours_1proc": [], **({"hf": []} if with_hf else {})}
     for _ in range(args.repeats):  # interleaved, so background load affects all three alike
         runs["ours"].append(run_child("ours", files, 10000, None))
         runs["ours_1proc"].append(run_child("ours", files, 10000, 1))
-        runs["hf"].append(run_child("hf", files, 10000, None))
+        if with_hf:
+            runs["hf"].append(run_child("hf", files, 10000, None))
     traced = run_child("ours-tracemalloc", files, 10000, None)
 
     def summary(rows: list[dict]) -> dict:
@@ -159,9 +179,10 @@ def main() -> None:
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "corpus_en_vocab500": small,
         "tinystories_vocab10000": {"input_mb": total_mb, "files": TINYSTORIES, **tiny},
-        "ratio_ours_to_hf_median": tiny["ours"]["median_s"] / tiny["hf"]["median_s"],
-        "ratio_ours_to_hf_min": tiny["ours"]["min_s"] / tiny["hf"]["min_s"],
     }
+    if with_hf:
+        result["ratio_ours_to_hf_median"] = tiny["ours"]["median_s"] / tiny["hf"]["median_s"]
+        result["ratio_ours_to_hf_min"] = tiny["ours"]["min_s"] / tiny["hf"]["min_s"]
     print(f"machine: {machine['cpu']}, {machine['usable_cpus']} usable CPUs, load {machine['load_average_1m']}")
     print(
         f"corpus.en vocab 500: min {small['min_s']:.3f} s, median {small['median_s']:.3f} s "
@@ -176,10 +197,8 @@ def main() -> None:
             f"  {name:12s} {row['min_s']:7.3f} {row['median_s']:9.3f} {row['peak_rss_mb']:12.0f} "
             f"{row['peak_rss_growth_mb']:10.0f} {row['workers_peak_rss_mb']:11.0f}"
         )
-    print(
-        f"  ours / HF (median): {result['ratio_ours_to_hf_median']:.2f}x; "
-        f"main-process tracemalloc peak {traced['tracemalloc_peak_mb']:.1f} MB"
-    )
+    ratio = f"ours / HF (median): {result['ratio_ours_to_hf_median']:.2f}x; " if with_hf else ""
+    print(f"  {ratio}main-process tracemalloc peak {traced['tracemalloc_peak_mb']:.1f} MB")
     emit(result, args.out)
 
 

@@ -181,8 +181,8 @@ def test_cli_empty_prompt_starts_from_end_of_text(text_run: Path, capsys: pytest
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--prompt", "fox", "--top-p", "1.5"], "top_p must be in (0, 1]"),
-        (["--prompt", "fox", "--temperature", "-1"], "temperature must be >= 0"),
+        (["--prompt", "fox", "--top-p", "1.5"], "top_p (--top-p) must be in (0, 1]"),
+        (["--prompt", "fox", "--temperature", "-1"], "temperature (--temperature) must be >= 0"),
         (["--prompt", "fox" * 30], "shorten the prompt"),
         (["--prompt", "fox", "--max-new-tokens", "500"], "generate at most"),
         (["--prompt", "fox", "--checkpoint", "best"], "does not exist"),

@@ -106,13 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(command_parser)
         # SUPPRESS: a command's own default must not overwrite `scratchlm --debug COMMAND`.
         command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-        command_parser.set_defaults(handler=module.run)
+        command_parser.set_defaults(handler=module.run, command_parser=command_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports these from the top-level parser; the command's own --help is the one that helps.
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

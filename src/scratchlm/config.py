@@ -45,8 +45,10 @@ class _Section:
                     raise ConfigError(f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r}.")
                 setattr(self, f.name, tuple(elem(v) for v in value))
             elif not _is(value, origin):
+                # `--set x=True` reaches here as the string 'True': TOML's booleans are lowercase.
+                hint = "; write true or false (lowercase)" if origin is bool and isinstance(value, str) else ""
                 raise ConfigError(
-                    f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r} ({type(value).__name__})."
+                    f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r} ({type(value).__name__}){hint}."
                 )
 
     def _choice(self, name: str, choices: tuple[str, ...]) -> None:
@@ -74,7 +76,9 @@ class _Section:
         valid = [f.name for f in fields]
         unknown = sorted(set(values) - set(valid))
         if unknown:
-            raise ConfigError(f"unknown {section} key(s) {unknown}; valid keys: {', '.join(valid)}.")
+            raise ConfigError(
+                f"unknown {section} key(s) {unknown}; valid keys: {', '.join(valid)}{_elsewhere(unknown, cls)}."
+            )
         missing = [
             f.name
             for f in fields
@@ -83,6 +87,17 @@ class _Section:
         if missing:
             raise ConfigError(f"[{section}] is missing required key(s) {missing}.")
         return cls(**values)
+
+
+def _elsewhere(keys: list[str], cls: type) -> str:
+    """' (did you mean optim.lr?)' for keys that belong to another section, e.g. `--set train.lr=...`."""
+    homes = [
+        f"{other.SECTION}.{key}"
+        for key in keys
+        for other in _Section.__subclasses__()
+        if other is not cls and key in {f.name for f in dataclasses.fields(other)}  # type: ignore[arg-type]
+    ]
+    return f" (did you mean {' or '.join(homes)}?)" if homes else ""
 
 
 def _is(value: Any, kind: Any) -> bool:

@@ -104,6 +104,11 @@ def _prompt_tokens(config: RunConfig, model: TransformerLM, prompt: str) -> tupl
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ConfigError("--prompt is empty after tokenization; give some text.")
+    if len(ids) > model.config.context_length:
+        raise ConfigError(
+            f"--prompt is {len(ids)} tokens but the model's context_length is {model.config.context_length}; "
+            "shorten the prompt (the attention maps are of one forward pass, which cannot slide)."
+        )
     return ids, [_printable(tokenizer.decode([i])) for i in ids]
 
 

@@ -41,7 +41,9 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | t
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"
     if not config_path.is_file():
-        raise DataError(f"{run_dir} is not a run directory (no config.toml); pass --run runs/NAME of a trained run.")
+        raise DataError(
+            f"{run_dir} is not a run directory (no config.toml); give the directory of a trained run, runs/NAME."
+        )
     config = RunConfig.from_tables(load_toml_file(str(config_path)))
     path = resolve_checkpoint(run_dir, checkpoint)
     model = load_model(path, device=device)

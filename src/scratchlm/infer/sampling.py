@@ -15,12 +15,13 @@ from scratchlm.nn.functional import softmax
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """ConfigError unless temperature >= 0, top_k >= 1 (or None) and 0 < top_p <= 1 (or None)."""
+    # Each message names the argument as the library and the CLI (--temperature, --top-k, --top-p) both spell it.
     if not temperature >= 0.0:
-        raise ConfigError(f"temperature must be >= 0 (0 means greedy), got {temperature}.")
+        raise ConfigError(f"temperature (--temperature) must be >= 0 (0 means greedy), got {temperature}.")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}.")
+        raise ConfigError(f"top_k (--top-k) must be a positive integer (or left out), got {top_k!r}.")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"top_p must be in (0, 1] or None, got {top_p}.")
+        raise ConfigError(f"top_p (--top-p) must be in (0, 1] (1 keeps every token), got {top_p}.")
 
 
 def filter_top_k(logits_BV: Tensor, k: int) -> Tensor:
