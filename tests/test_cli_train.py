@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from scratchlm.data.trajectory_io import save_trajectories
 from scratchlm.errors import EXIT_OUT_OF_MEMORY
 from scratchlm.model import TransformerLM
 from scratchlm.train import trainer
+from scratchlm.train.tracking import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,68 @@ def test_resume_errors(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture
     assert "optim.lr differ" in one_error_line(capsys)
     assert main(["train"]) == 2
     assert "say what to train" in one_error_line(capsys)
+
+
+def strict_loads(text: str) -> object:
+    """json.loads as jq and JSON.parse read it: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_summary_before_any_evaluation_is_strict_json(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main([*base(data, run_dir), "--stop-after", "1"]) == 0  # stops before the first evaluation (step 2)
+    printed = strict_loads(capsys.readouterr().out.strip())
+    assert printed["best_val_loss"] is None and "final_val_loss" not in printed
+    assert strict_loads((run_dir / "summary.json").read_text()) == printed
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        strict_loads(line)
+    # A report of a run with metrics but no evaluation yet reads the null as such.
+    logged = tmp_path / "logged"
+    extra = ["--set", "train.log_interval=1", "--set", "train.eval_interval=100", "--stop-after", "3"]
+    assert main([*base(data, logged), *extra]) == 0
+    assert main(["report", str(logged)]) == 0
+    assert "| best validation loss | none yet (no evaluation ran) |" in (logged / "report.md").read_text()
+
+
+def test_resume_with_out_is_refused(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    assert main([*base(data, run_dir), "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--out", str(tmp_path / "x")]) == 2
+    assert f"--resume continues the run in {run_dir} itself, so --out" in one_error_line(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_finished_run_says_so_and_can_be_extended_from_the_command_line(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main(base(data, run_dir)) == 0
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--resume", str(run_dir)]) == 0
+    assert strict_loads(capsys.readouterr().out.strip())["steps"] == 4
+    assert (
+        f"resumed {run_dir} at step 4 of 4: the run has already finished; to train it longer, resume it with a "
+        f"larger budget, e.g. --resume {run_dir} --set train.max_steps=8"
+    ) in caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=6"]) == 0
+    assert strict_loads(capsys.readouterr().out.strip())["steps"] == 6
+    assert any("now trains for 6 steps instead of 4: the learning-rate schedule" in m for m in caplog.messages)
+    assert "max_steps = 6" in (run_dir / "config.toml").read_text()
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [2, 4, 5, 6]  # debug logs every 5
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=5"]) == 2
+    assert "train.max_steps = 5 is fewer than the 6 steps the run in" in one_error_line(capsys)
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=8", "--set", "optim.lr=0.5"]) == 2
+    assert "(optim.lr differ)" in one_error_line(capsys)  # only the budget may change
 
 
 def test_out_of_memory_names_the_fix_and_keeps_checkpoints(

@@ -1,5 +1,5 @@
 """Data parallelism on CPU: two gloo processes under torchrun give the losses of one process with the
-same global batch."""
+same global batch, and print one summary (rank 0's)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _refuse_non_json(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     data = tmp_path / "traj.pkl"
@@ -44,6 +48,11 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: P
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # rank 0 alone prints the summary
+    summary = json.loads(lines[0], parse_constant=_refuse_non_json)
+    assert summary == json.loads((double / "summary.json").read_text(), parse_constant=_refuse_non_json)
+    assert summary["steps"] == 8 and 0 < summary["best_val_loss"] <= summary["final_val_loss"]
     one, two = read_metrics(single / "metrics.jsonl"), read_metrics(double / "metrics.jsonl")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [2, 4, 6, 8]
     for a, b in zip(one, two, strict=True):

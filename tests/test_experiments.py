@@ -161,7 +161,7 @@ def test_every_shipped_study_resolves_to_valid_configs(name: str) -> None:
     study = study_from_tables(name, load_study_tables(name))
     assert len(study.variants) >= 2 and len(study.seeds) >= 3 and study.description
     for variant in study.variants:
-        resolve_run_config(study.preset, None, [*study.overrides, *variant.overrides()])
+        study.run_config(variant, study.seeds[0])
     assert {"positions-trajectories", "positions-shakespeare", "norms", "ffn"} <= set(list_studies())
 
 
@@ -169,10 +169,7 @@ def test_the_ffn_study_compares_at_matched_parameter_counts() -> None:
     from scratchlm.analysis.accounting import param_counts
 
     study = study_from_tables("ffn", load_study_tables("ffn"))
-    counts = [
-        param_counts(resolve_run_config(study.preset, None, [*study.overrides, *v.overrides()]).model).non_embedding
-        for v in study.variants
-    ]
+    counts = [param_counts(study.run_config(v, 0).model).non_embedding for v in study.variants]
     assert abs(counts[0] - counts[1]) / max(counts) < 0.002
 
 

@@ -4,6 +4,7 @@ non-finite guards, schedules and config conflicts."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from scratchlm.model import TransformerLM
 from scratchlm.presets import resolve_run_config
 from scratchlm.train import trainer
 from scratchlm.train.checkpoint import load_model, read_checkpoint
-from scratchlm.train.tracking import read_metrics
+from scratchlm.train.tracking import dumps_strict, read_metrics
 from scratchlm.train.trainer import NonFiniteLossError, lr_at, setup, train
 
 TIMING_KEYS = {"tokens_per_s", "elapsed_s", "mfu"}
@@ -145,6 +146,72 @@ def test_resume_refuses_missing_runs_and_conflicting_configs(tmp_path: Path, tra
     train(debug_config(trajectories), tmp_path / "run", stop_after=3)
     with pytest.raises(ConfigError, match=r"optim\.lr differ"):
         train(debug_config(trajectories, "optim.lr=0.1"), tmp_path / "run", resume=True)
+
+
+def test_extending_a_finished_run_continues_its_metrics_and_recomputes_the_schedule(
+    tmp_path: Path, trajectories: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    train(debug_config(trajectories), run_dir)
+    longer = debug_config(trajectories, "train.max_steps=18")
+    with caplog.at_level(logging.INFO):
+        summary = train(longer, run_dir, resume=True)
+    assert summary["steps"] == summary["total_steps"] == 18
+    assert any("now trains for 18 steps instead of 12" in m and "not identical" in m for m in caplog.messages)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [3, 6, 9, 12, 15, 18]  # no gap, no duplicate
+    for row in rows[4:]:  # the steps after the resume follow the schedule over 18 steps
+        assert row["lr"] == lr_at(row["step"] - 1, longer.optim, 18)
+    assert RunConfig.from_tables(__import__("tomllib").loads((run_dir / "config.toml").read_text())) == longer
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["run_config"] == longer.to_tables()
+    assert (run_dir / "checkpoints" / "step_000000018.pt").is_file()
+    # Cut short and resumed with the new budget: an ordinary resume, no second extension.
+    longest = debug_config(trajectories, "train.max_steps=24")
+    train(longest, run_dir, resume=True, stop_after=3)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert train(longest, run_dir, resume=True)["steps"] == 24
+    assert not any("now trains for" in m for m in caplog.messages)
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [3, 6, 9, 12, 15, 18, 21, 24]
+
+
+def test_a_budget_below_the_steps_done_is_refused_and_other_changes_still_are(
+    tmp_path: Path, trajectories: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(debug_config(trajectories), run_dir, stop_after=6)
+    with pytest.raises(ConfigError, match=r"train\.max_steps = 5 is fewer than the 6 steps .* at least 6 steps"):
+        train(debug_config(trajectories, "train.max_steps=5"), run_dir, resume=True)
+    with pytest.raises(ConfigError, match=r"\(train\.batch_size differ\)"):
+        train(debug_config(trajectories, "train.max_steps=20", "train.batch_size=4"), run_dir, resume=True)
+    assert "max_steps = 12" in (run_dir / "config.toml").read_text()  # a refused resume changes nothing
+    assert train(debug_config(trajectories), run_dir, resume=True)["steps"] == 12
+
+
+def epochs_config(data_path: Path, epochs: int) -> RunConfig:
+    return resolve_run_config(
+        "debug", None, [f"data.path={json.dumps(str(data_path))}", "train.progress=false", f"train.epochs={epochs}",
+                        "train.eval_interval=1000", "train.checkpoint_interval=1000", "train.log_interval=9"],
+    )  # fmt: skip
+
+
+def test_raising_an_epochs_budget_continues_the_batch_order_into_the_next_epoch(
+    tmp_path: Path, trajectories: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    assert train(epochs_config(trajectories, 1), run_dir)["steps"] == 27  # 216 trajectories // 8
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["sampler"]["epoch"] == 0
+    assert train(epochs_config(trajectories, 2), run_dir, resume=True)["steps"] == 54
+    train(epochs_config(trajectories, 2), tmp_path / "straight")
+    extended, straight = (read_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, tmp_path / "straight"))
+    assert extended["sampler"] == straight["sampler"]  # the same batches, in the same order
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [9, 18, 27, 36, 45, 54] and rows[-1]["epoch"] == 2.0
+
+
+def test_json_written_by_the_trainer_has_no_nan_or_infinity() -> None:
+    value = {"a": math.nan, "b": [math.inf, 1.5], "c": {"d": -math.inf, "e": "x"}, "f": 2}
+    assert dumps_strict(value) == '{"a": null, "b": [null, 1.5], "c": {"d": null, "e": "x"}, "f": 2}'
 
 
 def test_a_nan_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(

@@ -27,7 +27,7 @@ from scratchlm.data.trajectory_metrics import (
 )
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.model import IGNORE_INDEX, TransformerLM
-from scratchlm.nn.functional import cross_entropy
+from scratchlm.nn.functional import MAX_LOG_PERPLEXITY, cross_entropy
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,11 @@ def test_batches_and_metrics_on_the_gpu(data):
     on_cpu = evaluate_actions(model.cpu(), seqs, batch_size=16, device="cpu", version="v2")
     assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-4)
     assert on_gpu["action_accuracy"] == pytest.approx(on_cpu["action_accuracy"], abs=0.01)
+
+
+def test_metrics_of_a_diverged_model_report_a_capped_perplexity_not_an_overflow():
+    logits = torch.zeros(2, 3, 256)
+    logits[..., 0] = 5000.0  # every target below gets ~5000 nats: exp(5000) overflows a float
+    result = action_metrics(logits, torch.ones(2, 3, dtype=torch.long))
+    assert result["loss"] == pytest.approx(5000.0)
+    assert result["perplexity"] == pytest.approx(math.exp(MAX_LOG_PERPLEXITY))

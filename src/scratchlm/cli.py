@@ -137,12 +137,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         return _fail("terminated by SIGTERM", EXIT_TERMINATED, args.debug, prefix="scratchlm: ")
     except Exception as exc:
+        # A library's cleanup can fail because a signal interrupted it (torch.save's zip writer does):
+        # the signal is what happened, not a bug.
+        signalled = _signal_behind(exc)
+        if isinstance(signalled, KeyboardInterrupt):
+            return _fail("interrupted", EXIT_INTERRUPTED, args.debug, prefix="scratchlm: ")
+        if isinstance(signalled, Terminated):
+            return _fail("terminated by SIGTERM", EXIT_TERMINATED, args.debug, prefix="scratchlm: ")
         return _fail(
             f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug in scratchlm: run the command "
             "again with --debug and report the traceback.",
             EXIT_INTERNAL,
             args.debug,
         )
+
+
+def _signal_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or Terminated that `exc` was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class Terminated(BaseException):

@@ -12,6 +12,9 @@ runs/a/checkpoints/last.pt: disk full (ENOSPC); ...".
 Test hook: when the environment variable `SCRATCHLM_TEST_WRITE_DELAY_S` holds a number of seconds, every
 atomic write sleeps that long after writing its temporary file and before renaming it, so crash tests can
 kill a process in the middle of a checkpoint write. Unset (the default) it does nothing.
+
+`signals_deferred` holds Ctrl-C and SIGTERM while a write that an exception cannot cut cleanly (torch.save's
+zip writer) runs, then acts on them once the write is done.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ import contextlib
 import errno
 import os
 import re
+import signal
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from scratchlm.errors import DataError, ScratchLMError, WriteError
 
 WRITE_DELAY_ENV = "SCRATCHLM_TEST_WRITE_DELAY_S"
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = False  # inside a signals_deferred block (main thread only)
 # mkstemp names: ".<target name>.<8 random characters>.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
@@ -97,6 +104,56 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
             note = "the previous file is intact" if os.path.exists(target) else ""
             raise WriteError(describe_os_error(exc, os.fspath(path), note=note), exc.errno, os.fspath(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def signals_deferred(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on the first that arrived as it would have.
+
+    For writes an exception cannot interrupt cleanly: KeyboardInterrupt raised inside torch.save's zip writer
+    makes its cleanup raise an unrelated RuntimeError. A second signal while one is held acts at once, so a
+    write that hangs can still be stopped. An inner block inside an outer one adds nothing (signals wait for
+    the outer one). Does nothing outside the main thread, where Python cannot set signal handlers.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in signums}
+    # An ignored signal stays ignored; one whose handler was set outside Python (None) is left alone.
+    previous = {signum: h for signum, h in handlers.items() if callable(h) or h == signal.SIG_DFL}
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if pending:  # asked twice: stop waiting for the write
+            _restore_handlers(previous)
+            pending.clear()
+            _deliver(signum, previous[signum])
+        pending.append(signum)
+
+    for signum in previous:
+        signal.signal(signum, hold)
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        _restore_handlers(previous)
+        if pending:
+            _deliver(pending[0], previous[pending[0]])
+
+
+def _restore_handlers(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def _deliver(signum: int, handler: Callable[[int, Any], Any] | int) -> None:
+    """Act on `signum` as `handler` (a Python handler, or SIG_DFL: the default action) would have."""
+    if callable(handler):
+        handler(signum, None)
+    else:
+        os.kill(os.getpid(), signum)
 
 
 def refuse_special_file(path: str | os.PathLike, what: str) -> None:

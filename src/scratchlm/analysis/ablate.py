@@ -22,6 +22,7 @@ from scratchlm.analysis.accounting import param_counts
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import parse_override, resolve_run_config, toml_value
 from scratchlm.train.tracking import read_metrics
@@ -40,13 +41,28 @@ class Variant:
 
 @dataclass
 class Study:
+    """Variants x seeds of one recipe. Each run's config is layered (`presets.resolve_tables`): the preset, the
+    study file's `set`, the config file, the user's `--set`, then the variant's values and the seed, so a user's
+    budget replaces the study's and a variant always gets the value it is about."""
+
     name: str
     preset: str | None
     variants: list[Variant]
     seeds: list[int]
-    overrides: list[str] = field(default_factory=list)  # applied to every run, before the variant's values
+    overrides: list[str] = field(default_factory=list)  # the user's --set, applied to every run
     config_file: str | None = None
     description: str = ""
+    study_set: list[str] = field(default_factory=list)  # the study file's `set`, below --config and --set
+
+    def run_config(self, variant: Variant, seed: int) -> RunConfig:
+        """The config of one run of the study."""
+        return resolve_run_config(
+            self.preset,
+            self.config_file,
+            self.overrides,
+            under=[self.study_set],
+            over=[[*variant.overrides(), f"train.seed={seed}"]],
+        )
 
 
 def grid_variants(grid: dict[str, list[Any]]) -> list[Variant]:
@@ -109,7 +125,7 @@ def study_from_tables(name: str, tables: dict[str, Any]) -> Study:
         preset=tables.get("preset"),
         variants=variants,
         seeds=seed_list(tables.get("seeds", 1)),
-        overrides=list(tables.get("set", [])),
+        study_set=list(tables.get("set", [])),
         description=" ".join(str(tables.get("description", "")).split()),
     )
 
@@ -135,8 +151,7 @@ def run_study(study: Study, out_dir: str | Path, *, command: str = "") -> dict[s
     configs = {}
     for variant in study.variants:  # resolve every config first: a typo fails before hours of training
         for seed in study.seeds:
-            overrides = [*study.overrides, *variant.overrides(), f"train.seed={seed}"]
-            configs[(variant.name, seed)] = resolve_run_config(study.preset, study.config_file, overrides)
+            configs[(variant.name, seed)] = study.run_config(variant, seed)
     outcomes: dict[tuple[str, int], RunOutcome] = {}
     for i, ((variant_name, seed), config) in enumerate(configs.items()):
         log.info("study %s: run %d of %d (%s, seed %d)", study.name, i + 1, len(configs), variant_name, seed)
@@ -193,6 +208,8 @@ def _summarize(study: Study, configs: dict, outcomes: dict[tuple[str, int], RunO
         "study": study.name,
         "description": study.description,
         "preset": study.preset,
+        "config_file": study.config_file,
+        "study_set": study.study_set,  # the layers below and above the config file: see Study
         "set": study.overrides,
         "seeds": study.seeds,
         "variants": ranked,
@@ -262,6 +279,18 @@ def format_stats(stats: dict[str, float] | None, digits: int = 4) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
+def _settings(results: dict[str, Any]) -> str:
+    """The study's own `set` and the user's `--set`, named apart (the user's win where both set a key)."""
+
+    def quoted(items: list[str]) -> str:
+        return ", ".join(f"`{item}`" for item in items)
+
+    parts = [f"the study's {quoted(results['study_set'])}"] if results.get("study_set") else []
+    parts += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
+    parts += [f"`--set` {quoted(results['set'])}"] if results.get("set") else []
+    return ", then ".join(parts) or "no overrides"
+
+
 def study_blocks(results: dict[str, Any], out_dir: Path) -> list:
     """The study's table, figure and reproduce command, as document blocks."""
     variants = results["variants"]
@@ -303,7 +332,7 @@ def study_blocks(results: dict[str, Any], out_dir: Path) -> list:
             rows,
         ),
         Paragraph(
-            f"Preset `{results['preset']}` with {', '.join(f'`{s}`' for s in results['set']) or 'no overrides'}; "
+            f"Preset `{results['preset']}` with {_settings(results)}; "
             f"seeds {results['seeds']} (`train.seed`: initialization and batch order). Standard deviations are "
             "sample standard deviations over seeds; the range is the lowest and highest seed."
         ),

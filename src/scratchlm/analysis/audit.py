@@ -57,11 +57,20 @@ def causal_mask_audit(
     eval_rows: int | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) out_dir/masked and out_dir/unmasked, evaluate both ways, write audit.json, audit.md
-    and the figures; return the audit record (what audit.json holds)."""
+    and the figures; return the audit record (what audit.json holds).
+
+    `overrides` (the user's --set) win over --quick's recipe, budget included; `model.causal` is the
+    audit's own and wins over both."""
     out_dir = Path(out_dir)
-    base = [*(QUICK_OVERRIDES if quick else ()), *overrides]
+    quick_layer = list(QUICK_OVERRIDES) if quick else []
     configs = {
-        name: resolve_run_config(preset, config_file, [*base, f"model.causal={str(name == 'masked').lower()}"])
+        name: resolve_run_config(
+            preset,
+            config_file,
+            overrides,
+            under=[quick_layer],
+            over=[[f"model.causal={str(name == 'masked').lower()}"]],
+        )
         for name in RUN_NAMES
     }
     outcomes = {name: run_or_reuse(config, out_dir / name) for name, config in configs.items()}
@@ -74,8 +83,12 @@ def causal_mask_audit(
     data = _validation_data(configs["masked"])
     record: dict[str, Any] = {
         "preset": preset,
-        "overrides": base,
+        "config_file": config_file,
         "quick": quick,
+        "quick_overrides": quick_layer,  # below the config file and --set
+        "set": list(overrides),
+        "val_rows": sum(len(inputs_BT) for inputs_BT, _ in data.val_batches()),  # what each run's own eval covers
+        "val_unit": "trajectories" if "val_trajectories" in data.info else "sequences",
         "loss_floor": data.info.get("loss_floor"),
         "target_vocab": _target_vocab(data.info, configs["masked"]),
         "uniform_loss": math.log(_target_vocab(data.info, configs["masked"])),
@@ -122,6 +135,7 @@ def _run_record(outcome: RunOutcome, evaluations: dict[str, dict[str, float]]) -
         "steps": outcome.summary.get("steps"),
         "elapsed_s": outcome.summary.get("elapsed_s"),
         "final_train_loss": train_rows[-1]["train_loss"] if train_rows else None,
+        "logged_val_loss": outcome.summary.get("final_val_loss"),  # the run's own evaluation, over record["val_rows"]
         "train_curve": [[r["step"], r["train_loss"]] for r in train_rows],
         **evaluations,
     }
@@ -165,12 +179,14 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
             return "n/a"
         return f"{found['val_action_acc']:.1%} / {found['val_action_within2']:.1%}"
 
+    sample = _sample_label(record)
     table = Table(
         ["", "with the causal mask", "without the mask"],
         [
             ["final training loss (teacher-forced, dropout on)", f"{m_train:.4f}", f"{u_train:.4f}"],
-            ["validation loss, teacher-forced", f"{m_tf:.4f}", f"{u_tf:.4f}"],
-            ["validation loss, causal (prefix only)", f"{m_c:.4f}", f"{u_c:.4f}"],
+            *_logged_row(record),
+            [f"validation loss, teacher-forced{sample}", f"{m_tf:.4f}", f"{u_tf:.4f}"],
+            [f"validation loss, causal (prefix only){sample}", f"{m_c:.4f}", f"{u_c:.4f}"],
             [
                 "next-action accuracy exact / within ±2, teacher-forced",
                 acc(masked, "teacher_forced"),
@@ -187,10 +203,10 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
     floor_text = f"the ln 5 = {floor:.3f} floor" if floor else None
     what = [
         f"With the mask, the model ends at a training loss of {m_train:.3f} and a validation loss of {m_tf:.3f} "
-        "nats/token"
+        f"nats/token{_on_sample(record)}"
         + (
-            f", {m_tf - floor:.3f} above {floor_text} that the action noise puts under any model "
-            "that predicts from the past."
+            f", {_gap(m_tf, floor)} {floor_text} that the action noise puts under any model that predicts "
+            "from the past."
             if floor_text
             else "."
         ),
@@ -201,7 +217,7 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
         + (
             f": worse than guessing uniformly over the {record['target_vocab']} targets (ln = {uniform:.3f})."
             if u_c > uniform
-            else f", {u_c - m_c:+.3f} relative to it."
+            else f", {_gap(u_c, m_c)} it."
         ),
         f"For the masked model the two evaluations agree ({m_tf:.4f} teacher-forced vs {m_c:.4f} causal), so the "
         "prefix evaluation measures the same thing whenever there is nothing to cheat with.",
@@ -231,6 +247,7 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
             "position t from tokens 0..t only."
         ),
         table,
+        *_sample_note(record),
         Figure(
             out_dir / record["figures"]["curves"],
             "training curves with and without the causal mask",
@@ -249,13 +266,75 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
     return blocks
 
 
+def _sample_label(record: dict[str, Any]) -> str:
+    """' (50 of 1000 trajectories)': how much of the validation split the audit's own evaluation covered."""
+    rows, total = record["runs"]["masked"]["teacher_forced"].get("rows"), record.get("val_rows")
+    if rows is None or total is None:  # an audit.json written before the counts were recorded
+        return ""
+    unit = record.get("val_unit", "sequences")
+    return f" ({total} {unit})" if rows >= total else f" ({rows} of {total} {unit})"
+
+
+def _on_sample(record: dict[str, Any]) -> str:
+    """' on the 50 audited trajectories' when the audit evaluated only part of what the runs evaluate."""
+    rows, total = record["runs"]["masked"]["teacher_forced"].get("rows"), record.get("val_rows")
+    if rows is None or total is None or rows >= total:
+        return ""
+    return f" on the {rows} audited {record.get('val_unit', 'sequences')}"
+
+
+def _logged_row(record: dict[str, Any]) -> list[list[str]]:
+    """The validation loss each run logged itself (summary.json, `scratchlm runs`), when the record has it."""
+    masked, unmasked = (record["runs"][name].get("logged_val_loss") for name in RUN_NAMES)
+    if masked is None or unmasked is None or record.get("val_rows") is None:
+        return []
+    unit = record.get("val_unit", "sequences")
+    label = f"validation loss logged by the run (summary.json, {record['val_rows']} {unit})"
+    return [[label, f"{masked:.4f}", f"{unmasked:.4f}"]]
+
+
+def _sample_note(record: dict[str, Any]) -> list:
+    """Says which validation rows each number is over, so the audit's and the run's losses are not confused."""
+    masked = record["runs"]["masked"]
+    rows, total, logged = masked["teacher_forced"].get("rows"), record.get("val_rows"), masked.get("logged_val_loss")
+    if rows is None or total is None:
+        return []
+    unit = record.get("val_unit", "sequences")
+    if rows >= total:
+        text = (
+            f"The audit evaluated both models on the same {total} validation {unit} as each run's own logged "
+            "validation loss (summary.json, `scratchlm runs`)."
+        )
+    else:
+        text = (
+            f"The audit's teacher-forced and causal numbers are over the first {rows} of the {total} validation "
+            f"{unit} (`--eval-rows {rows}`; the causal evaluation runs the model once per position). Each run's own "
+            f"logged validation loss (summary.json, `scratchlm runs`) is over the {total}, so it differs"
+            + (
+                f": {logged:.4f} for the masked model against {masked['teacher_forced']['loss']:.4f} here."
+                if logged is not None
+                else "."
+            )
+        )
+    return [Paragraph(text)]
+
+
+def _gap(value: float, reference: float) -> str:
+    """'0.157 below' / '0.012 above' / 'level with': a difference in words, so no sign has to be read against
+    the word after it."""
+    diff = value - reference
+    if abs(diff) < 5e-4:  # equal at the 3 decimals shown
+        return "level with"
+    return f"{abs(diff):.3f} {'above' if diff > 0 else 'below'}"
+
+
 def _against_floor(loss: float, floor: float | None, masked_loss: float) -> str:
     if floor and loss < floor:
         return f", below the ln 5 = {floor:.3f} floor: no model that predicts from the past can get there."
     if floor:
         return (
-            f", {loss - floor:.3f} above the ln 5 = {floor:.3f} floor and {masked_loss - loss:+.3f} below the "
-            "masked model."
+            f", {_gap(loss, floor)} the ln 5 = {floor:.3f} floor and {_gap(loss, masked_loss)} the masked model's "
+            f"{masked_loss:.3f}."
         )
     return f", {masked_loss / max(loss, 1e-9):.1f}x lower than the masked model's {masked_loss:.3f}."
 

@@ -232,7 +232,8 @@ def _summary_blocks(facts: RunFacts) -> list[Block]:
     table: list[list[str]] = []
     if final:
         table.append(["final validation loss", f"{final['val_loss']:.4f} (perplexity {final['val_ppl']:.3f})"])
-    table.append(["best validation loss", f"{summary['best_val_loss']:.4f}"])
+    best = summary.get("best_val_loss")  # None (JSON null) when no evaluation has run yet
+    table.append(["best validation loss", f"{best:.4f}" if best is not None else "none yet (no evaluation ran)"])
     if floor is not None and final:
         table.append(["noise floor (ln 5, v2 actions)", f"{floor:.4f} (gap {final['val_loss'] - floor:.4f})"])
     if "val_action_acc" in final:

@@ -22,7 +22,7 @@ from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.power_law import PowerLawFit, fit_power_law
 from scratchlm.analysis.study_runs import run_or_reuse
 from scratchlm.errors import ConfigError
-from scratchlm.presets import BUDGET_KEYS, parse_override, resolve_run_config
+from scratchlm.presets import resolve_run_config
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def size_overrides(size: Size, preset: str | None, config_file: str | None, over
     return extra
 
 
-def _without_budget(overrides: list[str]) -> list[str]:
-    """The overrides minus any training budget: --tokens / --compute set the budget."""
-    return [o for o in overrides if parse_override(o)[0] not in [["train", key] for key in BUDGET_KEYS]]
-
-
 def _preset_sets_d_ff(preset: str | None, config_file: str | None, overrides: list[str]) -> bool:
     from scratchlm.presets import resolve_tables
 
@@ -94,13 +89,14 @@ def scaling_study(
     entries = []
     for size in sizes:
         extra = size_overrides(size, preset, config_file, overrides)
-        model = resolve_run_config(preset, config_file, [*overrides, *extra]).model
+        model = resolve_run_config(preset, config_file, overrides, over=[extra]).model
         per_token = flops_per_token(model)
         budget = tokens if compute is None else max(1, int(compute / per_token))
-        kept = overrides if budget is None else _without_budget(overrides)
         if budget is not None:
             extra.append(f"train.max_tokens={budget}")
-        config = resolve_run_config(preset, config_file, [*kept, *extra])
+        # The size and a --tokens / --compute budget are what the study varies: a layer above --set, whose
+        # budget replaces any budget below it.
+        config = resolve_run_config(preset, config_file, overrides, over=[extra])
         entries.append((size, config, per_token))
     counts = [param_counts(config.model).non_embedding for _, config, _ in entries]
     if max(counts) < 10 * min(counts):

@@ -45,7 +45,8 @@ class RunOutcome:
 
     @property
     def final_val_loss(self) -> float:
-        return float(self.summary.get("final_val_loss", math.nan))
+        value = self.summary.get("final_val_loss", math.nan)  # summary.json writes a non-finite loss as null
+        return math.nan if value is None else float(value)
 
     @property
     def best_val_loss(self) -> float:

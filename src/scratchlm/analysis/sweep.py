@@ -2,24 +2,41 @@
 edge of stability reported (CSE599-O section 7.2: "the best learning rate is at the edge of stability").
 
 A run diverges when its loss or gradients become NaN/Inf (the trainer raises `NonFiniteLossError`) or when
-its loss explodes: after warmup, a logged training loss above `factor` x the best logged so far, or more
-than `UNDONE_MARGIN` above the first logged value (everything learned is undone; the margin keeps the
-noise of a run that barely moves, at a tiny rate, from counting). `DivergenceMonitor` stops such a run at that
-row; the sweep goes on with the next rate. A run resumed after a kill gets a fresh monitor: its "first"
-and "best" values start again from the rows logged after the resume.
+its loss explodes:
+
+- at any step, warmup included, a logged training loss above `BLOWUP_FACTOR` x the loss the run started
+  from (`start_loss`: ln V, uniform prediction, or the model's measured loss at initialization when that is
+  higher). A run shorter than its warmup is judged by this rule alone, so it must not depend on warmup.
+  It cannot flag a healthy run: training only lowers the loss from where it starts, and a brief rise while
+  the rate ramps up stays near the start; a loss twice the start means the model gives its targets far
+  less probability than it did knowing nothing (e.g. 637 nats against ln 256 = 5.5).
+- after warmup, a logged training loss above `factor` x the best logged so far, or more than
+  `UNDONE_MARGIN` above the first logged value (everything learned is undone; the margin keeps the noise
+  of a run that barely moves, at a tiny rate, from counting).
+- at the end, warmup or not, a last logged training loss more than `UNDONE_MARGIN` above both the start
+  and the first logged value (`ended_above_start`): a run cut off inside its warmup while its loss climbs
+  ends worse than it began, and its final loss is no result for that rate.
+
+`DivergenceMonitor` stops a run by the first two rules at that row; the sweep goes on with the next rate. A
+run resumed after a kill gets a fresh monitor: its "first" and "best" values start again from the rows logged
+after the resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_run_config
 from scratchlm.train.tracking import read_metrics
@@ -28,14 +45,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPLODE_FACTOR = 1.5
 UNDONE_MARGIN = 0.05  # relative
+BLOWUP_FACTOR = 2.0  # x the loss a run starts from, at any step
+START_ROWS = 8  # validation rows the initial loss is measured on: enough for a mean, cheap for any model
 
 
 @dataclass
 class DivergenceMonitor:
-    """A trainer monitor (see `trainer.fit`) that stops a run whose training loss explodes after warmup."""
+    """A trainer monitor (see `trainer.fit`) that stops a run whose training loss blows up past twice its
+    start at any step, or explodes after warmup (see the module docstring)."""
 
     warmup_steps: int
     factor: float = DEFAULT_EXPLODE_FACTOR
+    start_loss: float | None = None  # where the run starts (`start_loss`); None: its first logged loss
     first: float | None = None  # the first logged training loss
     best: float = math.inf
 
@@ -46,6 +67,12 @@ class DivergenceMonitor:
         if self.first is None:
             self.first = loss
         self.best = min(self.best, loss)
+        start = self.start_loss if self.start_loss is not None else self.first
+        if loss > BLOWUP_FACTOR * start:
+            return (
+                f"training loss {loss:.3f} at step {step} blew up past {BLOWUP_FACTOR:g}x the loss it started from "
+                f"{start:.3f}"
+            )
         if step <= self.warmup_steps:
             return None  # the loss may rise briefly while the rate ramps up
         if loss > self.factor * self.best:
@@ -53,6 +80,54 @@ class DivergenceMonitor:
         if loss > self.first * (1.0 + UNDONE_MARGIN):
             return f"training loss {loss:.3f} at step {step} rose above its first logged value {self.first:.3f}"
         return None
+
+
+def start_loss(config: RunConfig) -> float:
+    """The loss every run of a sweep starts from: ln V (uniform prediction, where a small initialization
+    starts), or the model's loss at initialization on the first validation rows when that is higher (e.g.
+    a tied head under the CS336 initialization starts above 100 nats). The rate does not change it."""
+    measured = _initial_loss(config)
+    uniform = math.log(config.model.vocab_size)
+    return uniform if measured is None else max(uniform, measured)
+
+
+def _initial_loss(config: RunConfig) -> float | None:
+    from scratchlm.model import TransformerLM
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    model_config = config.model
+    if model_config.kernels == "triton":  # the same weights through PyTorch ops: this runs on the CPU
+        model_config = dataclasses.replace(model_config, kernels="torch")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(config.train.seed)  # as the trainer seeds it; the initial loss hardly depends on it
+        data = build_training_data(config, torch.device("cpu"), DistInfo())
+        if (data.vocab_size or 0) > model_config.vocab_size or data.seq_len > model_config.context_length:
+            return None  # the run itself fails with the message that says how to fix the config
+        inputs_BT, targets_BT = next(iter(data.val_batches()))
+        _, loss = TransformerLM(model_config).eval()(inputs_BT[:START_ROWS], targets_BT[:START_ROWS])
+    return float(loss)
+
+
+def ended_above_start(train_losses: list[float], start: float) -> str | None:
+    """Why a run that finished counts as diverged all the same (see the module docstring), or None."""
+    if not train_losses:
+        return None
+    reference = max(start, train_losses[0])  # the more lenient of the two starts: noise must not count
+    if train_losses[-1] > reference * (1.0 + UNDONE_MARGIN):
+        return (
+            f"ended at training loss {train_losses[-1]:.3f}, more than {UNDONE_MARGIN:.0%} above where it started "
+            f"({reference:.3f})"
+        )
+    return None
+
+
+def _judge_end(outcome: RunOutcome, start: float) -> RunOutcome:
+    if outcome.diverged:
+        return outcome
+    rows = read_metrics(outcome.run_dir / "metrics.jsonl")
+    why = ended_above_start([r["train_loss"] for r in rows if r.get("train_loss") is not None], start)
+    return outcome if why is None else dataclasses.replace(outcome, status="diverged", reason=why)
 
 
 def lr_run_name(lr: float) -> str:
@@ -83,14 +158,15 @@ def lr_sweep(
         extra = [f"optim.lr={lr!r}"]
         if base.optim.min_lr is not None:  # keep the preset's final/peak ratio (a fixed min_lr may exceed a small lr)
             extra.append(f"optim.min_lr={lr * base.optim.min_lr / base.optim.lr!r}")
-        configs[lr] = resolve_run_config(preset, config_file, [*overrides, *extra])
+        configs[lr] = resolve_run_config(preset, config_file, overrides, over=[extra])  # the rate is the sweep's
+    start = start_loss(base)  # the same initialization for every rate
     outcomes: dict[float, RunOutcome] = {}
     for lr, config in configs.items():
         log.info("lr sweep: lr %g", lr)
-        monitor = DivergenceMonitor(config.optim.warmup_steps, factor)
-        outcomes[lr] = run_or_reuse(config, out_dir / lr_run_name(lr), monitor=monitor)
+        monitor = DivergenceMonitor(config.optim.warmup_steps, factor, start_loss=start)
+        outcomes[lr] = _judge_end(run_or_reuse(config, out_dir / lr_run_name(lr), monitor=monitor), start)
     results = _summarize(outcomes, factor)
-    results.update({"preset": preset, "set": list(overrides), "command": command})
+    results.update({"preset": preset, "set": list(overrides), "command": command, "start_loss": start})
     results["figures"] = _plots(outcomes, out_dir)
     write_results(out_dir, "results", results, Document("Learning-rate sweep", sweep_blocks(results, out_dir)))
     return results
@@ -168,6 +244,11 @@ def _color(i: int, n: int) -> Any:
     return matplotlib.colormaps["viridis"](i / max(n - 1, 1))
 
 
+def _start_text(results: dict[str, Any]) -> str:
+    start = results.get("start_loss")  # absent from sweeps written before the rule
+    return "" if start is None else f" ({start:.3f}: ln V or the model's loss at initialization, the higher)"
+
+
 def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
     rows = []
     for r in results["runs"]:
@@ -193,9 +274,11 @@ def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
         blocks.append(Paragraph("Every rate diverged: extend --values downward."))
     blocks += [
         Paragraph(
-            f"Divergence: NaN/Inf loss or gradients, or after warmup a training loss above "
-            f"{results['explode_factor']:g}x its best so far or more than {UNDONE_MARGIN:.0%} above its first logged "
-            "value; such a run is stopped at that row and marked with an x."
+            f"Divergence: NaN/Inf loss or gradients; at any step, warmup included, a training loss above "
+            f"{BLOWUP_FACTOR:g}x the loss the runs start from{_start_text(results)}; or after warmup a training loss "
+            f"above {results['explode_factor']:g}x its best so far or more than {UNDONE_MARGIN:.0%} above its first "
+            "logged value (such a run is stopped at that row); or, at the end of a run, a last training loss more "
+            f"than {UNDONE_MARGIN:.0%} above where it started. Diverged runs are marked with an x."
         ),
         Figure(out_dir / results["figures"]["curves"], "loss and gradient norm per learning rate"),
         Figure(out_dir / results["figures"]["lr_vs_loss"], "final validation loss against learning rate"),

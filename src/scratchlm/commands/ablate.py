@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="values to try for one key (repeatable: every combination is a variant)",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one value in every run"
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one value in every run (wins over a study's own `set`; the variants' values win over it)",
     )
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds per variant (train.seed = 0..N-1)")
     parser.add_argument("--out", help="study directory (default runs/ablate-<study or preset>)")
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.grid:
             raise ConfigError(f"--grid cannot change the study {args.study!r}; use --preset P --grid ... instead.")
         study = study_from_tables(args.study, load_study_tables(args.study))
-        study.overrides += args.set
+        study.overrides = list(args.set)  # above the study's own `set`: the user's budget replaces the study's
         study.config_file = args.config
         name = args.study
     else:

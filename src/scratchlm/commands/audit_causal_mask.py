@@ -16,10 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="CPU-sized: d_model 128, peak lr 1e-3 with warmup and cosine, 3 epochs (the preset's data and batch)",
+        help="CPU-sized: d_model 128, peak lr 1e-3 with warmup and cosine, 3 epochs (the preset's data and batch); "
+        "--config and --set win over these, a budget of yours replacing the 3 epochs",
     )
     parser.add_argument(
-        "--eval-rows", type=int, metavar="N", help="validation sequences for the causal evaluation (default: all)"
+        "--eval-rows",
+        type=int,
+        metavar="N",
+        help="validation sequences the audit evaluates both ways (default: all those the runs' own evaluation uses)",
     )
 
 

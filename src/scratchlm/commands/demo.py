@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"Demo finished in {summary['demo_seconds']:.0f} s.")
     print(
-        f"  final validation loss  {summary.get('final_val_loss', float('nan')):.4f}"
+        f"  final validation loss  {_loss(summary.get('final_val_loss'))}"
         + (f"  (noise floor ln 5 = {floor:.3f})" if floor else "")
     )
     if "final_val_action_within2" in summary:
@@ -31,3 +31,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  report                 {summary['report']}")
     print(f"  plots                  {summary['run_dir']}/plots/")
     return 0
+
+
+def _loss(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "none (no finite evaluation)"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one value (repeatable)"
     )
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint; --set a larger train.max_steps, max_tokens or "
+        "epochs to train it longer",
+    )
     parser.add_argument(
         "--stop-after", type=int, metavar="STEPS", help="checkpoint and exit after this many more steps"
     )
@@ -23,16 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scratchlm.config import RunConfig
     from scratchlm.errors import ConfigError
-    from scratchlm.presets import load_toml_file, merge_tables, resolve_run_config, resolve_tables
+    from scratchlm.presets import resolve_run_config
+    from scratchlm.train.distributed import is_main_process
+    from scratchlm.train.tracking import dumps_strict
     from scratchlm.train.trainer import train
 
     if args.resume:
+        if args.out:
+            raise ConfigError(
+                f"--resume continues the run in {args.resume} itself, so --out {args.out} cannot go with it; "
+                "drop --out, or drop --resume to start a new run there."
+            )
         run_dir = Path(args.resume)
-        saved = run_dir / "config.toml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {saved} does not exist; is {run_dir} a run directory?")
-        tables = merge_tables(load_toml_file(str(saved)), resolve_tables(args.preset, args.config, args.set))
-        config = RunConfig.from_tables(tables)
+        config = RunConfig.from_tables(_resumed_tables(run_dir, args))
     else:
         if not (args.preset or args.config):
             raise ConfigError("say what to train: --preset NAME (see `scratchlm presets`) and/or --config FILE.toml.")
@@ -41,5 +49,28 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be a positive number of steps, got {args.stop_after}.")
     summary = train(config, run_dir, resume=bool(args.resume), stop_after=args.stop_after)
-    print(json.dumps(summary))
+    if is_main_process():  # under torchrun every rank gets the summary; one copy on stdout is enough
+        print(dumps_strict(summary))
     return 0
+
+
+def _resumed_tables(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's saved config with the command line's overrides on top.
+
+    A budget given on the command line replaces the saved one, as it replaces a preset's: `--set
+    train.epochs=20` on a run budgeted in steps means 20 epochs (the trainer decides whether that is allowed).
+    """
+    from scratchlm.errors import ConfigError
+    from scratchlm.presets import BUDGET_KEYS, load_toml_file, merge_tables, resolve_tables
+
+    saved_path = run_dir / "config.toml"
+    if not saved_path.is_file():
+        raise ConfigError(f"cannot resume: {saved_path} does not exist; is {run_dir} a run directory?")
+    saved = load_toml_file(str(saved_path))
+    overrides = resolve_tables(args.preset, args.config, args.set)
+    new_train = overrides.get("train")
+    if isinstance(new_train, dict) and any(key in new_train for key in BUDGET_KEYS):
+        saved_train = saved.get("train")
+        if isinstance(saved_train, dict):
+            saved = {**saved, "train": {k: v for k, v in saved_train.items() if k not in BUDGET_KEYS}}
+    return merge_tables(saved, overrides)

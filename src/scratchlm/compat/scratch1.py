@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scratchlm.compat.scratch1_data import create_dataloaders
     from scratchlm.data.trajectory_io import load_trajectories
     from scratchlm.device import resolve_device
-    from scratchlm.fileio import atomic_write
+    from scratchlm.fileio import atomic_write, signals_deferred
     from scratchlm.optim import AdamW
 
     parser = argparse.ArgumentParser(description="Train the Scratch-1 backbone on trajectory action tokens.")
@@ -278,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if val_loss < best:
             best = val_loss
             state = {"model_state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_loss": val_loss}
-            with atomic_write(os.path.join(args.checkpoint_dir, "best_model.pt")) as fh:
+            # Ctrl-C waits for the save: torch.save's zip writer cannot be cut off cleanly.
+            with signals_deferred(), atomic_write(os.path.join(args.checkpoint_dir, "best_model.pt")) as fh:
                 torch.save(state, fh)
     return 0
 

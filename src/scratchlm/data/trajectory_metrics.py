@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from scratchlm.data.trajectory_dataset import TokenSequences, iterate_batches
 from scratchlm.errors import ShapeError
 from scratchlm.model import IGNORE_INDEX
-from scratchlm.nn.functional import log_softmax
+from scratchlm.nn.functional import log_softmax, perplexity_from_loss
 
 V2_LOSS_FLOOR = math.log(5)
 WITHIN_TOLERANCE = 2
@@ -69,7 +69,7 @@ class ActionMetrics:
         nll, exact, within, count = self._sums.tolist()
         return {
             "loss": nll / count,
-            "perplexity": math.exp(nll / count),
+            "perplexity": perplexity_from_loss(nll / count),
             "action_accuracy": exact / count,
             f"action_within_{self.tolerance}": within / count,
             "num_actions": int(count),

@@ -99,6 +99,15 @@ def _check_cross_entropy_inputs(logits: Tensor, targets: Tensor, ignore_index: i
         )
 
 
+MAX_LOG_PERPLEXITY = 50.0  # exp(50) ~ 5e21 already says "diverged"; math.exp overflows past ~709
+
+
+def perplexity_from_loss(loss: float) -> float:
+    """exp(loss) of a mean loss in nats, capped at exp(MAX_LOG_PERPLEXITY) so a diverged run's loss reports a
+    huge perplexity instead of raising OverflowError."""
+    return math.exp(min(loss, MAX_LOG_PERPLEXITY))
+
+
 def perplexity(losses: Tensor) -> Tensor:
     """exp of the mean per-token cross-entropy (a scalar mean loss is accepted as is)."""
     return losses.float().mean().exp()

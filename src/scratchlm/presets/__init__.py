@@ -1,11 +1,13 @@
 """Presets (the TOML files beside this module), config files and `--set` overrides.
 
-Precedence: command-line `--set section.key=value` > `--config FILE.toml` > preset > dataclass defaults.
+Precedence: command-line `--set section.key=value` > `--config FILE.toml` > preset > dataclass defaults; an
+experiment command adds its own layers below the file and above `--set` (see `resolve_tables`).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -95,19 +97,45 @@ def apply_overrides(tables: dict[str, Any], assignments: list[str]) -> dict[str,
 
 BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
 
+Layers = Sequence[Sequence[str]]
 
-def resolve_tables(preset: str | None, config_file: str | None, overrides: list[str]) -> dict[str, Any]:
-    """Preset, then file, then overrides, as raw tables.
+
+def resolve_tables(
+    preset: str | None,
+    config_file: str | None,
+    overrides: Sequence[str],
+    *,
+    under: Layers = (),
+    over: Layers = (),
+) -> dict[str, Any]:
+    """The raw tables of a run, built in layers from the bottom: preset, `under`, config file, `overrides`,
+    `over`.
+
+    `overrides` is the user's `--set`. A command puts its own settings in `under` (`audit --quick`'s
+    recipe, a study file's `set`) so that what the user asked for wins over them, and what it varies in
+    `over` (an ablation variant and its seed, a swept rate, a model size), since varying it is the point.
+    Each layer is one list of `section.key=value` assignments.
 
     A layer that sets a training budget (train.max_steps, max_tokens or epochs) replaces the budget of the
     layers below it: `--set train.epochs=3` on a preset budgeted in steps means 3 epochs, not a conflict.
+    Two budgets within one layer are still an error, since nothing says which one was meant.
     """
     tables = load_preset(preset) if preset else {}
+    for layer in under:
+        tables = _apply_layer(tables, layer)
     if config_file:
-        tables = _replace_budget(tables, load_toml_file(config_file))
-        tables = merge_tables(tables, load_toml_file(config_file))
-    layer = apply_overrides({}, overrides)
-    return apply_overrides(_replace_budget(tables, layer), overrides)
+        file_tables = load_toml_file(config_file)
+        tables = merge_tables(_replace_budget(tables, file_tables), file_tables)
+    for layer in (overrides, *over):
+        tables = _apply_layer(tables, layer)
+    return tables
+
+
+def _apply_layer(tables: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    if isinstance(assignments, str):  # a bare string would be read as one assignment per character
+        raise TypeError(f"a layer is a list of section.key=value strings, got the string {assignments!r}.")
+    layer = apply_overrides({}, list(assignments))
+    return apply_overrides(_replace_budget(tables, layer), list(assignments))
 
 
 def _replace_budget(below: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
@@ -119,9 +147,15 @@ def _replace_budget(below: dict[str, Any], layer: dict[str, Any]) -> dict[str, A
 
 
 def resolve_run_config(
-    preset: str | None, config_file: str | None = None, overrides: list[str] | None = None
+    preset: str | None,
+    config_file: str | None = None,
+    overrides: Sequence[str] | None = None,
+    *,
+    under: Layers = (),
+    over: Layers = (),
 ) -> RunConfig:
-    return RunConfig.from_tables(resolve_tables(preset, config_file, overrides or []))
+    """The validated RunConfig of `resolve_tables`' layers."""
+    return RunConfig.from_tables(resolve_tables(preset, config_file, overrides or [], under=under, over=over))
 
 
 def model_config_from_preset(name: str, overrides: list[str] | None = None) -> ModelConfig:

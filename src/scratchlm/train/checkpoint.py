@@ -5,8 +5,9 @@ a checkpoint from a stranger cannot run code. It cannot make us allocate more th
 tensors whose shape claims more elements than their stored data (broadcast views) are refused, and
 `load_model` checks the stored config against the stored weights on the meta device before it allocates
 a model. Saving to a path is atomic (`fileio.atomic_write`): a crash mid-write leaves the previous
-checkpoint intact. The model's state dict is taken from the unwrapped module, never from a torch.compile
-or DDP wrapper, so keys never carry `_orig_mod.`/`module.`.
+checkpoint intact, and Ctrl-C / SIGTERM during the write take effect once it is complete. The model's
+state dict is taken from the unwrapped module, never from a torch.compile or DDP wrapper, so keys never
+carry `_orig_mod.`/`module.`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from scratchlm.config import ModelConfig
 from scratchlm.errors import CheckpointError, first_line
-from scratchlm.fileio import atomic_write
+from scratchlm.fileio import atomic_write, signals_deferred
 from scratchlm.model import TransformerLM
 
 PathOrFile = str | os.PathLike | IO[bytes]
@@ -65,12 +66,28 @@ def save_checkpoint(
     if isinstance(out, (str, os.PathLike)):
         _atomic_save(state, os.fspath(out))
     else:
-        torch.save(state, out)
+        with signals_deferred():
+            _torch_save(state, out)
 
 
 def _atomic_save(state: dict[str, Any], path: str) -> None:
-    with atomic_write(path, "wb") as fh:
+    with signals_deferred(), atomic_write(path, "wb") as fh:
+        _torch_save(state, fh)
+
+
+def _torch_save(state: dict[str, Any], fh: IO[bytes]) -> None:
+    """torch.save, raising what actually went wrong when a write into `fh` fails.
+
+    torch's zip writer finishes the archive even after a failed write, and that raises a RuntimeError
+    ("unexpected pos N vs M") whose context is the real failure: a refused write (disk full) or an interrupt.
+    """
+    try:
         torch.save(state, fh)
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if isinstance(cause, OSError) or (cause is not None and not isinstance(cause, Exception)):
+            raise cause from None
+        raise
 
 
 def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 metrics.jsonl holds one JSON object per line, appended and flushed as it is written. A process killed
 mid-write can leave a torn last line; `read_metrics` drops it, and `truncate_metrics_after` drops rows
 newer than the checkpoint a run resumes from, so a resumed run continues without gaps or duplicates.
+Everything the trainer writes as JSON is strict JSON (`dumps_strict`): a NaN or infinite value is null.
 """
 
 from __future__ import annotations
@@ -19,6 +20,23 @@ from scratchlm.errors import WriteError
 from scratchlm.fileio import atomic_write, describe_os_error
 
 log = logging.getLogger(__name__)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN/Inf float replaced by None: JSON has no such numbers, and jq and strict parsers
+    refuse Python's `NaN` / `Infinity`."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def dumps_strict(value: Any, **kwargs: Any) -> str:
+    """json.dumps of `strict_json(value)`; allow_nan=False makes any non-finite value that slips through fail."""
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -44,7 +62,7 @@ def truncate_metrics_after(path: str | os.PathLike, step: int) -> None:
     kept = [row for row in read_metrics(path) if row.get("step", 0) <= step]
     with atomic_write(path, "w", encoding="utf-8") as fh:
         for row in kept:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(dumps_strict(row) + "\n")
 
 
 class MetricsLogger:
@@ -63,9 +81,8 @@ class MetricsLogger:
         self._tensorboard = _start_tensorboard(run_dir) if track.tensorboard else None
 
     def log(self, row: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         try:
-            self._fh.write(json.dumps(clean) + "\n")
+            self._fh.write(dumps_strict(row) + "\n")
             self._fh.flush()
         except OSError as exc:
             raise WriteError(describe_os_error(exc, self.path), exc.errno, str(self.path)) from exc

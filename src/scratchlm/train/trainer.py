@@ -7,13 +7,17 @@ restored through the plain `run.model`, so checkpoints always carry the referenc
 Crash safety: `train` holds the run directory's lock (`lock.py`). Every file is written atomically and
 `last.pt` is the commit point of a save: a process killed at any moment resumes from the newest complete
 last.pt, drops metrics rows logged after it, and redoes the step_*.pt / best.pt copies the kill may have
-cut off, so an interrupted run ends exactly where an uninterrupted one does.
+cut off, so an interrupted run ends exactly where an uninterrupted one does. Ctrl-C / SIGTERM during a save
+take effect once the save is complete.
+
+Extending a run: resumed with a larger budget (train.max_steps / max_tokens / epochs, nothing else changed),
+it continues from its checkpoint to the new total, with the learning-rate schedule recomputed over that
+total, and its config.toml records the new budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -32,18 +36,18 @@ from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_fl
 from scratchlm.config import OptimConfig, RunConfig
 from scratchlm.device import configure_cuda
 from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError, first_line
-from scratchlm.fileio import atomic_write
+from scratchlm.fileio import atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
-from scratchlm.nn.functional import cross_entropy
+from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
 from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
-from scratchlm.presets import load_toml_file, to_toml
+from scratchlm.presets import BUDGET_KEYS, load_toml_file, to_toml
 from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
 from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import TrainingData, build_training_data
 from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process, shutdown_distributed
 from scratchlm.train.lock import exclusive_run_dir
 from scratchlm.train.state import capture_rng_state, restore_rng_state
-from scratchlm.train.tracking import MetricsLogger, truncate_metrics_after
+from scratchlm.train.tracking import MetricsLogger, dumps_strict, strict_json, truncate_metrics_after
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +195,7 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             _redo_checkpoint_copies(run)
     elif dist.is_main:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(run_dir / "config.toml", "w", encoding="utf-8") as fh:
-            fh.write(to_toml(config.to_tables()))
+        _write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
     return run
 
@@ -221,30 +224,57 @@ def build_model_and_optimizer(
     return model, step_model, optimizer, autocast_dtype, scaler
 
 
-def total_steps_for(run: Run) -> int:
+def _write_config(run: Run) -> None:
+    with atomic_write(run.run_dir / "config.toml", "w", encoding="utf-8") as fh:
+        fh.write(to_toml(run.config.to_tables()))
+
+
+def total_steps_for(run: Run, budget: dict[str, Any] | None = None) -> int:
+    """The optimizer updates the run's budget (or `budget`, {key: value} of BUDGET_KEYS) comes to."""
     t = run.config.train
-    if t.max_steps is not None:
-        return t.max_steps
-    if t.max_tokens is not None:
-        return max(1, math.ceil(t.max_tokens / run.tokens_per_step))
-    assert t.epochs is not None and run.data.batches_per_epoch is not None
-    return max(1, math.ceil(t.epochs * run.data.batches_per_epoch / t.grad_accum))
+    budget = budget if budget is not None else _budget_of(run.config.to_tables())
+    if budget.get("max_steps") is not None:
+        return int(budget["max_steps"])
+    if budget.get("max_tokens") is not None:
+        return max(1, math.ceil(budget["max_tokens"] / run.tokens_per_step))
+    assert budget.get("epochs") is not None and run.data.batches_per_epoch is not None
+    return max(1, math.ceil(budget["epochs"] * run.data.batches_per_epoch / t.grad_accum))
+
+
+def _budget_of(tables: dict[str, Any]) -> dict[str, Any]:
+    train = tables.get("train")
+    return {key: train.get(key) for key in BUDGET_KEYS} if isinstance(train, dict) else {}
+
+
+def _without_budget(tables: dict[str, Any]) -> dict[str, Any]:
+    """The config tables less the training budget: the part a resumed run must share with its checkpoint."""
+    return {
+        section: {k: v for k, v in values.items() if k not in BUDGET_KEYS}
+        if section == "train" and isinstance(values, dict)
+        else values
+        for section, values in tables.items()
+    }
 
 
 def _check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
-    if saved is None or saved == config.to_tables():
+    """Refuse a resume whose config differs from the run's in anything but the budget (see `_check_budget`)."""
+    if saved is None:
         return
     if not isinstance(saved, dict):
         raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
+    mine, theirs = _without_budget(config.to_tables()), _without_budget(saved)
+    if mine == theirs:
+        return
     changed = sorted(
         f"{section}.{key}"
-        for section, values in config.to_tables().items()
+        for section, values in mine.items()
         for key, value in values.items()
-        if not isinstance(saved.get(section), dict) or saved[section].get(key) != value
+        if not isinstance(theirs.get(section), dict) or theirs[section].get(key) != value
     )
     raise ConfigError(
         f"the run in {run_dir} was started with a different config ({', '.join(changed)} differ); "
-        "resume it without overrides, or start a new run with --out."
+        "resume it without overrides (only the budget, train.max_steps / max_tokens / epochs, may change), or "
+        "start a new run with --out."
     )
 
 
@@ -266,9 +296,60 @@ def _restore(run: Run, path: Path) -> None:
             f"cannot resume from {path}: {what}; it was not written by `scratchlm train` for this run, or it is "
             "damaged -- restore the run directory or start a new run with --out."
         ) from None
+    saved = ckpt.get("run_config")
+    old_budget = _budget_of(saved) if isinstance(saved, dict) else _budget_of(run.config.to_tables())
+    old_total = total_steps_for(run, old_budget)
+    _check_budget(run, old_total)
     if run.dist.is_main:
         truncate_metrics_after(run.run_dir / "metrics.jsonl", run.state.step)
-    log.info("resumed %s at step %d of %d", run.run_dir, run.state.step, run.total_steps)
+    _announce_resume(run, old_total)
+    if old_budget != _budget_of(run.config.to_tables()) and run.dist.is_main:
+        _write_config(run)  # the new budget; last.pt records it too from the next save on
+
+
+def _check_budget(run: Run, old_total: int) -> None:
+    """A changed budget may extend or shorten a run, but not below the steps it has already done."""
+    if run.total_steps >= run.state.step:
+        return
+    key, value = _budget_setting(run.config)
+    steps = "" if key == "max_steps" else f" ({run.total_steps} steps)"
+    raise ConfigError(
+        f"train.{key} = {_format_budget(value)}{steps} is fewer than the {run.state.step} steps the run in "
+        f"{run.run_dir} has already done; give it a budget of at least {run.state.step} steps (it had "
+        f"{old_total}), or start a new run with --out."
+    )
+
+
+def _announce_resume(run: Run, old_total: int) -> None:
+    """One line for the resume (a finished run: how to train it longer), and one more for a changed budget."""
+    step, total = run.state.step, run.total_steps
+    if step >= total:
+        key, value = _budget_setting(run.config)
+        log.info(
+            "resumed %s at step %d of %d: the run has already finished; to train it longer, resume it with a "
+            "larger budget, e.g. --resume %s --set train.%s=%s",
+            run.run_dir, step, total, run.run_dir, key, _format_budget(value * 2),
+        )  # fmt: skip
+        return
+    log.info("resumed %s at step %d of %d", run.run_dir, step, total)
+    if old_total == total:
+        return
+    optim = run.config.optim
+    log.warning(
+        "%s now trains for %d steps instead of %d: the learning-rate schedule is computed over the new total, so "
+        "the lr at step %d is %.3g (the old schedule's: %.3g) and the result is not identical to a run started "
+        "with this budget",
+        run.run_dir, total, old_total, step + 1, lr_at(step, optim, total), lr_at(step, optim, old_total),
+    )  # fmt: skip
+
+
+def _budget_setting(config: RunConfig) -> tuple[str, Any]:
+    """(key, value) of the run's training budget, e.g. ("max_steps", 50)."""
+    return next((key, value) for key, value in _budget_of(config.to_tables()).items() if value is not None)
+
+
+def _format_budget(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # ------------------------------------------------------------------------------------------------- step
@@ -339,7 +420,7 @@ def _evaluate(run: Run, model: nn.Module, was_training: bool) -> dict[str, float
             extra_sums[key] = extra_sums.get(key, 0.0) + value * n
     model.train(was_training)
     val_loss = loss_sum / max(count, 1)
-    result = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+    result = {"val_loss": val_loss, "val_ppl": perplexity_from_loss(val_loss)}
     result.update({key: value / max(count, 1) for key, value in extra_sums.items()})
     return result
 
@@ -360,13 +441,15 @@ def save(run: Run, *, periodic: bool, best: bool) -> None:
     if run.scaler is not None:
         extra["scaler"] = run.scaler.state_dict()
     last = run.checkpoint_dir / "last.pt"
-    # last.pt is the commit point: a kill after it but before the copies is repaired on resume.
-    save_checkpoint(run.model, run.optimizer, run.state.step, last, extra)
-    run.saved_step = run.state.step
-    if periodic:
-        _atomic_copy(last, _periodic_path(run))
-    if best:
-        _atomic_copy(last, run.checkpoint_dir / "best.pt")
+    # Ctrl-C waits for the whole save, copies included, so an interrupted run needs no repair on resume.
+    with signals_deferred():
+        # last.pt is the commit point: a kill after it but before the copies is repaired on resume.
+        save_checkpoint(run.model, run.optimizer, run.state.step, last, extra)
+        run.saved_step = run.state.step
+        if periodic:
+            _atomic_copy(last, _periodic_path(run))
+        if best:
+            _atomic_copy(last, run.checkpoint_dir / "best.pt")
 
 
 def _periodic_path(run: Run) -> Path:
@@ -424,7 +507,7 @@ class LogWindow:
             "tokens": run.state.tokens,
             "epoch": round(run.data.train.epoch(), 4),
             "train_loss": loss,
-            "train_ppl": math.exp(min(loss, 50.0)),
+            "train_ppl": perplexity_from_loss(loss),
             "lr": lr_at(run.state.step - 1, run.config.optim, run.total_steps),
             "grad_norm": float(self.norm_sum) / self.steps,
             "grad_norm_max": float(self.norm_max),
@@ -541,6 +624,18 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
                 save(run, periodic=do_ckpt, best=best)
             if stopped:
                 break
+    summary = _summary(run, stopped)
+    if main:
+        with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
+            fh.write(dumps_strict(summary, indent=2))
+    return summary
+
+
+def _summary(run: Run, stopped: str | None) -> dict[str, Any]:
+    """What the run achieved, as strict JSON values (no validation yet: best_val_loss is None, not Infinity).
+
+    Only rank 0 evaluates, so under DDP every rank returns rank 0's summary.
+    """
     summary = {
         "run_dir": str(run.run_dir),
         "steps": run.state.step,
@@ -553,9 +648,11 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
     }
     if stopped:
         summary["stopped"] = stopped
-    if main:
-        with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+    summary = strict_json(summary)
+    if run.dist.enabled:
+        shared = [summary]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        summary = shared[0]
     return summary
 
 
