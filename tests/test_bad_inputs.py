@@ -89,6 +89,7 @@ CASES: dict[str, Case] = {
     "option of another command": Case(("attention", "{ws}/run", "--run", "x"), "see `scratchlm attention --help`"),
     "bool written as Python": Case(train_args("train.compile=True"), "must be bool, got 'True' (str); write true or"),
     "key in the wrong section": Case(train_args("train.lr=1e-3"), "(did you mean optim.lr?)"),
+    "device that is no device": Case(train_args("train.device=gpu"), "train.device = 'gpu' is not a device name"),
     "missing required option": Case(("data", "text", "--input", "x.txt"), "the following arguments are required"),
     "group without a command": Case(("tokenizer",), "`scratchlm tokenizer` needs a command"),
     "zero benchmark steps": Case(("bench", "train", "--steps", "0"), "--steps must be >= 1"),

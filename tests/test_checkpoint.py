@@ -65,6 +65,20 @@ def test_a_checkpoint_alone_rebuilds_the_model(tmp_path: Path) -> None:
     torch.testing.assert_close(rebuilt(idx)[0], model(idx)[0], rtol=0, atol=0)
 
 
+def test_load_model_keeps_the_checkpoints_precision_returns_eval_mode_and_takes_a_run_dir(tmp_path: Path) -> None:
+    model, opt = trained_pair()
+    model = model.double()
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    save_checkpoint(model, opt, 3, tmp_path / "run" / "checkpoints" / "last.pt")
+    rebuilt = load_model(tmp_path / "run")  # a run directory stands for its best.pt, else last.pt
+    assert rebuilt.token_embeddings.weight.dtype == torch.float64 and not rebuilt.training
+    idx = torch.randint(0, 256, (2, 10))
+    torch.testing.assert_close(rebuilt(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
+    assert load_model(tmp_path / "run", dtype=torch.float32).lm_head.weight.dtype == torch.float32
+    with pytest.raises(CheckpointError, match=r"is a directory; pass a \.pt file"):
+        load_model(tmp_path)  # no checkpoints/ inside
+
+
 def test_a_compiled_wrapper_saves_the_plain_state_dict_layout(tmp_path: Path) -> None:
     model, opt = trained_pair(1)
     compiled = torch.compile(model)  # wrapping is lazy: nothing is compiled unless it is called

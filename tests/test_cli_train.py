@@ -167,3 +167,15 @@ def test_bench_train_prints_one_json_line(capsys: pytest.CaptureFixture[str]) ->
     for key in ("tokens_per_s", "ms_per_step", "mfu", "params", "device"):
         assert key in result
     assert result["device"] == "cpu" and result["mfu"] is None and result["tokens_per_s"] > 0
+
+
+def test_a_warmup_as_long_as_the_run_is_named_with_the_fix(
+    tmp_path: Path, data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert main([*base(data, tmp_path / "run"), "--set", "optim.warmup_steps=10"]) == 0
+    assert any("optim.warmup_steps = 10 covers the whole 4-step run" in m for m in caplog.messages)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*base(data, tmp_path / "run2"), "--set", "optim.warmup_steps=1"]) == 0
+    assert not any("covers the whole" in m for m in caplog.messages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,36 @@ CONTEXT = 32
 def make_model(**overrides: object) -> TransformerLM:
     config = ModelConfig(vocab_size=VOCAB, context_length=CONTEXT, d_model=32, num_layers=2, num_heads=4, **overrides)
     return TransformerLM(config)
+
+
+def test_the_conveniences_a_python_user_reaches_for() -> None:
+    import scratchlm
+
+    model = make_model()
+    assert scratchlm.generate is generate  # from scratchlm import generate, load_model
+    greedy = generate(model, [[3, 1, 4]], max_new_tokens=6, temperature=0.0)
+    assert generate(model, [3, 1, 4], max_new_tokens=6, temperature=0.0).tokens == greedy.tokens  # one prompt
+    assert generate(model, [[3, 1, 4]], max_new_tokens=6, temperature=1e-300).tokens == greedy.tokens
+    seeded = generate(model, [[3, 1, 4]], max_new_tokens=8, seed=7).tokens
+    assert seeded == generate(model, [[3, 1, 4]], max_new_tokens=8, generator=torch.Generator().manual_seed(7)).tokens
+    first = greedy.tokens[0][0]
+    assert generate(model, [[3, 1, 4]], max_new_tokens=6, temperature=0.0, stop_tokens=first).tokens == [[]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"prompts": ["hello"]}, ShapeError, "prompt 0 is text ('hello'), not token ids"),
+        ({"prompts": [[1.5, 2.7]]}, ShapeError, "prompt 0 must be a list of integer token ids"),
+        ({"prompts": [[1, 2]], "temperature": None}, ConfigError, "must be a number >= 0"),
+        ({"prompts": [[1, 2]], "stop_tokens": "x"}, ConfigError, "stop_tokens must be a token id or a list"),
+        ({"prompts": [[1, 2]], "seed": 1, "generator": torch.Generator()}, ConfigError, "a seed or a generator"),
+    ],
+)
+def test_python_misuse_of_generate_is_one_clear_error(kwargs: dict, error: type, message: str) -> None:
+    prompts = kwargs.pop("prompts")
+    with pytest.raises(error, match=re.escape(message)):
+        generate(make_model(), prompts, max_new_tokens=2, **kwargs)
 
 
 def test_greedy_generation_is_the_argmax_loop_over_the_plain_forward() -> None:

@@ -159,14 +159,34 @@ def test_reset_parameters_reinitializes_everything() -> None:
             assert value.std() > 0 and not torch.equal(value, before[name]), name
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32])
+def test_narrow_integer_ids_give_the_int64_result(dtype: torch.dtype) -> None:
+    # uint8 used to be read as a boolean mask by the embedding lookup, int16 refused by indexing.
+    model = TransformerLM(tiny())
+    idx, targets = torch.tensor([[1, 2, 3, 60]]), torch.tensor([[2, 3, 4, 5]])
+    logits, loss = model(idx, targets)
+    narrow_logits, narrow_loss = model(idx.to(dtype), targets.to(dtype))
+    assert torch.equal(narrow_logits, logits) and torch.equal(narrow_loss, loss)
+
+
 def test_input_errors_name_the_argument() -> None:
     model = TransformerLM(tiny())
     with pytest.raises(ShapeError, match="context_length is 24"):
         model(torch.zeros(1, 25, dtype=torch.long))
     with pytest.raises(ShapeError, match="vocab_size is 61"):
         model(torch.tensor([[1, 2, 61]]))
-    with pytest.raises(ShapeError, match="integer token ids"):
+    with pytest.raises(ShapeError, match=r"must hold integers, got dtype torch.float32; convert it with .long\(\)"):
         model(torch.zeros(1, 4))
+    with pytest.raises(ShapeError, match=r"must be a torch\.Tensor, got list; wrap it with torch\.as_tensor"):
+        model([[1, 2]])
+    with pytest.raises(ShapeError, match="`targets` must hold integers"):
+        model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4))
+    with pytest.raises(ShapeError, match=r"`token_positions` holds positions in \[-1, 2\] but the model has"):
+        model(torch.zeros(1, 4, dtype=torch.long), token_positions=torch.arange(-1, 3))
+    with pytest.raises(ShapeError, match=r"positions in \[22, 25\]"):
+        model(torch.zeros(1, 4, dtype=torch.long), token_positions=torch.arange(22, 26))
+    with pytest.raises(ConfigError, match="TransformerLM takes a ModelConfig, got dict"):
+        TransformerLM({"vocab_size": 61})  # type: ignore[arg-type]
     with pytest.raises(ShapeError, match="`targets` shape"):
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ShapeError, match="`targets` holds ids"):

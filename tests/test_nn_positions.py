@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from scratchlm.config import ModelConfig
+from scratchlm.model import TransformerLM
 from scratchlm.nn.positions import (
     ADDITIVE_POSITION_RMS,
     LearnedPositionalEmbedding,
@@ -99,3 +101,17 @@ def test_learned_positions_start_at_the_sinusoid_scale() -> None:
     learned = LearnedPositionalEmbedding(2048, 128)
     rms = learned(torch.arange(2048)).pow(2).mean().sqrt().item()
     assert rms == pytest.approx(ADDITIVE_POSITION_RMS, rel=0.03)
+
+
+@pytest.mark.parametrize("positional", ["rope", "sinusoidal"])
+def test_a_model_built_in_float64_has_the_tables_of_one_moved_there(positional: str) -> None:
+    config = ModelConfig(
+        vocab_size=50, context_length=512, d_model=32, num_layers=1, num_heads=2, positional=positional
+    )
+    built = TransformerLM(config, dtype=torch.float64)
+    moved = TransformerLM(config).double()
+    moved.load_state_dict(built.state_dict())
+    tables = [b for name, b in built.named_buffers() if name.endswith(("cos_TP", "sin_TP", "table_TD"))]
+    assert tables and all(t.dtype == torch.float64 for t in tables)
+    idx = torch.randint(0, 50, (1, 512), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(built(idx)[0], moved(idx)[0])  # far positions are where float32 tables drift (~1e-7)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scratchlm.errors import ConfigError, DataError
-from scratchlm.tokenizers import CharTokenizer, TextTokenizer, load_tokenizer
+from scratchlm.tokenizers import CharTokenizer, TextTokenizer, Tokenizer, load_tokenizer
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
 
@@ -62,3 +62,21 @@ def test_unknown_characters_and_ids(tmp_path: Path) -> None:
 def test_tiny_shakespeare_has_65_characters(shared_data: Path) -> None:
     tok = CharTokenizer.train(shared_data / "text" / "tinyshakespeare.txt")
     assert tok.vocab_size == 65  # nanoGPT's shakespeare_char vocabulary
+
+
+def test_decode_takes_tensors_and_arrays_and_training_says_when_it_was_given_text(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from scratchlm.tokenizers import train_bpe
+
+    path = tmp_path / "in.txt"
+    path.write_text("the cat sat on the mat\n" * 20, encoding="utf-8")
+    for tokenizer in (CharTokenizer.train(path), Tokenizer(*train_bpe(path, 260))):
+        ids = tokenizer.encode("the cat")
+        # Iterating a tensor gives 0-d tensors, which the decoders used to report as unknown ids.
+        assert tokenizer.decode(torch.tensor(ids)) == tokenizer.decode(np.array(ids)) == "the cat"
+    with pytest.raises(DataError, match="looks like text, not a file path; training reads files"):
+        train_bpe("the cat sat on the mat\n" * 20, 260)
+    with pytest.raises(DataError, match="looks like text, not a file path"):
+        CharTokenizer.train("the cat sat on the mat\n" * 20)

@@ -9,19 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "RunConfig", "ScratchLMError", "TransformerLM", "__version__"]
+__all__ = ["ModelConfig", "RunConfig", "ScratchLMError", "TransformerLM", "__version__", "generate", "load_model"]
 
 _LAZY = {
     "ModelConfig": "scratchlm.config",
     "RunConfig": "scratchlm.config",
     "ScratchLMError": "scratchlm.errors",
     "TransformerLM": "scratchlm.model",
+    "generate": "scratchlm.infer.generate",
+    "load_model": "scratchlm.train.checkpoint",
 }
 
 if TYPE_CHECKING:
     from scratchlm.config import ModelConfig, RunConfig
     from scratchlm.errors import ScratchLMError
+    from scratchlm.infer.generate import generate
     from scratchlm.model import TransformerLM
+    from scratchlm.train.checkpoint import load_model
 
 
 def __getattr__(name: str) -> Any:

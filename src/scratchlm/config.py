@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+import torch
+
 from scratchlm.errors import ConfigError
 from scratchlm.nn.attention import ATTENTION_BACKENDS
 from scratchlm.nn.ffn import default_d_ff
@@ -321,6 +323,13 @@ class TrainConfig(_Section):
         self._choice("compile_mode", COMPILE_MODES)
         self._choice("sdpa_kernel", SDPA_KERNELS)
         self._choice("on_nonfinite", ("stop", "skip"))
+        if self.device != "auto":
+            try:  # the name only: whether this machine has the device is checked when a run starts
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ConfigError(
+                    f"train.device = {self.device!r} is not a device name; use cpu, cuda, cuda:N, mps or auto."
+                ) from None
         budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) != 1:
             raise ConfigError(

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.config import ModelConfig
-from scratchlm.errors import ShapeError
+from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.nn.attention import CausalSelfAttention
 from scratchlm.nn.ffn import MLP, SwiGLU
 from scratchlm.nn.functional import cross_entropy, dropout
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from scratchlm.infer.kv_cache import KVCache, LayerKVCache
 
 IGNORE_INDEX = -100  # a target equal to this contributes nothing to the loss
+INDEX_DTYPES = (torch.int64, torch.int32)  # what indexing and the loss take as they are
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 class Block(nn.Module):
@@ -114,18 +119,25 @@ class TransformerLM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(
+                f"TransformerLM takes a ModelConfig, got {type(config).__name__}; build one with "
+                "ModelConfig(**values) or ModelConfig.from_dict(values)."
+            )
         self.config = config
         c = config
         self.token_embeddings = Embedding(c.vocab_size, c.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer: the rotation depends only on position.
         rope = (
-            RotaryPositionalEmbedding(c.rope_theta, c.head_dim, c.context_length, device=device)
+            RotaryPositionalEmbedding(c.rope_theta, c.head_dim, c.context_length, device=device, dtype=dtype)
             if c.positional == "rope"
             else None
         )
         self.position_embeddings: nn.Module | None = None
         if c.positional == "sinusoidal":
-            self.position_embeddings = SinusoidalPositionalEmbedding(c.d_model, c.context_length, device=device)
+            self.position_embeddings = SinusoidalPositionalEmbedding(
+                c.d_model, c.context_length, device=device, dtype=dtype
+            )
         elif c.positional == "learned":
             self.position_embeddings = LearnedPositionalEmbedding(
                 c.context_length, c.d_model, device=device, dtype=dtype
@@ -202,7 +214,7 @@ class TransformerLM(nn.Module):
         kv_cache (decoding, `scratchlm.infer.kv_cache`): idx holds only the T tokens after those already
         cached; the default positions are then their true ones, which the cache knows.
         """
-        self._check_inputs(idx, targets)
+        idx, targets, token_positions = self._checked_inputs(idx, targets, token_positions)
         seq_len = idx.shape[-1]
         x_BTD = self.token_embeddings(idx)
         if kv_cache is not None:
@@ -225,10 +237,30 @@ class TransformerLM(nn.Module):
             return logits_BTV, None
         return logits_BTV, cross_entropy(logits_BTV, targets, ignore_index=IGNORE_INDEX, validate=False)
 
-    def _check_inputs(self, idx: Tensor, targets: Tensor | None) -> None:
+    def _checked_inputs(
+        self, idx: Tensor, targets: Tensor | None, token_positions: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The inputs, checked, with integer types narrower than int32 widened to int64.
+
+        Indexing wants int32/int64 (a uint8 index would even be read as a mask); nanoGPT's token files are
+        uint16. The value checks cost one host sync, so the trainer turns them off where its data source
+        already guarantees the ids (`check_token_ids`).
+        """
+        widened = []
+        for name, value in (("model input `idx`", idx), ("`targets`", targets), ("`token_positions`", token_positions)):
+            if value is not None and not isinstance(value, Tensor):
+                raise ShapeError(
+                    f"{name} must be a torch.Tensor, got {type(value).__name__}; wrap it with torch.as_tensor(...)."
+                )
+            if value is not None and not _is_integer(value.dtype):
+                raise ShapeError(f"{name} must hold integers, got dtype {value.dtype}; convert it with .long().")
+            widened.append(value if value is None or value.dtype in INDEX_DTYPES else value.long())
+        idx, targets, token_positions = widened
+        self._check_inputs(idx, targets, token_positions)
+        return idx, targets, token_positions
+
+    def _check_inputs(self, idx: Tensor, targets: Tensor | None, token_positions: Tensor | None) -> None:
         c = self.config
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ShapeError(f"model input `idx` must hold integer token ids, got dtype {idx.dtype}.")
         if idx.dim() == 0 or idx.shape[-1] == 0:
             raise ShapeError(
                 f"model input `idx` must have shape (batch, seq_len) with seq_len >= 1, got {tuple(idx.shape)}."
@@ -244,12 +276,16 @@ class TransformerLM(nn.Module):
             return
         if idx.is_cuda and torch.cuda.is_current_stream_capturing():
             return  # value checks are data-dependent; eager runs catch bad ids before compiled/graphed ones
-        # All four bounds in one host transfer: one sync per step on a GPU, not four.
+        # Every bound in one host transfer: one sync per step on a GPU, not one per bound.
         bounds = [idx.min(), idx.max()]
         if targets is not None:
             ignored = targets == IGNORE_INDEX
             bounds += [targets.masked_fill(ignored, 0).min(), targets.masked_fill(ignored, 0).max()]
-        lo, hi, *target_bounds = torch.stack(bounds).tolist()
+        if token_positions is not None:
+            bounds += [token_positions.min(), token_positions.max()]
+        lo, hi, *rest = torch.stack([b.long() for b in bounds]).tolist()  # int32 and int64 bounds in one tensor
+        target_bounds = rest[:2] if targets is not None else []
+        position_bounds = rest[-2:] if token_positions is not None else []
         if lo < 0 or hi >= c.vocab_size:
             raise ShapeError(
                 f"model input `idx` holds ids in [{lo}, {hi}] but vocab_size is {c.vocab_size}; check the "
@@ -259,6 +295,11 @@ class TransformerLM(nn.Module):
             raise ShapeError(
                 f"`targets` holds ids in [{target_bounds[0]}, {target_bounds[1]}] outside [0, {c.vocab_size})"
                 f" (use {IGNORE_INDEX} to ignore a position)."
+            )
+        if position_bounds and (position_bounds[0] < 0 or position_bounds[1] >= c.context_length):
+            raise ShapeError(
+                f"`token_positions` holds positions in [{position_bounds[0]}, {position_bounds[1]}] but the model "
+                f"has positions [0, {c.context_length}); pass absolute positions below context_length."
             )
 
     def num_params(self, non_embedding: bool = False) -> int:

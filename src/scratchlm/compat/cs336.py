@@ -82,14 +82,18 @@ def run_multihead_self_attention_with_rope(
     in_features: Tensor,
     token_positions: Tensor | None = None,
 ) -> Tensor:
-    rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
+    rope = RotaryPositionalEmbedding(
+        theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device, dtype=q_proj_weight.dtype
+    )
     attn = CausalSelfAttention(d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype)
     attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
     return attn(in_features, token_positions)
 
 
 def run_rope(d_k: int, theta: float, max_seq_len: int, in_query_or_key: Tensor, token_positions: Tensor) -> Tensor:
-    rope = RotaryPositionalEmbedding(theta, d_k, max_seq_len, device=in_query_or_key.device)
+    rope = RotaryPositionalEmbedding(
+        theta, d_k, max_seq_len, device=in_query_or_key.device, dtype=in_query_or_key.dtype
+    )
     return rope(in_query_or_key, token_positions)
 
 
@@ -103,7 +107,7 @@ def run_transformer_block(
     in_features: Tensor,
 ) -> Tensor:
     device, dtype = in_features.device, weights["ln1.weight"].dtype
-    rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device)
+    rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=device, dtype=dtype)
     block = Block(d_model, num_heads, d_ff, rope=rope, device=device, dtype=dtype)
     block.load_state_dict(weights)
     return block(in_features)

@@ -24,6 +24,7 @@ Shapes: B = prompts (rows), P = the longest prompt, T = positions, V = vocabular
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -79,8 +80,9 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Sequence[int] = (),
+    stop_tokens: Sequence[int] | int = (),
     generator: torch.Generator | None = None,
+    seed: int | None = None,
     use_cache: bool = True,
     vocab_limit: int | None = None,
     cuda_graph: bool = False,
@@ -91,6 +93,7 @@ def generate(
     Tokens stay on the device until the end, so without stop tokens there is no host sync per step.
     """
     rows = as_token_lists(prompts)
+    stop_tokens = as_stop_tokens(stop_tokens)
     steps: list[Tensor] = []
     for step in decode_steps(
         model,
@@ -101,6 +104,7 @@ def generate(
         top_p=top_p,
         stop_tokens=stop_tokens,
         generator=generator,
+        seed=seed,
         use_cache=use_cache,
         vocab_limit=vocab_limit,
         cuda_graph=cuda_graph,
@@ -125,8 +129,9 @@ def decode_steps(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Sequence[int] = (),
+    stop_tokens: Sequence[int] | int = (),
     generator: torch.Generator | None = None,
+    seed: int | None = None,
     use_cache: bool = True,
     vocab_limit: int | None = None,
     cuda_graph: bool = False,
@@ -134,8 +139,10 @@ def decode_steps(
 ) -> Iterator[DecodeStep]:
     """An iterator of one DecodeStep per generated token (for streaming); arguments are checked right away.
 
-    prompts: B non-empty lists of token ids (or a (B, T) tensor). temperature 0 is greedy; top_k keeps the
-    k most likely tokens, top_p the smallest set whose probability reaches p. stop_tokens end a row.
+    prompts: B non-empty lists of token ids, a (B, T) tensor, or one prompt (a list of ids or a (T,)
+    tensor). temperature 0 is greedy; top_k keeps the k most likely tokens, top_p the smallest set whose
+    probability reaches p. stop_tokens (an id or a list of ids) end a row. seed: draw from a fresh
+    torch.Generator seeded with it (or pass your own `generator`; not both).
     vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
     use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
     decode step over a static cache (see cuda_graph.py). compile runs the decode step through torch.compile
@@ -143,9 +150,13 @@ def decode_steps(
     graph captures. The model is in eval mode while the iterator runs.
     """
     rows = as_token_lists(prompts)
-    stops = [int(token) for token in stop_tokens]
+    stops = as_stop_tokens(stop_tokens)
     check_generation_args(model, rows, max_new_tokens, temperature, top_k, top_p, stops, vocab_limit)
     check_step_options(model, use_cache, cuda_graph, compile)
+    if seed is not None:
+        if generator is not None:
+            raise ConfigError("pass a seed or a generator, not both (a generator carries its own seed).")
+        generator = torch.Generator(_device(model)).manual_seed(int(seed))
     sampling = (temperature, top_k, top_p, generator)
     steps = _StepOptions(cuda_graph=cuda_graph, compile=compile)
     return _decode(model, rows, max_new_tokens, sampling, stops, use_cache, vocab_limit, steps)
@@ -268,18 +279,54 @@ def _uncached_logits(
         tokens_B = yield logits_BV
 
 
-def as_token_lists(prompts: Prompts) -> list[list[int]]:
-    """Prompts as plain lists of ints: from a (B, T) or (T,) tensor, or from a sequence of id sequences."""
+def as_token_lists(prompts: Prompts | Sequence[int]) -> list[list[int]]:
+    """Prompts as plain lists of ints: from a (B, T) or (T,) tensor, a sequence of id sequences, or one
+    sequence of ids (a single prompt)."""
     if isinstance(prompts, Tensor):
         if prompts.dim() == 1:
             prompts = prompts.unsqueeze(0)
-        if prompts.dim() != 2 or prompts.is_floating_point():
-            raise ShapeError(f"prompts must be a (batch, length) tensor of token ids, got {tuple(prompts.shape)}.")
+        if prompts.dim() != 2 or prompts.is_floating_point() or prompts.dtype == torch.bool:
+            raise ShapeError(
+                f"prompts must be a (batch, length) tensor of integer token ids, got {tuple(prompts.shape)} "
+                f"{prompts.dtype}."
+            )
         return prompts.tolist()
     if isinstance(prompts, (str, bytes)):
         raise ShapeError("prompts must be token ids, not text; encode the text with the run's tokenizer first.")
-    rows = [[int(token) for token in row] for row in prompts]
-    return rows
+    rows = list(prompts)
+    if rows and all(_is_token_id(token) for token in rows):
+        rows = [rows]  # one prompt given as a flat list of ids
+    return [_token_row(b, row) for b, row in enumerate(rows)]
+
+
+def _is_token_id(value: object) -> bool:
+    """An integer (Python, NumPy, or a 0-d integer tensor); not a bool, not a float."""
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _token_row(b: int, row: object) -> list[int]:
+    if isinstance(row, (str, bytes)):
+        raise ShapeError(f"prompt {b} is text ({row[:20]!r}), not token ids; encode it with the run's tokenizer first.")
+    if isinstance(row, Tensor):
+        row = row.tolist()
+    if not isinstance(row, Sequence) or not all(_is_token_id(token) for token in row):
+        raise ShapeError(
+            f"prompt {b} must be a list of integer token ids, got {str(row)[:40]}; give ids such as [15496, 11]."
+        )
+    return [int(token) for token in row]
+
+
+def as_stop_tokens(stop_tokens: Sequence[int] | int) -> list[int]:
+    """A list of stop ids from one id or a sequence of them."""
+    if _is_token_id(stop_tokens):
+        return [int(stop_tokens)]  # type: ignore[call-overload]
+    if isinstance(stop_tokens, Tensor):
+        stop_tokens = stop_tokens.flatten().tolist()
+    if isinstance(stop_tokens, (str, bytes)) or not all(_is_token_id(t) for t in stop_tokens):
+        raise ConfigError(f"stop_tokens must be a token id or a list of ids, got {stop_tokens!r}.")
+    return [int(token) for token in stop_tokens]
 
 
 def check_generation_args(

@@ -16,6 +16,10 @@ from scratchlm.nn.functional import softmax
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """ConfigError unless temperature >= 0, top_k >= 1 (or None) and 0 < top_p <= 1 (or None)."""
     # Each message names the argument as the library and the CLI (--temperature, --top-k, --top-p) both spell it.
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ConfigError(f"temperature (--temperature) must be a number >= 0 (0 means greedy), got {temperature!r}.")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))):
+        raise ConfigError(f"top_p (--top-p) must be a number in (0, 1], got {top_p!r}.")
     if not temperature >= 0.0:
         raise ConfigError(f"temperature (--temperature) must be >= 0 (0 means greedy), got {temperature}.")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -53,7 +57,11 @@ def sample_next_token(
     check_sampling_args(temperature, top_k, top_p)
     if temperature == 0.0:
         return logits_BV.argmax(dim=-1)
-    logits_BV = logits_BV.float() / temperature
+    # Shifting the row max to 0 first keeps a tiny temperature finite: (l - max) / T only grows more
+    # negative (to -inf at worst), the maxima stay 0 even where T underflows float32, and the softmax is
+    # the same.
+    shifted_BV = logits_BV.float() - logits_BV.float().amax(dim=-1, keepdim=True)
+    logits_BV = torch.where(shifted_BV == 0, 0.0, shifted_BV / temperature)
     if top_k is not None:
         logits_BV = filter_top_k(logits_BV, top_k)
     if top_p is not None and top_p < 1.0:

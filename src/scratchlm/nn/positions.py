@@ -25,8 +25,13 @@ class _DerivedTables(nn.Module):
 
     `.to(dtype)` would round such tables (a bf16 RoPE table misplaces far positions by whole radians), so
     after every device/dtype move they are rebuilt from float64 math: float64 models get float64-exact
-    tables, and low-precision models keep float32 tables.
+    tables, and low-precision models keep float32 tables. The constructor's `dtype` (the model's) follows
+    the same rule, so a model built in float64 and one moved there with `.double()` agree.
     """
+
+    @staticmethod
+    def _table_dtype(dtype: torch.dtype | None) -> torch.dtype:
+        return torch.float64 if dtype == torch.float64 else torch.float32
 
     def _build_tables(self, device: torch.device | str | None, dtype: torch.dtype) -> None:
         raise NotImplementedError
@@ -37,7 +42,7 @@ class _DerivedTables(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> _DerivedTables:
         super()._apply(fn, recurse)
         moved = self._table()
-        self._build_tables(moved.device, torch.float64 if moved.dtype == torch.float64 else torch.float32)
+        self._build_tables(moved.device, self._table_dtype(moved.dtype))
         return self
 
 
@@ -48,14 +53,21 @@ class RotaryPositionalEmbedding(_DerivedTables):
     broadcastable against x's leading dims (attention passes (..., 1, T) so every head shares them).
     """
 
-    def __init__(self, theta: float, d_k: int, max_seq_len: int, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        theta: float,
+        d_k: int,
+        max_seq_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if d_k % 2:
             raise ValueError(f"RoPE rotates pairs of features, so `d_k` must be even, got {d_k}.")
         self.theta = theta
         self.d_k = d_k
         self.max_seq_len = max_seq_len
-        self._build_tables(device, torch.float32)
+        self._build_tables(device, self._table_dtype(dtype))
 
     def _table(self) -> Tensor:
         return self.cos_TP
@@ -87,11 +99,17 @@ class RotaryPositionalEmbedding(_DerivedTables):
 class SinusoidalPositionalEmbedding(_DerivedTables):
     """The fixed table of Vaswani et al.: PE[t, 2i] = sin(t / 10000^(2i/D)), PE[t, 2i+1] = cos(same)."""
 
-    def __init__(self, d_model: int, max_seq_len: int, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        max_seq_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.max_seq_len = max_seq_len
-        self._build_tables(device, torch.float32)
+        self._build_tables(device, self._table_dtype(dtype))
 
     def _table(self) -> Tensor:
         return self.table_TD

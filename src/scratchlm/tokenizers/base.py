@@ -35,6 +35,15 @@ class TextTokenizer(Protocol):
     def save(self, directory: str | os.PathLike) -> Path: ...
 
 
+def id_list(ids: Iterable[int]) -> list:
+    """`ids` as a list, from any iterable or from a tensor / NumPy array (through its .tolist(), as HF and
+    tiktoken accept them): iterating a tensor would give 0-d tensors, not ids."""
+    if hasattr(ids, "tolist"):
+        values = ids.tolist()
+        return values if isinstance(values, list) else [values]
+    return list(ids)
+
+
 def load_tokenizer(directory: str | os.PathLike) -> TextTokenizer:
     """Load the tokenizer saved in `directory`, whatever its kind."""
     from scratchlm.tokenizers.char import CharTokenizer

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write
+from scratchlm.tokenizers.base import id_list
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, read_range, total_size
 from scratchlm.tokenizers.pretokenize import check_special_tokens, special_pattern, split_specials
 
@@ -106,7 +107,7 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         strings = self._strings
-        ids = list(ids)
+        ids = id_list(ids)
         try:
             if ids and min(ids) < 0:  # a negative index would silently count from the end
                 raise IndexError

@@ -115,10 +115,19 @@ def read_range(path: str | os.PathLike, start: int, end: int) -> str:
         ) from None
 
 
+def _looks_like_text(path: str) -> bool:
+    return len(path) > 255 or "\n" in path  # longer than a file name can be, or several lines
+
+
 def total_size(sources: Sequence[TextSource]) -> int:
     """Bytes in all sources; a missing file or an all-empty input raises DataError."""
     total = 0
     for source in sources:
+        if not os.path.isfile(source.path) and _looks_like_text(source.path):
+            raise DataError(
+                f"the input {source.path[:40]!r}... looks like text, not a file path; training reads files: write "
+                "the text to a file and pass its path."
+            )
         if not os.path.isfile(source.path):
             raise DataError(f"input file {source.path} does not exist (or is not a file); check the path.")
         total += source.stop() - source.start

@@ -26,6 +26,7 @@ from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write, refuse_special_file
 from scratchlm.tokenizers import fast as fast_backend
 from scratchlm.tokenizers import gpt2_files
+from scratchlm.tokenizers.base import id_list
 from scratchlm.tokenizers.merge_list import MergeList
 from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, check_special_tokens, special_pattern, split_specials
 
@@ -157,7 +158,7 @@ class Tokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The concatenated bytes of `ids`; DataError naming unknown ids."""
         vocab = self.vocab
-        ids = list(ids)
+        ids = id_list(ids)
         try:
             return b"".join([vocab[i] for i in ids])
         except (KeyError, TypeError):

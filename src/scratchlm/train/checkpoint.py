@@ -93,6 +93,11 @@ def _torch_save(state: dict[str, Any], fh: IO[bytes]) -> None:
 def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (tensors and plain values only) with a clear error if it is unusable."""
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
+    if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+        raise CheckpointError(
+            f"checkpoint {name!r} is a directory; pass a .pt file (a run's are in its checkpoints/, or give "
+            "load_model the run directory itself)."
+        )
     if isinstance(src, (str, os.PathLike)) and not os.path.isfile(src):
         raise CheckpointError(f"checkpoint {name!r} does not exist; check the path.")
     try:
@@ -154,12 +159,16 @@ def load_checkpoint(src: PathOrFile, model: nn.Module, optimizer: torch.optim.Op
     return int(state["iteration"])
 
 
-def load_model(src: PathOrFile, device: str | torch.device = "cpu") -> TransformerLM:
-    """Rebuild a TransformerLM from a checkpoint alone (its stored config plus weights).
+def load_model(src: PathOrFile, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TransformerLM:
+    """Rebuild a TransformerLM from a checkpoint alone (its stored config plus weights), in eval mode.
 
-    The config is checked against the stored weights on the meta device first, so a checkpoint whose
-    config claims a model larger than the weights it holds is refused before anything is allocated.
+    `src`: a checkpoint file, or a run directory (its checkpoints/best.pt, else last.pt). `dtype`: None
+    keeps the checkpoint's own precision (a float64 checkpoint stays float64). Call `.train()` on the
+    result to fine-tune it. The config is checked against the stored weights on the meta device first, so a
+    checkpoint whose config claims a model larger than the weights it holds is refused before anything is
+    allocated.
     """
+    src = _checkpoint_in_run_dir(src)
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
     state = read_checkpoint(src, map_location=device)
     if "config" not in state:
@@ -168,9 +177,23 @@ def load_model(src: PathOrFile, device: str | torch.device = "cpu") -> Transform
     with torch.device("meta"):  # the default device too: derived tables are computed on meta, not the CPU
         skeleton = TransformerLM(config, device="meta")
     _check_weights_fit_config(skeleton, state["model"], name)
-    model = TransformerLM(config, device=device)
+    stored = next((t.dtype for t in state["model"].values() if t.is_floating_point()), torch.float32)
+    model = TransformerLM(config, device=device, dtype=stored)
     model.load_state_dict(state["model"])
-    return model
+    if dtype is not None and dtype != stored:
+        model = model.to(dtype)
+    return model.eval()  # dropout off: what loading a trained model is for, as with HF's from_pretrained
+
+
+def _checkpoint_in_run_dir(src: PathOrFile) -> PathOrFile:
+    """A run directory stands for its best checkpoint (else its last); anything else is returned as given."""
+    if not isinstance(src, (str, os.PathLike)) or not os.path.isdir(src):
+        return src
+    for name in ("best.pt", "last.pt"):
+        candidate = os.path.join(src, "checkpoints", name)
+        if os.path.isfile(candidate):
+            return candidate
+    return src  # read_checkpoint says it is a directory
 
 
 def _check_weights_fit_config(skeleton: nn.Module, weights: dict[str, Any], name: str) -> None:

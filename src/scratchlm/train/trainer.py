@@ -116,7 +116,11 @@ class Run:
 
 
 def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
-    """The learning rate of update `step` (0-based): warmup, then cosine reaching min_lr at the last update."""
+    """The learning rate of update `step` (0-based): warmup, then cosine reaching min_lr at the last update.
+
+    A run no longer than its warmup has no cosine phase: the warmup is cut to the run and ends at the peak
+    rate on the last update (`fit` warns about it).
+    """
     warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
     if optim.schedule == "constant":
         return optim.lr if step >= warmup else step / warmup * optim.lr
@@ -222,6 +226,16 @@ def build_model_and_optimizer(
     autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     return model, step_model, optimizer, autocast_dtype, scaler
+
+
+def _warn_if_warmup_covers_the_run(run: Run) -> None:
+    optim = run.config.optim
+    if optim.schedule == "cosine" and optim.warmup_steps >= run.total_steps - 1 and run.dist.is_main:
+        log.warning(
+            "optim.warmup_steps = %d covers the whole %d-step run, so the learning rate ends at its peak and "
+            "never decays to its minimum; lower optim.warmup_steps (say to %d) to give it a cosine phase",
+            optim.warmup_steps, run.total_steps, max(run.total_steps // 10, 1),
+        )  # fmt: skip
 
 
 def _write_config(run: Run) -> None:
@@ -547,6 +561,8 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
 
     t = run.config.train
     main = run.dist.is_main
+    if run.state.step == 0:
+        _warn_if_warmup_covers_the_run(run)
     if main and run.logger is None:
         run.logger = MetricsLogger(run.run_dir, run.config.track, run.run_dir.name, run.config.to_tables())
     flops = flops_per_token(run.config.model, run.data.seq_len)
