@@ -81,3 +81,18 @@ def test_an_audit_json_from_before_the_counts_still_renders(audit: tuple[Path, d
         del run["logged_val_loss"]
     text = page(old, out_dir)
     assert "validation loss, teacher-forced |" in text and "logged by the run" not in text
+
+
+def test_the_audit_text_follows_its_numbers_when_the_unmasked_model_has_not_cheated_yet() -> None:
+    from scratchlm.analysis.audit import _against_floor, _attention_text, _generation_text
+
+    # A short run: the unmasked model is no worse causally and its attention is near uniform.
+    assert "does badly" not in _generation_text(4.242, 4.438)
+    assert "0.196 below the masked model (4.438): it has not learned to copy yet" in _generation_text(4.242, 4.438)
+    assert "does badly: 2.900 nats/token, where the masked model" in _generation_text(2.9, 2.3)
+    flat = {"mean": 0.02, "head": 0, "layer": 0, "max_head": 0.03, "uniform_share": 0.02}
+    assert _attention_text(flat).startswith("The attention does not show it yet")
+    assert _attention_text({**flat, "max_head": 0.6}).startswith("The attention shows it")
+    # The floor sentence is about the validation loss it names, not the training loss before it.
+    assert _against_floor(1.588, 1.609, 2.2).startswith(": that validation loss is below the ln 5 = 1.609 floor")
+    assert _against_floor(2.5, None, 2.2) == ": that validation loss is 0.300 above the masked model's 2.200."

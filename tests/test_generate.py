@@ -173,14 +173,18 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_cli_streams_a_continuation_that_the_cache_does_not_change(
-    text_run: Path, capsys: pytest.CaptureFixture[str]
+    text_run: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     base = ["generate", "--run", str(text_run / "run"), "--prompt", "the fox", "--max-new-tokens", "12"]
     outputs = []
     for extra in (["--temperature", "0"], ["--temperature", "0", "--no-cache"], ["--seed", "3"], ["--seed", "3"]):
-        assert main([*base, *extra]) == 0
+        with caplog.at_level(logging.INFO):
+            assert main([*base, *extra]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[2] == outputs[3]
+    # The speed of each, with and without the cache: the course's inference-speed comparison.
+    speeds = [m for m in caplog.messages if re.match(r"generated \d+ tokens in [\d.]+ s: [\d.]+ tokens/s", m)]
+    assert len(speeds) == 4 and "(KV cache off," in speeds[1] and "(KV cache on," in speeds[0]
     assert all(out.startswith("the fox") for out in outputs)
     prompt_file = text_run / "prompt.txt"
     prompt_file.write_text("lazy", encoding="utf-8")

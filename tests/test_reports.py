@@ -176,6 +176,8 @@ def test_a_report_carries_the_audit(workspace: Path, runs: Path, tmp_path: Path)
     text = (run / "submission" / "scratchlm.mdx").read_text()
     assert '### Why the Model "Cheats"' in text and "causal (prefix only)" in text
     assert (run / "submission" / "images" / "audit_curves.png").is_file()
+    # The audit trained its own runs on another recipe than this run's, and the page says so.
+    assert "The audit below trained its own pair of runs" in text and "differ), so its" in text
     assert main(["report", str(run), "--audit", str(tmp_path / "none")]) == 2
 
 

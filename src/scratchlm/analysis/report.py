@@ -152,6 +152,34 @@ def _copy_figures(blocks: list[Block], figures: dict[str, Path], images: Path) -
 # ------------------------------------------------------------------------------------------- content
 
 
+def _audit_provenance(facts: RunFacts, audit_dir: Path) -> list[Block]:
+    """A note when the attached audit trained another recipe than this run's, so its numbers are not read as
+    this run's (an audit trains its own pair of runs)."""
+    from scratchlm.presets import load_toml_file
+
+    saved = audit_dir / "masked" / "config.toml"
+    if not saved.is_file():
+        return []
+    audited = load_toml_file(str(saved))
+    differs = sorted(
+        f"{section}.{key}"
+        for section in ("model", "optim", "train")
+        for key, value in audited.get(section, {}).items()
+        if key not in ("causal", "seed") and facts.config.to_tables().get(section, {}).get(key) != value
+    )
+    if not differs:
+        return []
+    shown = ", ".join(f"`{name}`" for name in differs[:6]) + (" ..." if len(differs) > 6 else "")
+    return [
+        Paragraph(
+            f"The audit below trained its own pair of runs (`{audit_dir}`), with another recipe than this run's "
+            f'({shown} differ), so its "with the causal mask" numbers are that model\'s, not the ones above. To '
+            f"audit this run's recipe: `scratchlm audit causal-mask --config {facts.run_dir}/config.toml --out "
+            f"{facts.run_dir}-audit`."
+        )
+    ]
+
+
 def report_document(
     facts: RunFacts,
     figures: dict[str, Path],
@@ -202,6 +230,7 @@ def report_document(
     if audit is not None and audit_dir is not None:
         from scratchlm.analysis.audit import audit_blocks
 
+        blocks += _audit_provenance(facts, audit_dir)
         blocks += audit_blocks(audit, audit_dir)
     else:
         blocks.append(

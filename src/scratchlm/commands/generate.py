@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,18 +141,30 @@ def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any])
         "max_new_tokens": max_new, "stop_tokens": stop, "use_cache": not args.no_cache, "vocab_limit": vocab_limit,
         **sampling,
     }  # fmt: skip
+    start = time.perf_counter()
     if args.num_samples == 1:
-        _stream(decode_steps(loaded.model, [ids], **options), tokenizer, text)
+        count = _stream(decode_steps(loaded.model, [ids], **options), tokenizer, text)
+        _log_speed(count, time.perf_counter() - start, not args.no_cache)
         return 0
     result = generate(loaded.model, [ids] * args.num_samples, **options)
+    _log_speed(sum(map(len, result.tokens)), time.perf_counter() - start, not args.no_cache)
     for b, tokens in enumerate(result.tokens):
         print(f"--- sample {b + 1} ---")
         print(text + tokenizer.decode(tokens))
     return 0
 
 
-def _stream(steps: Iterable[DecodeStep], tokenizer: TextTokenizer, prompt_text: str) -> None:
-    """Print the prompt, then the continuation as it comes (held back only inside an unfinished UTF-8 character)."""
+def _log_speed(tokens: int, seconds: float, use_cache: bool) -> None:
+    """Tokens per second on stderr, so `--no-cache` against the default is the course's speed comparison."""
+    logger.info(
+        "generated %d tokens in %.3f s: %.1f tokens/s (KV cache %s, prefill and sampling included)",
+        tokens, seconds, tokens / max(seconds, 1e-9), "on" if use_cache else "off",
+    )  # fmt: skip
+
+
+def _stream(steps: Iterable[DecodeStep], tokenizer: TextTokenizer, prompt_text: str) -> int:
+    """Print the prompt, then the continuation as it comes (held back only inside an unfinished UTF-8 character);
+    return the number of tokens generated."""
     sys.stdout.write(prompt_text)
     sys.stdout.flush()
     new: list[int] = []
@@ -167,6 +180,7 @@ def _stream(steps: Iterable[DecodeStep], tokenizer: TextTokenizer, prompt_text: 
             printed = len(text)
     sys.stdout.write(tokenizer.decode(new)[printed:] + "\n")
     sys.stdout.flush()
+    return len(new)
 
 
 def _prompt_actions(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
@@ -192,10 +206,12 @@ def _prompt_actions(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[
             f"--prompt-actions must lie in [0, {action_vocab}), got ids in [{min(actions)}, {max(actions)}]."
         )
     max_new = args.max_new_tokens or max(1, loaded.model.config.context_length - len(actions))
+    start = time.perf_counter()
     result = generate(
         loaded.model, [actions] * args.num_samples, max_new_tokens=max_new, use_cache=not args.no_cache,
         vocab_limit=action_vocab, **sampling,
     )  # fmt: skip
+    _log_speed(sum(map(len, result.tokens)), time.perf_counter() - start, not args.no_cache)
     for tokens in result.tokens:
         print(",".join(map(str, tokens)))
     return 0
