@@ -179,3 +179,35 @@ def test_a_warmup_as_long_as_the_run_is_named_with_the_fix(
     with caplog.at_level(logging.WARNING):
         assert main([*base(data, tmp_path / "run2"), "--set", "optim.warmup_steps=1"]) == 0
     assert not any("covers the whole" in m for m in caplog.messages)
+
+
+def test_a_course_pickle_without_a_sidecar_gets_the_floor_when_its_version_is_given(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import math
+    import shutil
+
+    bare = tmp_path / "course.pkl"  # as the course's generate_data.py writes it: no .pkl.json beside it
+    shutil.copyfile(data, bare)
+    for version, floor in (("auto", None), ("v2", math.log(5))):
+        out = tmp_path / version
+        argv = [*base(bare, out), "--set", f'data.version="{version}"', "--set", "train.max_steps=2"]
+        assert main(argv) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["data"]["loss_floor"] == (pytest.approx(floor) if floor else None)
+
+
+def test_a_run_saved_before_a_config_key_existed_still_resumes(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    run_dir = tmp_path / "run"
+    assert main([*base(data, run_dir), "--stop-after", "2"]) == 0
+    last = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["run_config"]["data"]["version"]  # as a checkpoint from before `data.version` was added
+    torch.save(state, last)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 4

@@ -261,10 +261,15 @@ class DataConfig(_Section):
     layout: str = "actions"  # trajectories: "actions" (the course's sequence) or "unified" (states + actions)
     state_bins: int = 256  # unified layout: uniform bins per state dimension, fitted on the training split
     states: str = "all"  # unified layout: which state dims enter the sequence: "all" (10), "joints" (7), "ee" (3)
+    # trajectories: the course data version, which sets the ln 5 noise floor reports use (v2). "auto" reads
+    # the sidecar `scratchlm data trajectories` writes; a pickle from the course's own generate_data.py has
+    # none, so say "v2" (or "v1") for it.
+    version: str = "auto"
 
     def __post_init__(self) -> None:
         self._check_types()
         self._choice("kind", DATA_KINDS)
+        self._choice("version", ("auto", "v1", "v2"))
         self._choice("layout", ("actions", "unified"))
         self._choice("states", tuple(STATE_SUBSETS))
         self._positive("state_bins")
@@ -350,6 +355,16 @@ class TrackConfig(_Section):
 
 
 # ------------------------------------------------------------------------------------------------- run
+
+
+def with_defaults(tables: dict[str, Any]) -> dict[str, Any]:
+    """Saved config tables with the defaults of keys added since they were written, so a run or an experiment
+    from an earlier version compares equal to its config today; tables that no longer validate are returned
+    as they are (the comparison then reports what differs)."""
+    try:
+        return RunConfig.from_tables(tables).to_tables()
+    except ConfigError:
+        return tables
 
 
 @dataclass

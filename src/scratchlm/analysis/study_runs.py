@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scratchlm.config import RunConfig
+from scratchlm.config import RunConfig, with_defaults
 from scratchlm.errors import ConfigError, DataError, NonFiniteLossError
 from scratchlm.fileio import atomic_write
 from scratchlm.presets import load_toml_file
@@ -60,7 +60,7 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
     saved_config = run_dir / "config.toml"
     if saved_config.is_file():
         saved = load_toml_file(str(saved_config))
-        if saved != _without_none(config.to_tables()):
+        if _without_none(with_defaults(saved)) != _without_none(config.to_tables()):
             raise ConfigError(
                 f"{run_dir} holds a run with a different config; delete it or write the experiment to another --out."
             )

@@ -81,7 +81,7 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     from scratchlm.data.trajectory_metrics import action_metrics, loss_floor
 
     d, t = config.data, config.train
-    trajectories = load_trajectories(d.path)
+    trajectories = load_trajectories(d.path, None if d.version == "auto" else d.version)
     train_split, val_split = split_trajectories(trajectories, d.val_fraction, d.split_seed)
     if d.layout == "unified":  # state bins are fitted on the training split only
         columns = list(STATE_SUBSETS[d.states])

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
-from scratchlm.config import OptimConfig, RunConfig
+from scratchlm.config import OptimConfig, RunConfig, with_defaults
 from scratchlm.device import configure_cuda
 from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError, first_line
 from scratchlm.fileio import atomic_write, signals_deferred
@@ -276,7 +276,7 @@ def _check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
         return
     if not isinstance(saved, dict):
         raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
-    mine, theirs = _without_budget(config.to_tables()), _without_budget(saved)
+    mine, theirs = _without_budget(config.to_tables()), _without_budget(with_defaults(saved))
     if mine == theirs:
         return
     changed = sorted(
