@@ -61,24 +61,30 @@ def plot_attention_maps(maps_LHTT: Tensor, labels: list[str], path: str | Path, 
 
     layers, heads, seq, _ = maps_LHTT.shape
     cols = heads + 1
-    fig, axes = plt.subplots(layers, cols, figsize=(2.2 * cols, 2.2 * layers), squeeze=False)
+    # constrained layout keeps the super-labels and the colorbar clear of the tick labels
+    fig, axes = plt.subplots(
+        layers, cols, figsize=(2.2 * cols + 1.0, 2.2 * layers), squeeze=False, layout="constrained"
+    )
     tick_every = max(1, seq // 10)
     ticks = list(range(0, seq, tick_every))
+    # One scale for every panel, so the one colorbar reads them all; gamma 0.5: early queries put all their
+    # weight on few keys and would wash out the rest.
+    norm = PowerNorm(0.5, vmin=0.0, vmax=float(maps_LHTT.max()))
+    image = None
     for layer in range(layers):
         panels: list[tuple[Any, str]] = [(maps_LHTT[layer, h], f"L{layer} H{h}") for h in range(heads)]
         panels.append((maps_LHTT[layer].mean(0), f"L{layer} mean"))
         for col, (panel, name) in enumerate(panels):
             ax = axes[layer, col]
-            # gamma 0.5: early queries put all their weight on few keys and would wash out the rest
-            ax.imshow(panel.cpu().numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0.0), aspect="auto")
+            image = ax.imshow(panel.cpu().numpy(), cmap="viridis", norm=norm, aspect="auto")
             ax.set_title(name, fontsize=7)
             ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=5, rotation=90)
             ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.6, label="attention weight (square-root scale)")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.supxlabel("key position (attended to)", fontsize=8)
-    fig.supylabel("query position", fontsize=8)
-    fig.tight_layout()
+    fig.supxlabel("key: the token attended to (tick labels are token values)", fontsize=8)
+    fig.supylabel("query: the token attending", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -98,15 +104,17 @@ def plot_layer_means(maps_LHTT: Tensor, labels: list[str], path: str | Path, tit
     fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 4.4), squeeze=False)
     tick_every = max(1, seq // 25)
     ticks = list(range(0, seq, tick_every))
+    means_LTT = maps_LHTT.mean(1)
+    norm = PowerNorm(0.5, vmin=0.0, vmax=float(means_LTT.max()))  # one scale, so the colorbar reads every panel
     for layer in range(layers):
         ax = axes[0, layer]
-        image = ax.imshow(maps_LHTT[layer].mean(0).cpu().numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0.0))
+        image = ax.imshow(means_LTT[layer].cpu().numpy(), cmap="viridis", norm=norm)
         ax.set_title(f"layer {layer}, mean over heads", fontsize=8)
         ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=5, rotation=90)
         ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=5)
         ax.set_xlabel("key (attended to)", fontsize=7)
     axes[0, 0].set_ylabel("query", fontsize=7)
-    fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="attention weight")
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="attention weight (square-root scale)")
     if title:
         fig.suptitle(title, fontsize=9)
     path = Path(path)
