@@ -129,6 +129,7 @@ def signals_deferred(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[No
             _restore_handlers(previous)
             pending.clear()
             _deliver(signum, previous[signum])
+            return  # delivered: a handler that returns must not see it again when the block ends
         pending.append(signum)
 
     for signum in previous:

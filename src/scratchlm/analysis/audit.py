@@ -263,21 +263,30 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
     return blocks
 
 
+def _eval_sample(record: dict[str, Any]) -> tuple[int, int, str] | None:
+    """(rows the audit evaluated, rows each run's own evaluation covers, their unit); None for an audit.json
+    written before the counts were recorded."""
+    rows, total = record["runs"]["masked"]["teacher_forced"].get("rows"), record.get("val_rows")
+    if rows is None or total is None:
+        return None
+    return rows, total, record.get("val_unit", "sequences")
+
+
 def _sample_label(record: dict[str, Any]) -> str:
     """' (50 of 1000 trajectories)': how much of the validation split the audit's own evaluation covered."""
-    rows, total = record["runs"]["masked"]["teacher_forced"].get("rows"), record.get("val_rows")
-    if rows is None or total is None:  # an audit.json written before the counts were recorded
+    sample = _eval_sample(record)
+    if sample is None:
         return ""
-    unit = record.get("val_unit", "sequences")
+    rows, total, unit = sample
     return f" ({total} {unit})" if rows >= total else f" ({rows} of {total} {unit})"
 
 
 def _on_sample(record: dict[str, Any]) -> str:
     """' on the 50 audited trajectories' when the audit evaluated only part of what the runs evaluate."""
-    rows, total = record["runs"]["masked"]["teacher_forced"].get("rows"), record.get("val_rows")
-    if rows is None or total is None or rows >= total:
+    sample = _eval_sample(record)
+    if sample is None or sample[0] >= sample[1]:
         return ""
-    return f" on the {rows} audited {record.get('val_unit', 'sequences')}"
+    return f" on the {sample[0]} audited {sample[2]}"
 
 
 def _logged_row(record: dict[str, Any]) -> list[list[str]]:
@@ -292,11 +301,10 @@ def _logged_row(record: dict[str, Any]) -> list[list[str]]:
 
 def _sample_note(record: dict[str, Any]) -> list:
     """Says which validation rows each number is over, so the audit's and the run's losses are not confused."""
-    masked = record["runs"]["masked"]
-    rows, total, logged = masked["teacher_forced"].get("rows"), record.get("val_rows"), masked.get("logged_val_loss")
-    if rows is None or total is None:
+    masked, sample = record["runs"]["masked"], _eval_sample(record)
+    if sample is None:
         return []
-    unit = record.get("val_unit", "sequences")
+    (rows, total, unit), logged = sample, masked.get("logged_val_loss")
     if rows >= total:
         text = (
             f"The audit evaluated both models on the same {total} validation {unit} as each run's own logged "

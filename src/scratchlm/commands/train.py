@@ -61,16 +61,11 @@ def _resumed_tables(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     train.epochs=20` on a run budgeted in steps means 20 epochs (the trainer decides whether that is allowed).
     """
     from scratchlm.errors import ConfigError
-    from scratchlm.presets import BUDGET_KEYS, load_toml_file, merge_tables, resolve_tables
+    from scratchlm.presets import load_toml_file, merge_tables, replace_budget, resolve_tables
 
     saved_path = run_dir / "config.toml"
     if not saved_path.is_file():
         raise ConfigError(f"cannot resume: {saved_path} does not exist; is {run_dir} a run directory?")
     saved = load_toml_file(str(saved_path))
     overrides = resolve_tables(args.preset, args.config, args.set)
-    new_train = overrides.get("train")
-    if isinstance(new_train, dict) and any(key in new_train for key in BUDGET_KEYS):
-        saved_train = saved.get("train")
-        if isinstance(saved_train, dict):
-            saved = {**saved, "train": {k: v for k, v in saved_train.items() if k not in BUDGET_KEYS}}
-    return merge_tables(saved, overrides)
+    return merge_tables(replace_budget(saved, overrides), overrides)

@@ -12,6 +12,8 @@ from torch import Tensor
 from scratchlm.errors import ConfigError
 from scratchlm.nn.functional import softmax
 
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """ConfigError unless temperature >= 0, top_k >= 1 (or None) and 0 < top_p <= 1 (or None)."""
@@ -58,10 +60,10 @@ def sample_next_token(
     if temperature == 0.0:
         return logits_BV.argmax(dim=-1)
     # Shifting the row max to 0 first keeps a tiny temperature finite: (l - max) / T only grows more
-    # negative (to -inf at worst), the maxima stay 0 even where T underflows float32, and the softmax is
-    # the same.
-    shifted_BV = logits_BV.float() - logits_BV.float().amax(dim=-1, keepdim=True)
-    logits_BV = torch.where(shifted_BV == 0, 0.0, shifted_BV / temperature)
+    # negative (to -inf at worst) and the softmax is the same; T is kept above float32's smallest normal
+    # number, below which it would round to 0 and make the maxima 0 / 0.
+    logits_BV = logits_BV.float()
+    logits_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / max(temperature, FLOAT32_TINY)
     if top_k is not None:
         logits_BV = filter_top_k(logits_BV, top_k)
     if top_p is not None and top_p < 1.0:

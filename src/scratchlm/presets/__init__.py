@@ -125,7 +125,7 @@ def resolve_tables(
         tables = _apply_layer(tables, layer)
     if config_file:
         file_tables = load_toml_file(config_file)
-        tables = merge_tables(_replace_budget(tables, file_tables), file_tables)
+        tables = merge_tables(replace_budget(tables, file_tables), file_tables)
     for layer in (overrides, *over):
         tables = _apply_layer(tables, layer)
     return tables
@@ -135,15 +135,23 @@ def _apply_layer(tables: dict[str, Any], assignments: Sequence[str]) -> dict[str
     if isinstance(assignments, str):  # a bare string would be read as one assignment per character
         raise TypeError(f"a layer is a list of section.key=value strings, got the string {assignments!r}.")
     layer = apply_overrides({}, list(assignments))
-    return apply_overrides(_replace_budget(tables, layer), list(assignments))
+    return apply_overrides(replace_budget(tables, layer), list(assignments))
 
 
-def _replace_budget(below: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+def replace_budget(below: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`below` without its training budget when `layer` (the tables going on top of it) sets one."""
     layer_train = layer.get("train", {})
     if not isinstance(layer_train, dict) or not any(key in layer_train for key in BUDGET_KEYS):
         return below
-    train = {k: v for k, v in below.get("train", {}).items() if k not in BUDGET_KEYS}
-    return {**below, "train": train}
+    return without_budget(below)
+
+
+def without_budget(tables: dict[str, Any]) -> dict[str, Any]:
+    """The tables less the training budget (train.max_steps, max_tokens, epochs)."""
+    train = tables.get("train")
+    if not isinstance(train, dict):
+        return tables
+    return {**tables, "train": {k: v for k, v in train.items() if k not in BUDGET_KEYS}}
 
 
 def resolve_run_config(

@@ -40,7 +40,7 @@ from scratchlm.fileio import atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
 from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
-from scratchlm.presets import BUDGET_KEYS, load_toml_file, to_toml
+from scratchlm.presets import BUDGET_KEYS, load_toml_file, to_toml, without_budget
 from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
 from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import TrainingData, build_training_data
@@ -260,23 +260,14 @@ def _budget_of(tables: dict[str, Any]) -> dict[str, Any]:
     return {key: train.get(key) for key in BUDGET_KEYS} if isinstance(train, dict) else {}
 
 
-def _without_budget(tables: dict[str, Any]) -> dict[str, Any]:
-    """The config tables less the training budget: the part a resumed run must share with its checkpoint."""
-    return {
-        section: {k: v for k, v in values.items() if k not in BUDGET_KEYS}
-        if section == "train" and isinstance(values, dict)
-        else values
-        for section, values in tables.items()
-    }
-
-
 def _check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
     """Refuse a resume whose config differs from the run's in anything but the budget (see `_check_budget`)."""
     if saved is None:
         return
     if not isinstance(saved, dict):
         raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
-    mine, theirs = _without_budget(config.to_tables()), _without_budget(with_defaults(saved))
+    # All but the budget must match the checkpoint's config.
+    mine, theirs = without_budget(config.to_tables()), without_budget(with_defaults(saved))
     if mine == theirs:
         return
     changed = sorted(
