@@ -156,6 +156,8 @@ def test_reports_in_three_formats(runs: Path, tmp_path: Path) -> None:
     assert 'date: "2026-01-27"' in text and "# Scratch-1: The Transformer Backbone" in text
     for section in ("## Loss Curve", "## Attention Visualization", "## The Audit: Removing the Causal Mask"):
         assert section in text
+    # A trajectory run is a Scratch-1 submission: no text samples, the course's audit recipe.
+    assert "## Samples" not in text and "## Next Steps" not in text and "--preset scratch1 --quick" in text
     assert (
         "![Training Loss](./images/loss_curve.png)" in text and "![Attention Maps](./images/attention_maps.png)" in text
     )
@@ -179,6 +181,154 @@ def test_a_report_carries_the_audit(workspace: Path, runs: Path, tmp_path: Path)
     # The audit trained its own runs on another recipe than this run's, and the page says so.
     assert "The audit below trained its own pair of runs" in text and "differ), so its" in text
     assert main(["report", str(run), "--audit", str(tmp_path / "none")]) == 2
+
+
+# ---------------------------------------------------------------------------- text runs: the capstone page
+
+
+def _text_copy(text_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "capstone"
+    shutil.copytree(text_run, run, ignore=shutil.ignore_patterns("plots", "submission", "report.*"))
+    return run
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _commands(text: str, name: str) -> list[str]:
+    return [span for span in re.findall(r"`([^`]+)`", text) if span.startswith(f"scratchlm {name} ")]
+
+
+def test_a_text_run_gets_the_capstone_page(text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from scratchlm.analysis.scaling import parse_sizes, size_overrides
+    from scratchlm.cli import build_parser
+
+    run = _text_copy(text_run, tmp_path)
+    assert main(["report", str(run), "--format", "mdx", "--student", "Ada Lovelace", "--date", "2026-01-27"]) == 0
+    text = (run / "submission" / "ada-lovelace.mdx").read_text()
+    assert text.startswith('---\ntitle: "Mini-LM Capstone: Ada Lovelace"\nstudent: "Ada Lovelace"\n')
+    assert "Scratch-1" not in text and "# Mini-LM Capstone: capstone" in text
+    samples = _section(text, "Samples")
+    assert "from `" in samples and "checkpoints/best.pt`" in samples and "seed 0" in samples
+    assert samples.count("```text\n") == 2  # two continuations, each in its own fenced block
+    # The audit hint is this run's recipe, not the Scratch-1 preset.
+    audit = _section(text, "The Audit: Removing the Causal Mask")
+    assert f"`scratchlm audit causal-mask --config {run}/config.toml --out {run}-audit`" in audit
+    assert "--preset" not in audit and f"`--audit {run}-audit`" in audit
+    steps = _section(text, "Next Steps")
+    commands = _commands(steps, "ablate") + _commands(steps, "scaling") + _commands(audit, "audit")
+    assert len(commands) == 4 and "scratchlm ablate --list" in commands
+    parser = build_parser()
+    for command in commands:  # every command the page names is one this CLI accepts
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert getattr(args, "list", False) or args.config == f"{run}/config.toml"
+    sizes = parse_sizes(parser.parse_args(shlex.split(_commands(steps, "scaling")[0])[1:]).sizes)
+    for size in sizes:  # widths in whole heads of this run's head size
+        size_overrides(size, None, f"{run}/config.toml", [])
+    assert capsys.readouterr().err == ""
+    # Markdown and HTML reports of a text run carry the samples too.
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert _section(md, "Samples") == samples and "## Next Steps" in md
+    assert main(["report", str(run), "--format", "html"]) == 0
+    html = (run / "report.html").read_text()
+    assert "<h2>Samples</h2>" in html and html.count("<pre><code>") >= 2 + 3  # samples and the code highlights
+
+
+def test_text_samples_are_reproducible(text_run: Path) -> None:
+    from scratchlm.analysis.report_samples import TextSamples, text_samples
+
+    first, again, other = text_samples(text_run), text_samples(text_run), text_samples(text_run, seed=1)
+    assert isinstance(first, TextSamples) and isinstance(again, TextSamples) and isinstance(other, TextSamples)
+    assert first.texts == again.texts and first.texts != other.texts
+    assert len(first.texts) == 2 and all(first.texts) and first.texts[0] != first.texts[1]
+    assert first.new_tokens == 23 and first.prompt == "a newline"  # context 24, char tokenizer without specials
+    assert first.checkpoint.name == "best.pt"
+
+
+def test_a_report_without_the_tokenizer_says_so_in_one_sentence(text_run: Path, tmp_path: Path) -> None:
+    from scratchlm.presets import load_toml_file, to_toml
+
+    run = _text_copy(text_run, tmp_path)
+    tables = load_toml_file(str(run / "config.toml"))
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tables["data"]["path"], corpus)
+    shutil.rmtree(corpus / "tokenizer")
+    tables["data"]["path"] = str(corpus)
+    (run / "config.toml").write_text(to_toml(tables))
+    assert main(["report", str(run), "--format", "mdx"]) == 0
+    text = (run / "submission" / "scratchlm.mdx").read_text()
+    samples = _section(text, "Samples").strip()
+    assert samples.startswith("No samples: ") and "tokenizer" in samples and "\n" not in samples
+    assert samples.count(". ") == 0 and samples.endswith(".")
+    assert "```text" not in text and "## Next Steps" in text
+    # The attention maps need the tokenizer too (their labels); a text page says so rather than failing.
+    assert _section(text, "Attention Visualization").strip().startswith("No attention maps: ")
+
+
+def test_generated_text_cannot_break_a_markdown_or_mdx_page(tmp_path: Path) -> None:
+    from scratchlm.analysis.report_samples import code_block_text
+
+    generated = "a {b} <c> `d`\n```\n  ````js\nend\x1b[0m\r\nline\u2028two\x00"
+    doc = Document("T", [Code(code_block_text(generated), "text"), Paragraph("after")])
+    for mdx in (False, True):
+        page = to_markdown(doc, tmp_path, mdx=mdx)
+        fences = [line for line in page.splitlines() if re.match(r" {0,3}`{3,}", line)]
+        assert fences == ["```text", "```"], fences  # only the block's own fence opens and closes
+        body = page.split("```text\n", 1)[1].split("\n```\n", 1)[0]
+        assert body.startswith("a {b} <c> `d`\n")  # literal in a fence: MDX parses no {expression} or <tag> there
+        assert "\\x1b[0m" in body and "\\x00" in body and "\\u2028" in body and "\r" not in body
+    html = to_html(doc)
+    assert "a {b} &lt;c&gt; `d`" in html and "\x1b" not in html
+
+
+EMPTY_STUDENT = (
+    '--student is empty; give your name (e.g. --student "Ada Lovelace") or leave --student out for "scratchlm".'
+)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--student", "", EMPTY_STUDENT),
+        ("--student", "   ", EMPTY_STUDENT),
+        ("--student", "\t\n", EMPTY_STUDENT),
+        ("--student", "Ada\n---", "holds a line break or control character"),
+        *(("--date", date, "is not a date; write it as YYYY-MM-DD") for date in ("2026-02-30", "27/01/2026", "")),
+        ("--date", "2026-01-27\nx: y", "is not a date; write it as YYYY-MM-DD"),
+    ],
+)
+def test_a_bad_student_name_or_date_is_refused_before_anything_is_written(
+    runs: Path, tmp_path: Path, flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "rope"
+    shutil.copytree(runs / "rope", run)
+    assert main(["report", str(run), "--format", "mdx", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scratchlm: error: ") and message in err and "\n" not in err
+    assert not (run / "submission").exists() and not (run / "plots" / "loss_curve.png").exists()
+
+
+def test_the_attention_caption_names_the_sample_shown(runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "rope"
+    shutil.copytree(runs / "rope", run)
+    assert main(["report", str(run), "--sample", "2"]) == 0
+    text = (run / "report.md").read_text()
+    assert "on validation trajectory 2, with the head average" in text and "trajectory 0" not in text
+
+
+def test_every_student_name_gives_a_file_name() -> None:
+    from scratchlm.analysis.report import _slug
+
+    assert _slug("Ada Lovelace") == "ada-lovelace" and _slug("José Núñez-Ürgen") == "jose-nunez-urgen"
+    for name in ("李雷", "!!!", "🙂"):
+        slug = _slug(name)
+        assert re.fullmatch(r"student-[0-9a-f]{8}", slug) and slug == _slug(name), slug
+    assert _slug("李雷") != _slug("韩梅梅")
+    assert len(_slug("word " * 100)) <= 64 and not _slug("word " * 100).endswith("-")
 
 
 def _chromium() -> str | None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -44,7 +48,6 @@ SIGNATURES = {
     DecoderOnlyTransformer: "(vocab_size, dim, num_layers, num_heads, ff_hidden_dim, max_seq_len=2048, dropout=0.1)",
     DecoderOnlyTransformer.forward: "(self, input_ids, targets=None)",
     DecoderOnlyTransformer.generate: "(self, input_ids, max_new_tokens, temperature=1.0, top_k=None)",
-    train_epoch: "(model, dataloader, optimizer, device, epoch)",
 }
 
 
@@ -60,6 +63,16 @@ def test_names_and_signatures_match_the_course(obj):
         + ")"
     )
     assert text == SIGNATURES[obj]
+
+
+def test_train_epoch_takes_the_courses_five_positionals_and_only_optional_keyword_only_hooks():
+    params = list(inspect.signature(train_epoch).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in params[:5]] == [
+        (name, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty)
+        for name in ("model", "dataloader", "optimizer", "device", "epoch")
+    ]
+    extra = params[5:]
+    assert [(p.name, p.kind, p.default) for p in extra] == [("on_step", inspect.Parameter.KEYWORD_ONLY, None)]
 
 
 def test_block_signature_starts_as_the_courses():
@@ -275,3 +288,166 @@ def test_the_training_script_runs_and_saves_the_best_model(tmp_path):
     model = DecoderOnlyTransformer(**state["config"])
     model.load_state_dict(state["model_state_dict"])
     assert np.isfinite(state["val_loss"])
+
+
+def test_train_epoch_reports_each_step_to_on_step_with_one_host_sync_per_step(monkeypatch):
+    torch.manual_seed(0)
+    model = _tiny_model()
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    batches = [(None, torch.randint(0, 256, (2, 9))) for _ in range(3)]
+    seen = []
+    syncs = []
+    for name in ("item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            syncs.append(1)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    mean = train_epoch(model, batches, optimizer, "cpu", 0, on_step=lambda loss, norm: seen.append((loss, norm)))
+    monkeypatch.undo()
+    assert len(syncs) == len(batches)
+    assert len(seen) == 3 and all(isinstance(v, float) and math.isfinite(v) for pair in seen for v in pair)
+    assert mean == pytest.approx(sum(loss for loss, _ in seen) / 3)
+    assert seen[0][1] > 1.0  # the first gradient norm of a fresh model is large: the pre-clip value is reported
+
+
+# ---------------------------------------------------------------------------------------- training script
+
+STEP_KEYS = {"step", "epoch", "loss", "perplexity", "grad_norm", "lr"}
+EPOCH_KEYS = {"step", "epoch", "val_loss", "val_perplexity"}
+
+
+def _strict_rows(path):
+    def refuse(constant):
+        raise AssertionError(f"non-strict JSON constant {constant} in {path}")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def _train_argv(data_path, checkpoints, *extra):
+    # 40 trajectories -> 36 train / 4 val; batch 4 -> 9 steps per epoch.
+    return [
+        "--data",
+        str(data_path),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--save-every",
+        "5",
+        "--checkpoint-dir",
+        str(checkpoints),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    data_path = tmp_path_factory.mktemp("scratch1_data") / "trajectories.pkl"
+    assert scratch1_data.main(["--num_trajectories", "40", "--seq_length", "10", "--output", str(data_path)]) == 0
+    return data_path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    checkpoints = tmp_path_factory.mktemp("scratch1_run") / "checkpoints"
+    assert scratch1.main(_train_argv(tiny_data, checkpoints, "--epochs", "2", "--seed", "7")) == 0
+    return checkpoints
+
+
+def test_the_script_logs_one_strict_row_per_step_and_per_epoch(tiny_run):
+    rows = _strict_rows(tiny_run / "metrics.jsonl")
+    step_rows = [r for r in rows if "loss" in r]
+    epoch_rows = [r for r in rows if "val_loss" in r]
+    assert len(rows) == 20 and len(step_rows) == 18 and len(epoch_rows) == 2
+    assert all(set(r) == STEP_KEYS for r in step_rows) and all(set(r) == EPOCH_KEYS for r in epoch_rows)
+    assert [r["step"] for r in step_rows] == list(range(1, 19))
+    assert [r["epoch"] for r in step_rows] == [0] * 9 + [1] * 9
+    assert [(r["step"], r["epoch"]) for r in epoch_rows] == [(9, 0), (18, 1)]
+    assert rows[9] == epoch_rows[0]  # the epoch row follows its last step
+    for r in step_rows:
+        assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
+        assert r["lr"] == pytest.approx(3e-4) and r["grad_norm"] > 0
+    assert step_rows[0]["grad_norm"] > 1.0  # before clipping to 1.0
+    for r in epoch_rows:
+        assert r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"]))
+    best = torch.load(tiny_run / "best_model.pt", weights_only=True)
+    assert set(best) == {"model_state_dict", "config", "epoch", "val_loss"}
+    assert best["val_loss"] == pytest.approx(min(r["val_loss"] for r in epoch_rows))
+
+
+def test_the_script_saves_a_checkpoint_every_save_every_global_steps(tiny_run):
+    assert sorted(p.name for p in tiny_run.glob("checkpoint_step_*.pt")) == [
+        "checkpoint_step_10.pt",
+        "checkpoint_step_15.pt",
+        "checkpoint_step_5.pt",
+    ]
+    rows = _strict_rows(tiny_run / "metrics.jsonl")
+    first_val = next(r["val_loss"] for r in rows if "val_loss" in r)
+    best_keys = set(torch.load(tiny_run / "best_model.pt", weights_only=True))
+    for step, epoch, val_loss in ((5, 0, None), (10, 1, first_val), (15, 1, first_val)):
+        state = torch.load(tiny_run / f"checkpoint_step_{step}.pt", weights_only=True)
+        assert set(state) == best_keys | {"step", "optimizer_state_dict"}
+        assert (state["step"], state["epoch"], state["val_loss"]) == (step, epoch, val_loss)
+        model = DecoderOnlyTransformer(**state["config"])
+        model.load_state_dict(state["model_state_dict"])
+        optimizer = AdamW(model.parameters())
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+        assert all(s["step"] == step for s in optimizer.state_dict()["state"].values())
+
+
+def test_the_script_draws_the_loss_curve(tiny_run):
+    pytest.importorskip("matplotlib")
+    assert (tiny_run / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_without_matplotlib_the_curve_is_skipped_with_one_log_line(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    rows = [{"step": 1, "epoch": 0, "loss": 5.0}, {"step": 1, "epoch": 0, "val_loss": 5.1}]
+    with caplog.at_level("INFO", logger=scratch1.__name__):
+        assert scratch1._plot_loss_curve(rows, tmp_path / "loss_curve.png") is None
+    assert not (tmp_path / "loss_curve.png").exists()
+    assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
+        f"matplotlib is not installed (pip install matplotlib); skipping {tmp_path / 'loss_curve.png'}"
+    ]
+
+
+def test_the_same_seed_gives_the_same_metrics_and_each_run_starts_them_fresh(tiny_data, tiny_run, tmp_path):
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "metrics.jsonl").write_text('{"step": 99, "loss": 1.0}\n')  # a previous run's rows
+    assert scratch1.main(_train_argv(tiny_data, again, "--epochs", "2", "--seed", "7")) == 0
+    assert (again / "metrics.jsonl").read_bytes() == (tiny_run / "metrics.jsonl").read_bytes()
+    other = tmp_path / "other_seed"
+    assert scratch1.main(_train_argv(tiny_data, other, "--epochs", "1", "--seed", "8")) == 0
+    assert _strict_rows(other / "metrics.jsonl") != _strict_rows(tiny_run / "metrics.jsonl")[:10]
+
+
+def test_a_missing_data_file_is_one_line_and_a_nonzero_exit(tmp_path):
+    missing = tmp_path / "missing.pkl"
+    result = subprocess.run(
+        [sys.executable, "-m", "scratchlm.compat.scratch1", "--data", str(missing), "--checkpoint-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"scratchlm.compat.scratch1: error: trajectory file {str(missing)!r} does not exist; create it with "
+        f"`python -m scratchlm.compat.scratch1_data --output {missing}` or pass --data."
+    ]
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--save-every", "0"), ("--save-every", "-3"), ("--epochs", "0"), ("--batch-size", "0")]
+)
+def test_a_bad_count_is_one_sentence(tiny_data, tmp_path, capsys, flag, value):
+    argv = ["--data", str(tiny_data), "--checkpoint-dir", str(tmp_path / "ck"), flag, value]
+    assert scratch1.main(argv) == 2
+    assert capsys.readouterr().err == f"scratchlm.compat.scratch1: error: {flag} must be at least 1, got {value}.\n"
+    assert not (tmp_path / "ck").exists()

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import signal
 import stat
 import tempfile
@@ -215,3 +216,9 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy `src` to `dst` through `atomic_write`: `dst` is the old file or the whole new one, never a part."""
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)

@@ -28,6 +28,7 @@ class AttentionFigures:
     means: Path  # the head-averaged map of each layer, larger
     labels: list[str]  # the token labels, in order
     maps_LHTT: Tensor
+    what: str = "validation sequence 0"  # what the maps were taken on, e.g. "validation trajectory 3"
 
 
 def run_attention_figures(
@@ -56,7 +57,7 @@ def run_attention_figures(
     mask = "" if model.config.causal else ", NO causal mask"
     grid = plot_attention_maps(maps, labels, folder / f"attention_{tag}.png", f"{name}: attention on {what}{mask}")
     means = plot_layer_means(maps, labels, folder / f"attention_{tag}_mean.png", f"{name}: {what}{mask}")
-    return AttentionFigures(grid, means, labels, maps)
+    return AttentionFigures(grid, means, labels, maps, what)
 
 
 def validation_sequence(config: RunConfig, k: int) -> tuple[list[int], list[str]]:

@@ -6,11 +6,17 @@ Sections follow the course's template: the numbers, Loss Curve, Attention Visual
 (from `scratchlm audit causal-mask`'s output when `audit_dir` is given) and Code Highlights. Every
 sentence is written from what the run directory holds (config.toml, metrics.jsonl, summary.json,
 checkpoints/), so a report can be rebuilt at any time with `scratchlm report RUN_DIR`.
+
+Trajectory runs are Scratch-1 submissions. Text runs are the Phase II capstone's mini-LM: their MDX page
+is titled "Mini-LM Capstone: <student>", and every format gets a Samples section (continuations drawn
+from the best checkpoint with a fixed seed, decoded by the run's tokenizer), an audit hint on the run's
+own recipe and the commands for the capstone's ablation and scaling analysis.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import inspect
 import json
 import re
@@ -18,6 +24,7 @@ import shutil
 import statistics
 import sys
 import textwrap
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,8 @@ from scratchlm.analysis.document import (
     to_markdown,
 )
 from scratchlm.analysis.plots import plot_loss_curves, plot_training_curves
+from scratchlm.analysis.report_commands import audit_hint, next_steps
+from scratchlm.analysis.report_samples import TextSamples, samples_blocks, text_samples
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write
@@ -51,6 +60,7 @@ else:  # pragma: no cover
 FORMATS = ("md", "mdx", "html")
 # The MDX page's image names, as the course template links them.
 MDX_IMAGE_NAMES = {"loss_curve": "loss_curve.png", "attention_grid": "attention_maps.png"}
+DEFAULT_STUDENT = "scratchlm"
 
 
 @dataclass
@@ -59,6 +69,10 @@ class RunFacts:
     config: RunConfig
     summary: dict[str, Any]
     rows: list[dict[str, Any]]
+
+    @property
+    def text(self) -> bool:
+        return self.config.data.kind != "trajectories"
 
 
 def write_report(
@@ -73,6 +87,7 @@ def write_report(
     """Make the figures and the report of `run_dir` in `format` (md, mdx or html); return the page written."""
     if format not in FORMATS:
         raise ConfigError(f"unknown report format {format!r}; use one of {', '.join(FORMATS)}.")
+    student, date = check_student(student), check_date(date)
     facts = read_run(run_dir)
     audit = None
     if audit_dir is not None:
@@ -80,7 +95,14 @@ def write_report(
 
         audit = read_audit(audit_dir)
     # The checkpoint is read (and refused if bad) before any figure is written, so a failed report changes nothing.
-    attention = run_attention_figures(facts.run_dir, sample=attention_sample)
+    attention: AttentionFigures | str
+    try:
+        attention = run_attention_figures(facts.run_dir, sample=attention_sample)
+    except DataError as exc:
+        if not facts.text:  # a Scratch-1 page needs its attention maps
+            raise
+        # A text run copied without its data directory: the checkpoint has loaded, the page says what is missing.
+        attention = f"No attention maps: {str(exc).rstrip('.')}."
     floor = facts.summary.get("data", {}).get("loss_floor")
     plots = facts.run_dir / "plots"
     figures = {
@@ -88,20 +110,23 @@ def write_report(
         "curves": plot_training_curves(
             [facts.run_dir], plots / "curves_step", floor=floor, title=facts.run_dir.name, svg=False
         )[0],
-        "attention_grid": attention.grid,
-        "attention_means": attention.means,
     }
+    if not isinstance(attention, str):
+        figures.update(attention_grid=attention.grid, attention_means=attention.means)
+    samples = text_samples(facts.run_dir) if facts.text else None
     mdx = format == "mdx"
-    doc = report_document(facts, figures, attention, audit, Path(audit_dir) if audit_dir else None, course_page=mdx)
+    doc = report_document(
+        facts, figures, attention, audit, Path(audit_dir) if audit_dir else None, course_page=mdx, samples=samples
+    )
     if format == "md":
         return _write(facts.run_dir / "report.md", to_markdown(doc, facts.run_dir))
     if format == "html":
         return _write(facts.run_dir / "report.html", to_html(doc))
-    student = student or "scratchlm"
+    page = "Mini-LM Capstone" if facts.text else "Scratch-1 Submission"
     doc.front_matter = {
-        "title": f"Scratch-1 Submission: {student}",
+        "title": f"{page}: {student}",
         "student": student,
-        "date": date or datetime.date.today().isoformat(),
+        "date": date,
     }
     folder = facts.run_dir / "submission"
     doc.blocks = _copy_figures(doc.blocks, figures, folder / "images")
@@ -131,13 +156,45 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "submission"
+def check_student(student: str | None) -> str:
+    """The student's name for the MDX front matter (DEFAULT_STUDENT when not given), or a ConfigError."""
+    if student is None:
+        return DEFAULT_STUDENT
+    name = student.strip()
+    if not name:
+        raise ConfigError(
+            f'--student is empty; give your name (e.g. --student "Ada Lovelace") or leave --student out for '
+            f'"{DEFAULT_STUDENT}".'
+        )
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name):
+        raise ConfigError(f"--student {student!r} holds a line break or control character; give your name on one line.")
+    return name
+
+
+def check_date(date: str | None) -> str:
+    """The MDX front matter's date: today when not given, else a real calendar date written YYYY-MM-DD."""
+    if date is None:
+        return datetime.date.today().isoformat()
+    text = date.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return datetime.date.fromisoformat(text).isoformat()
+        except ValueError:  # e.g. 2026-02-30
+            pass
+    raise ConfigError(f"--date {date!r} is not a date; write it as YYYY-MM-DD (e.g. 2026-01-27) or leave it out.")
+
+
+def _slug(text: str, limit: int = 64) -> str:
+    """A file name for `text`: lowercase ASCII words joined by "-" (accents dropped); a name without any ASCII
+    letter or digit (another script, only symbols) becomes "student-" and a short hash of it, so it is stable."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")[:limit].rstrip("-")
+    return slug or f"student-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _copy_figures(blocks: list[Block], figures: dict[str, Path], images: Path) -> list[Block]:
     """The blocks with every figure copied next to the page (under the course template's names)."""
-    names = {figures[key].resolve(): name for key, name in MDX_IMAGE_NAMES.items()}
+    names = {figures[key].resolve(): name for key, name in MDX_IMAGE_NAMES.items() if key in figures}
     images.mkdir(parents=True, exist_ok=True)
     copied: list[Block] = []
     for block in blocks:
@@ -183,17 +240,19 @@ def _audit_provenance(facts: RunFacts, audit_dir: Path) -> list[Block]:
 def report_document(
     facts: RunFacts,
     figures: dict[str, Path],
-    attention: AttentionFigures,
+    attention: AttentionFigures | str,
     audit: dict[str, Any] | None,
     audit_dir: Path | None,
     *,
     course_page: bool = False,
+    samples: TextSamples | str | None = None,
 ) -> Document:
-    """The report's blocks: summary and numbers, then the course template's sections."""
+    """The report's blocks: summary and numbers, then the course template's sections. `samples` (text runs):
+    what `text_samples` returned, or the sentence saying why there are none; None leaves the section out."""
     name = facts.run_dir.name
-    trajectories = facts.config.data.kind == "trajectories"
+    trajectories = not facts.text
     if course_page:
-        title = "Scratch-1: The Transformer Backbone" if trajectories else f"Transformer LM: {name}"
+        title = "Scratch-1: The Transformer Backbone" if trajectories else f"Mini-LM Capstone: {name}"
     else:
         title = f"Run `{name}`"
     blocks: list[Block] = [*_summary_blocks(facts)]
@@ -210,37 +269,41 @@ def report_document(
                 "whether the model found the underlying octant and distance bin."
             )
         )
-    what = "validation trajectory" if trajectories else "validation window"
-    blocks += [
-        Heading(2, "Attention Visualization"),
-        Figure(
-            attention.grid,
-            "Attention Maps",
-            f"Every layer (rows) and head (columns) on {what} 0, with the "
-            "head average in the last column; labels are the input tokens. Weight above the diagonal would be "
-            "attention to the future."
-            if facts.config.model.causal
-            else f"Every layer and head on {what} 0.",
-        ),
-        Figure(attention.means, "Head-averaged attention per layer"),
-        Paragraph("What the maps show, measured on this sequence:"),
-        Bullets(describe_attention(attention.maps_LHTT)),
-        Heading(2, "The Audit: Removing the Causal Mask"),
-    ]
+    if samples is not None:
+        blocks += samples_blocks(samples)
+    blocks += [Heading(2, "Attention Visualization"), *_attention_blocks(facts, attention)]
+    blocks.append(Heading(2, "The Audit: Removing the Causal Mask"))
     if audit is not None and audit_dir is not None:
         from scratchlm.analysis.audit import audit_blocks
 
         blocks += _audit_provenance(facts, audit_dir)
         blocks += audit_blocks(audit, audit_dir)
     else:
-        blocks.append(
-            Paragraph(
-                "No audit is attached to this report. Run `scratchlm audit causal-mask --preset scratch1 --quick --out "
-                "runs/audit` (two runs, with and without the mask) and rebuild the report with `--audit runs/audit`."
-            )
-        )
+        blocks.append(Paragraph(audit_hint(facts.run_dir, facts.config)))
+    if not trajectories:
+        blocks += [Heading(2, "Next Steps"), Paragraph(next_steps(facts.run_dir, facts.config))]
     blocks += [Heading(2, "Code Highlights"), *_code_highlights()]
     return Document(title, blocks)
+
+
+def _attention_blocks(facts: RunFacts, attention: AttentionFigures | str) -> list[Block]:
+    if isinstance(attention, str):
+        return [Paragraph(attention)]
+    what = attention.what
+    return [
+        Figure(
+            attention.grid,
+            "Attention Maps",
+            f"Every layer (rows) and head (columns) on {what}, with the "
+            "head average in the last column; labels are the input tokens. Weight above the diagonal would be "
+            "attention to the future."
+            if facts.config.model.causal
+            else f"Every layer and head on {what}.",
+        ),
+        Figure(attention.means, "Head-averaged attention per layer"),
+        Paragraph("What the maps show, measured on this sequence:"),
+        Bullets(describe_attention(attention.maps_LHTT)),
+    ]
 
 
 def _summary_blocks(facts: RunFacts) -> list[Block]:

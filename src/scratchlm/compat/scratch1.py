@@ -4,10 +4,30 @@ Drop this module in place of the course's `backbone.py`: the class names, constr
 attribute names the course's tests and training script use are all here, and each class delegates its
 math to the library (RMSNorm, RoPE, causal attention, Linear/Embedding, cross-entropy, AdamW, clipping).
 Differences from the course template that do not change the API: RoPE rotates interleaved pairs
-(x[2i], x[2i+1]), as the library does; layers use the library's initialization.
+(x[2i], x[2i+1]), as the library does; layers use the library's initialization. `FeedForward` is the
+template code's two-matrix MLP (fc1, SiLU, fc2), although the template README's diagram labels the block
+SwiGLU: the `scratch1` preset of `scratchlm train` follows the diagram, and `--set model.ffn=silu` gives
+it this MLP.
 
 Shapes: B = batch, H = heads, T = positions, D = model dim, Dh = head dim, V = vocabulary.
-`python -m scratchlm.compat.scratch1 --data data/trajectories.pkl --epochs 10` trains the course model.
+
+`python -m scratchlm.compat.scratch1 --data data/trajectories.pkl --epochs 10` trains the course model
+(Task C: teacher forcing, gradient clipping at norm 1.0) and writes into `--checkpoint-dir` (checkpoints/):
+
+- `metrics.jsonl`: one JSON object per line, started empty by each run and appended and flushed row by row
+  (a crash keeps the rows so far). Per training step: `step` (global, from 1), `epoch` (from 0), `loss`,
+  `perplexity`, `grad_norm` (before clipping), `lr`; at each epoch end: `step`, `epoch`, `val_loss`,
+  `val_perplexity`. Non-finite numbers are written as null.
+- `checkpoint_step_<N>.pt` every `--save-every` global steps (default 1000, as the course asks):
+  best_model.pt's dict plus `step` and `optimizer_state_dict` (`val_loss` is the last epoch's, None
+  before the first validation).
+- `best_model.pt` whenever the validation loss improves: `model_state_dict`, `config`, `epoch`, `val_loss`.
+- `loss_curve.png` at the end, the report's loss curve: training loss per step, validation loss per epoch
+  (skipped, with a log line, when matplotlib is not installed).
+
+`--seed` (default 42) seeds Python's `random`, NumPy and torch before the train/val split and the model
+initialization, so two runs with the same seed and device write the same metrics. A missing data file or
+a bad argument prints one line (`--debug` adds the traceback) and exits with the `scratchlm.errors` status.
 """
 
 from __future__ import annotations
@@ -16,16 +36,30 @@ import argparse
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+import random
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from scratchlm.errors import DataError, ShapeError
+from scratchlm.errors import EXIT_INTERRUPTED, EXIT_IO, ConfigError, DataError, ScratchLMError, ShapeError
+from scratchlm.fileio import atomic_write, describe_os_error, signals_deferred
 from scratchlm.infer.sampling import sample_next_token
 from scratchlm.nn.attention import CausalSelfAttention as LibraryAttention
-from scratchlm.nn.functional import causal_mask, cross_entropy, dropout, scaled_dot_product_attention, silu
+from scratchlm.nn.functional import (
+    causal_mask,
+    cross_entropy,
+    dropout,
+    perplexity_from_loss,
+    scaled_dot_product_attention,
+    silu,
+)
 from scratchlm.nn.layers import Embedding, Linear
 from scratchlm.nn.layers import RMSNorm as LibraryRMSNorm
 from scratchlm.nn.positions import RotaryPositionalEmbedding as LibraryRoPE
@@ -34,6 +68,7 @@ from scratchlm.optim import clip_grad_norm
 logger = logging.getLogger(__name__)
 
 ROPE_BASE = 10000.0
+SCRIPT = "scratchlm.compat.scratch1"
 
 
 class RMSNorm(LibraryRMSNorm):
@@ -208,10 +243,14 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     device: str | torch.device,
     epoch: int,
+    *,
+    on_step: Callable[[float, float], None] | None = None,
 ) -> float:
     """One epoch of teacher forcing on the action tokens: predict actions[:, 1:] from actions[:, :-1].
 
     Each batch is (states, actions); gradients are clipped to global norm 1.0. Returns the mean batch loss.
+    `on_step(loss, grad_norm)`, if given, runs after each optimizer step with the batch loss and the pre-clip
+    gradient norm as floats (both read from the device in one transfer per step).
     """
     model.train()
     total_loss, num_batches = 0.0, 0
@@ -220,12 +259,24 @@ def train_epoch(
         _, loss = model(actions_BT[:, :-1], actions_BT[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_grad_norm(model.parameters(), 1.0)
+        grad_norm = clip_grad_norm(model.parameters(), 1.0)
         optimizer.step()
-        total_loss += loss.item()
+        # One device->host sync per step for both numbers.
+        loss_value, grad_norm_value = torch.stack(
+            [loss.detach().float(), grad_norm.to(loss.device, torch.float32)]
+        ).tolist()
+        total_loss += loss_value
         num_batches += 1
+        if on_step is not None:
+            on_step(loss_value, grad_norm_value)
         if step % 100 == 0:
-            logger.info("epoch %d step %d: loss %.4f, perplexity %.2f", epoch, step, loss.item(), math.exp(loss.item()))
+            logger.info(
+                "epoch %d step %d: loss %.4f, perplexity %.2f",
+                epoch,
+                step,
+                loss_value,
+                perplexity_from_loss(loss_value),
+            )
     if num_batches == 0:
         raise DataError("train_epoch: the dataloader yielded no batches; check the dataset and batch size.")
     return total_loss / num_batches
@@ -234,29 +285,119 @@ def train_epoch(
 @torch.no_grad()
 def _validation_loss(model: nn.Module, dataloader: Iterable[Sequence[Tensor]], device: str | torch.device) -> float:
     model.eval()
-    losses = [model(a.to(device)[:, :-1], a.to(device)[:, 1:])[1].item() for _, a in dataloader]
-    return sum(losses) / max(len(losses), 1)
+    losses = [model(a.to(device)[:, :-1], a.to(device)[:, 1:])[1] for _, a in dataloader]
+    return torch.stack(losses).mean().item() if losses else 0.0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train the course model on a trajectory file; the best model goes to <checkpoint-dir>/best_model.pt."""
-    from scratchlm.compat.scratch1_data import create_dataloaders
-    from scratchlm.data.trajectory_io import load_trajectories
-    from scratchlm.device import resolve_device
-    from scratchlm.fileio import atomic_write, signals_deferred
-    from scratchlm.optim import AdamW
+def seed_everything(seed: int) -> None:
+    """Seed Python's `random`, NumPy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
 
-    parser = argparse.ArgumentParser(description="Train the Scratch-1 backbone on trajectory action tokens.")
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    # Ctrl-C waits for the save: torch.save's zip writer cannot be cut off cleanly.
+    with signals_deferred(), atomic_write(path) as fh:
+        torch.save(state, fh)
+
+
+def _plot_loss_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Training loss per step (thin line) and validation loss per epoch (points), in the style of
+    `scratchlm plot`; returns the PNG, or None (with one log line) when matplotlib is not installed."""
+    try:
+        from scratchlm.analysis.plots import pyplot, save_figure
+
+        plt = pyplot()
+    except ImportError:
+        logger.info("matplotlib is not installed (pip install matplotlib); skipping %s", path)
+        return None
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if train:
+        ax.plot(*zip(*train, strict=True), color="C0", alpha=0.45, lw=1, label="train")
+    if val:
+        ax.plot(*zip(*val, strict=True), color="C0", lw=2, marker="o", ms=3, label="val (per epoch)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, svg=False)[0]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=SCRIPT, description="Train the Scratch-1 backbone on trajectory action tokens."
+    )
     parser.add_argument("--data", default="data/trajectories.pkl")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint-dir", default="checkpoints")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=42, help="seeds random, NumPy and torch (default 42)")
+    parser.add_argument(
+        "--save-every", type=int, default=1000, help="write checkpoint_step_<N>.pt every N steps (default 1000)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train the course model on a trajectory file (see the module docstring for what it writes).
+
+    Returns the exit status; a bad argument or data file prints one line on stderr (`--debug` adds the
+    traceback) and returns the `scratchlm.errors` exit code, as the `scratchlm` CLI does.
+    """
+    args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _train(args)
+    except ScratchLMError as exc:
+        return _fail(str(exc), exc.exit_code, args.debug)
+    except OSError as exc:
+        return _fail(describe_os_error(exc, action="access"), EXIT_IO, args.debug)
+    except KeyboardInterrupt:
+        return _fail(
+            "interrupted; the checkpoints and metrics written so far are intact.", EXIT_INTERRUPTED, args.debug
+        )
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{SCRIPT}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scratchlm.compat.scratch1_data import create_dataloaders
+    from scratchlm.config import TrackConfig
+    from scratchlm.data.trajectory_io import load_trajectories
+    from scratchlm.device import resolve_device
+    from scratchlm.optim import AdamW
+    from scratchlm.train.tracking import MetricsLogger, read_metrics
+
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--save-every", args.save_every),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}.")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}.")
+    if not os.path.exists(args.data):
+        raise DataError(
+            f"trajectory file {args.data!r} does not exist; create it with "
+            f"`python -m scratchlm.compat.scratch1_data --output {args.data}` or pass --data."
+        )
     device = resolve_device(args.device)
     data = load_trajectories(args.data)
+    seed_everything(args.seed)
     dataset = {"states": torch.from_numpy(data.states_NTS), "actions": torch.from_numpy(data.actions_NT)}
     train_loader, val_loader = create_dataloaders(dataset, batch_size=args.batch_size)
     config = {
@@ -270,18 +411,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     model = DecoderOnlyTransformer(**config).to(device)
     optimizer = AdamW(model.parameters(), lr=args.lr)
+
+    checkpoint_dir = Path(args.checkpoint_dir)
+    metrics_path = checkpoint_dir / "metrics.jsonl"
+    with atomic_write(metrics_path, "w", encoding="utf-8"):
+        pass  # each run starts its metrics file empty; rows are then appended and flushed one by one
+    metrics = MetricsLogger(checkpoint_dir, TrackConfig(), "scratch1", {})
+    global_step, epoch, last_val_loss = 0, 0, None
+
+    def on_step(loss: float, grad_norm: float) -> None:
+        nonlocal global_step
+        global_step += 1
+        metrics.log(
+            {
+                "step": global_step,
+                "epoch": epoch,
+                "loss": loss,
+                "perplexity": perplexity_from_loss(loss),
+                "grad_norm": grad_norm,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
+        if global_step % args.save_every == 0:
+            state = _checkpoint_state(model, config, epoch, last_val_loss)
+            state.update(step=global_step, optimizer_state_dict=optimizer.state_dict())
+            _save_checkpoint(checkpoint_dir / f"checkpoint_step_{global_step}.pt", state)
+
     best = math.inf
-    for epoch in range(args.epochs):
-        train_loss = train_epoch(model, train_loader, optimizer, device, epoch)
-        val_loss = _validation_loss(model, val_loader, device)
-        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, train_loss, val_loss)
-        if val_loss < best:
-            best = val_loss
-            state = {"model_state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_loss": val_loss}
-            # Ctrl-C waits for the save: torch.save's zip writer cannot be cut off cleanly.
-            with signals_deferred(), atomic_write(os.path.join(args.checkpoint_dir, "best_model.pt")) as fh:
-                torch.save(state, fh)
+    try:
+        for epoch in range(args.epochs):  # on_step reads `epoch` and `last_val_loss` as they are now
+            train_loss = train_epoch(model, train_loader, optimizer, device, epoch, on_step=on_step)
+            val_loss = last_val_loss = _validation_loss(model, val_loader, device)
+            metrics.log(
+                {
+                    "step": global_step,
+                    "epoch": epoch,
+                    "val_loss": val_loss,
+                    "val_perplexity": perplexity_from_loss(val_loss),
+                }
+            )
+            logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, train_loss, val_loss)
+            if val_loss < best:
+                best = val_loss
+                _save_checkpoint(checkpoint_dir / "best_model.pt", _checkpoint_state(model, config, epoch, val_loss))
+    finally:
+        metrics.close()
+    curve = _plot_loss_curve(read_metrics(metrics_path), checkpoint_dir / "loss_curve.png")
+    if curve is not None:
+        logger.info("wrote %s", curve)
     return 0
+
+
+def _checkpoint_state(model: nn.Module, config: dict[str, Any], epoch: int, val_loss: float | None) -> dict[str, Any]:
+    """best_model.pt's layout; step checkpoints add `step` and `optimizer_state_dict`."""
+    return {"model_state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_loss": val_loss}
 
 
 if __name__ == "__main__":

@@ -15,15 +15,18 @@ from pathlib import Path
 
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write
-from scratchlm.tokenizers.base import id_list
+from scratchlm.tokenizers.base import TokenizerAPIMixin, id_list
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, read_range, total_size
 from scratchlm.tokenizers.pretokenize import check_special_tokens, special_pattern, split_specials
 
 FORMAT_VERSION = 1
 
 
-class CharTokenizer:
-    """Maps each character of a fixed alphabet to an id; characters outside it are an error."""
+class CharTokenizer(TokenizerAPIMixin):
+    """Maps each character of a fixed alphabet to an id; characters outside it are an error.
+
+    For `token_to_id` / `id_to_token` a token is its character, a special token its text.
+    """
 
     kind = "char"
 
@@ -64,6 +67,9 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self._strings)
+
+    def _id_strings(self) -> dict[int, str]:
+        return dict(enumerate(self._strings))
 
     def special_token_id(self, token: str) -> int:
         try:

@@ -26,7 +26,7 @@ from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write, refuse_special_file
 from scratchlm.tokenizers import fast as fast_backend
 from scratchlm.tokenizers import gpt2_files
-from scratchlm.tokenizers.base import id_list
+from scratchlm.tokenizers.base import TokenizerAPIMixin, id_list
 from scratchlm.tokenizers.merge_list import MergeList
 from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, check_special_tokens, special_pattern, split_specials
 
@@ -39,12 +39,16 @@ _FLUSH_CHARS = 1 << 14  # encode_iterable encodes once this much text is buffere
 _NEWLINE_CUT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
 
 
-class Tokenizer:
+class Tokenizer(TokenizerAPIMixin):
     """Byte-level BPE tokenizer over `vocab` (id -> bytes) and `merges` (in the order learned).
 
     Special tokens are matched before pre-tokenization, longest first, and always encode to one id; a
     special token missing from `vocab` is appended with a new id. `fast=None` uses the tiktoken backend
     where it is exact, `False` never, `True` insists (ConfigError if this vocabulary cannot have it).
+
+    `token_to_id` / `id_to_token` use a token's string as in `vocab.json` and HF's ByteLevel (GPT-2's
+    printable byte alphabet: `token_to_id("Ġthe")` is GPT-2's id of " the"); a special token is its text.
+    `encode_batch(texts, num_threads=N)` can use threads on the fast path (tiktoken encodes outside the GIL).
     """
 
     kind = "bpe"
@@ -105,6 +109,15 @@ class Tokenizer:
     @property
     def uses_fast_path(self) -> bool:
         return self._fast is not None
+
+    @property
+    def _encode_releases_gil(self) -> bool:
+        return self._fast is not None
+
+    def _id_strings(self) -> dict[int, str]:
+        """GPT-2 byte-alphabet strings (as in `vocab.json`), special tokens as their text."""
+        specials = {token_id: token for token, token_id in self._special_ids.items()}
+        return {i: specials.get(i) or gpt2_files.token_to_text(token) for i, token in self.vocab.items()}
 
     def special_token_id(self, token: str) -> int:
         """The id of a special token; ConfigError if it is not one of this tokenizer's."""

@@ -1,18 +1,13 @@
 """The training loop as plain functions: `setup` -> `fit` (-> `train_step`, `evaluate`, `save`).
 
-One Run holds what the loop needs; TrainState holds the counters a checkpoint must restore. The model is
-trained through `run.step_model` (compiled and/or DDP-wrapped when asked) but saved, evaluated and
-restored through the plain `run.model`, so checkpoints always carry the reference state-dict layout.
+A `Run` (`run.py`) holds what the loop needs; its TrainState holds the counters a checkpoint must restore.
+The model is trained through `run.step_model` (compiled and/or DDP-wrapped when asked) but saved, evaluated
+and restored through the plain `run.model`, so checkpoints always carry the reference state-dict layout.
 
 Crash safety: `train` holds the run directory's lock (`lock.py`). Every file is written atomically and
 `last.pt` is the commit point of a save: a process killed at any moment resumes from the newest complete
-last.pt, drops metrics rows logged after it, and redoes the step_*.pt / best.pt copies the kill may have
-cut off, so an interrupted run ends exactly where an uninterrupted one does. Ctrl-C / SIGTERM during a save
-take effect once the save is complete.
-
-Extending a run: resumed with a larger budget (train.max_steps / max_tokens / epochs, nothing else changed),
-it continues from its checkpoint to the new total, with the learning-rate schedule recomputed over that
-total, and its config.toml records the new budget.
+last.pt (`resume.py`), so an interrupted run ends exactly where an uninterrupted one does. Ctrl-C / SIGTERM
+during a save take effect once the save is complete.
 """
 
 from __future__ import annotations
@@ -20,12 +15,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import sys
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +25,27 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
-from scratchlm.config import OptimConfig, RunConfig, with_defaults
+from scratchlm.config import RunConfig
 from scratchlm.device import configure_cuda
-from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError, first_line
-from scratchlm.fileio import atomic_write, signals_deferred
+from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError
+from scratchlm.fileio import atomic_copy, atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
-from scratchlm.optim import AdamW, clip_grad_norm, get_lr_cosine_schedule, weight_decay_param_groups
-from scratchlm.presets import BUDGET_KEYS, load_toml_file, to_toml, without_budget
-from scratchlm.train.checkpoint import read_checkpoint, save_checkpoint
+from scratchlm.optim import AdamW, clip_grad_norm, weight_decay_param_groups
+from scratchlm.presets import load_toml_file
+from scratchlm.train.checkpoint import save_checkpoint
 from scratchlm.train.compile import compile_for_training
-from scratchlm.train.datasets import TrainingData, build_training_data
+from scratchlm.train.datasets import build_training_data
 from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process, shutdown_distributed
 from scratchlm.train.lock import exclusive_run_dir
-from scratchlm.train.state import capture_rng_state, restore_rng_state
+from scratchlm.train.log_window import LogWindow
+from scratchlm.train.resume import check_same_config, redo_checkpoint_copies, restore
+from scratchlm.train.run import Run, TrainState, lr_at, resolve_autocast_dtype, total_steps_for, write_config
+from scratchlm.train.state import capture_rng_state
 from scratchlm.train.tracking import MetricsLogger, dumps_strict, strict_json, truncate_metrics_after
 
 log = logging.getLogger(__name__)
 
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 __all__ = [
     "Monitor",
     "NonFiniteLossError",
@@ -60,6 +54,7 @@ __all__ = [
     "TrainState",
     "evaluate",
     "fit",
+    "lr_at",
     "setup",
     "train",
 ]
@@ -68,71 +63,6 @@ __all__ = [
 # in summary.json as "stopped"). Under DDP every rank calls it with the same training fields, but only rank 0
 # sees the validation ones, so a monitor must decide from training fields alone.
 Monitor = Callable[[dict[str, Any]], str | None]
-
-
-@dataclass
-class TrainState:
-    """The counters a checkpoint restores (with the model, optimizer, sampler and RNG states)."""
-
-    step: int = 0  # optimizer updates completed
-    tokens: int = 0  # target tokens trained on, over all ranks
-    best_val_loss: float = math.inf
-    best_step: int = 0  # the step best.pt holds
-    elapsed_s: float = 0.0  # training wall time, summed over resumed sessions
-    skipped_steps: int = 0
-    window: dict[str, float] = field(default_factory=dict)  # a log interval cut short by --stop-after
-    last_eval: dict[str, float] = field(default_factory=dict)  # the latest validation metrics
-
-
-@dataclass
-class Run:
-    config: RunConfig
-    run_dir: Path
-    model: TransformerLM  # the plain module: saved, evaluated, restored
-    step_model: nn.Module  # what the training step calls (maybe compiled / DDP-wrapped)
-    optimizer: AdamW
-    data: TrainingData
-    total_steps: int
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-    dist: DistInfo
-    scaler: torch.amp.GradScaler | None = None
-    state: TrainState = field(default_factory=TrainState)
-    logger: MetricsLogger | None = None
-    saved_step: int | None = None  # the step of the newest checkpoint on disk, once there is one
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.data.train.tokens_per_batch * self.config.train.grad_accum * self.dist.world_size
-
-    def autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-
-def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
-    """The learning rate of update `step` (0-based): warmup, then cosine reaching min_lr at the last update.
-
-    A run no longer than its warmup has no cosine phase: the warmup is cut to the run and ends at the peak
-    rate on the last update (`fit` warns about it).
-    """
-    warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
-    if optim.schedule == "constant":
-        return optim.lr if step >= warmup else step / warmup * optim.lr
-    return get_lr_cosine_schedule(step, optim.lr, optim.final_lr, warmup, max(total_steps - 1, warmup))
-
-
-def resolve_autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """None means plain float32. "auto" is bf16 autocast on GPUs that support it, fp32 elsewhere."""
-    if setting == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else None
-    return AUTOCAST_DTYPES.get(setting)
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -152,7 +82,7 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             raise CheckpointError(
                 f"cannot resume: {last} does not exist; start the run without --resume (or check --out/--resume)."
             )
-        _check_same_config(RunConfig.from_tables(load_toml_file(str(saved_config))).to_tables(), config, run_dir)
+        check_same_config(RunConfig.from_tables(load_toml_file(str(saved_config))).to_tables(), config, run_dir)
         log.warning("%s has no checkpoint yet (it stopped before the first one): starting it from step 0", run_dir)
         resume = False
     if not resume and last.exists():
@@ -194,12 +124,12 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
     )
     run.total_steps = total_steps_for(run)
     if resume:
-        _restore(run, last)
+        restore(run, last)
         if dist.is_main:
-            _redo_checkpoint_copies(run)
+            redo_checkpoint_copies(run)
     elif dist.is_main:
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(run)
+        write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
     return run
 
@@ -236,125 +166,6 @@ def _warn_if_warmup_covers_the_run(run: Run) -> None:
             "never decays to its minimum; lower optim.warmup_steps (say to %d) to give it a cosine phase",
             optim.warmup_steps, run.total_steps, max(run.total_steps // 10, 1),
         )  # fmt: skip
-
-
-def _write_config(run: Run) -> None:
-    with atomic_write(run.run_dir / "config.toml", "w", encoding="utf-8") as fh:
-        fh.write(to_toml(run.config.to_tables()))
-
-
-def total_steps_for(run: Run, budget: dict[str, Any] | None = None) -> int:
-    """The optimizer updates the run's budget (or `budget`, {key: value} of BUDGET_KEYS) comes to."""
-    t = run.config.train
-    budget = budget if budget is not None else _budget_of(run.config.to_tables())
-    if budget.get("max_steps") is not None:
-        return int(budget["max_steps"])
-    if budget.get("max_tokens") is not None:
-        return max(1, math.ceil(budget["max_tokens"] / run.tokens_per_step))
-    assert budget.get("epochs") is not None and run.data.batches_per_epoch is not None
-    return max(1, math.ceil(budget["epochs"] * run.data.batches_per_epoch / t.grad_accum))
-
-
-def _budget_of(tables: dict[str, Any]) -> dict[str, Any]:
-    train = tables.get("train")
-    return {key: train.get(key) for key in BUDGET_KEYS} if isinstance(train, dict) else {}
-
-
-def _check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
-    """Refuse a resume whose config differs from the run's in anything but the budget (see `_check_budget`)."""
-    if saved is None:
-        return
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
-    # All but the budget must match the checkpoint's config.
-    mine, theirs = without_budget(config.to_tables()), without_budget(with_defaults(saved))
-    if mine == theirs:
-        return
-    changed = sorted(
-        f"{section}.{key}"
-        for section, values in mine.items()
-        for key, value in values.items()
-        if not isinstance(theirs.get(section), dict) or theirs[section].get(key) != value
-    )
-    raise ConfigError(
-        f"the run in {run_dir} was started with a different config ({', '.join(changed)} differ); "
-        "resume it without overrides (only the budget, train.max_steps / max_tokens / epochs, may change), or "
-        "start a new run with --out."
-    )
-
-
-def _restore(run: Run, path: Path) -> None:
-    ckpt = read_checkpoint(path, map_location=run.device)
-    _check_same_config(ckpt.get("run_config"), run.config, run.run_dir)
-    try:
-        run.model.load_state_dict(ckpt["model"])
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        run.data.train.load_state_dict(ckpt["sampler"])
-        if run.scaler is not None and "scaler" in ckpt:
-            run.scaler.load_state_dict(ckpt["scaler"])
-        run.state = TrainState(**ckpt["train_state"])
-        restore_rng_state(ckpt["rng"])
-        run.saved_step = run.state.step
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-        what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else first_line(exc)
-        raise CheckpointError(
-            f"cannot resume from {path}: {what}; it was not written by `scratchlm train` for this run, or it is "
-            "damaged -- restore the run directory or start a new run with --out."
-        ) from None
-    saved = ckpt.get("run_config")
-    old_budget = _budget_of(saved) if isinstance(saved, dict) else _budget_of(run.config.to_tables())
-    old_total = total_steps_for(run, old_budget)
-    _check_budget(run, old_total)
-    if run.dist.is_main:
-        truncate_metrics_after(run.run_dir / "metrics.jsonl", run.state.step)
-    _announce_resume(run, old_total)
-    if old_budget != _budget_of(run.config.to_tables()) and run.dist.is_main:
-        _write_config(run)  # the new budget; last.pt records it too from the next save on
-
-
-def _check_budget(run: Run, old_total: int) -> None:
-    """A changed budget may extend or shorten a run, but not below the steps it has already done."""
-    if run.total_steps >= run.state.step:
-        return
-    key, value = _budget_setting(run.config)
-    steps = "" if key == "max_steps" else f" ({run.total_steps} steps)"
-    raise ConfigError(
-        f"train.{key} = {_format_budget(value)}{steps} is fewer than the {run.state.step} steps the run in "
-        f"{run.run_dir} has already done; give it a budget of at least {run.state.step} steps (it had "
-        f"{old_total}), or start a new run with --out."
-    )
-
-
-def _announce_resume(run: Run, old_total: int) -> None:
-    """One line for the resume (a finished run: how to train it longer), and one more for a changed budget."""
-    step, total = run.state.step, run.total_steps
-    if step >= total:
-        key, value = _budget_setting(run.config)
-        log.info(
-            "resumed %s at step %d of %d: the run has already finished; to train it longer, resume it with a "
-            "larger budget, e.g. --resume %s --set train.%s=%s",
-            run.run_dir, step, total, run.run_dir, key, _format_budget(value * 2),
-        )  # fmt: skip
-        return
-    log.info("resumed %s at step %d of %d", run.run_dir, step, total)
-    if old_total == total:
-        return
-    optim = run.config.optim
-    log.warning(
-        "%s now trains for %d steps instead of %d: the learning-rate schedule is computed over the new total, so "
-        "the lr at step %d is %.3g (the old schedule's: %.3g) and the result is not identical to a run started "
-        "with this budget",
-        run.run_dir, total, old_total, step + 1, lr_at(step, optim, total), lr_at(step, optim, old_total),
-    )  # fmt: skip
-
-
-def _budget_setting(config: RunConfig) -> tuple[str, Any]:
-    """(key, value) of the run's training budget, e.g. ("max_steps", 50)."""
-    return next((key, value) for key, value in _budget_of(config.to_tables()).items() if value is not None)
-
-
-def _format_budget(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # ------------------------------------------------------------------------------------------------- step
@@ -452,89 +263,12 @@ def save(run: Run, *, periodic: bool, best: bool) -> None:
         save_checkpoint(run.model, run.optimizer, run.state.step, last, extra)
         run.saved_step = run.state.step
         if periodic:
-            _atomic_copy(last, _periodic_path(run))
+            atomic_copy(last, run.step_checkpoint_path)
         if best:
-            _atomic_copy(last, run.checkpoint_dir / "best.pt")
-
-
-def _periodic_path(run: Run) -> Path:
-    return run.checkpoint_dir / f"step_{run.state.step:09d}.pt"
-
-
-def _redo_checkpoint_copies(run: Run) -> None:
-    """Finish the save last.pt was written by: a kill right after it may have skipped step_*.pt / best.pt."""
-    step, last = run.state.step, run.checkpoint_dir / "last.pt"
-    if step > 0 and step % run.config.train.checkpoint_interval == 0 and not _periodic_path(run).is_file():
-        _atomic_copy(last, _periodic_path(run))
-    if step > 0 and run.state.best_step == step:  # cannot tell whether best.pt got this step's copy: redo it
-        _atomic_copy(last, run.checkpoint_dir / "best.pt")
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
+            atomic_copy(last, run.checkpoint_dir / "best.pt")
 
 
 # -------------------------------------------------------------------------------------------------- fit
-
-
-class LogWindow:
-    """Sums over the steps since the last metrics row, kept on the device (no host sync per step)."""
-
-    def __init__(self, device: torch.device, saved: dict[str, float]) -> None:
-        self.loss_sum = torch.tensor(saved.get("loss_sum", 0.0), device=device)
-        self.norm_sum = torch.tensor(saved.get("norm_sum", 0.0), device=device)
-        self.norm_max = torch.tensor(saved.get("norm_max", 0.0), device=device)
-        self.steps = int(saved.get("steps", 0))
-        self.timed_steps, self.start = 0, time.perf_counter()  # throughput counts only this session's steps
-        self.seconds = 0.0
-
-    def add(self, loss: Tensor, grad_norm: Tensor) -> None:
-        self.loss_sum += loss
-        self.norm_sum += grad_norm.float()
-        self.norm_max = torch.maximum(self.norm_max, grad_norm.float())
-        self.steps += 1
-        self.timed_steps += 1
-
-    def lap(self) -> float:
-        """Wall seconds since this window started (called once per window, before row() or a stop)."""
-        self.seconds = time.perf_counter() - self.start
-        return self.seconds
-
-    def row(self, run: Run, flops: float, peak: float | None) -> dict[str, Any]:
-        if run.dist.enabled:  # log the global batch's loss, not rank 0's share of it
-            torch.distributed.all_reduce(self.loss_sum)
-            self.loss_sum /= run.dist.world_size
-        loss = float(self.loss_sum) / self.steps
-        tokens_per_s = self.timed_steps * run.tokens_per_step / max(self.seconds, 1e-9)
-        return {
-            "step": run.state.step,
-            "tokens": run.state.tokens,
-            "epoch": round(run.data.train.epoch(), 4),
-            "train_loss": loss,
-            "train_ppl": perplexity_from_loss(loss),
-            "lr": lr_at(run.state.step - 1, run.config.optim, run.total_steps),
-            "grad_norm": float(self.norm_sum) / self.steps,
-            "grad_norm_max": float(self.norm_max),
-            "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
-            "elapsed_s": round(run.state.elapsed_s, 3),
-        }
-
-    def state_dict(self) -> dict[str, float]:
-        return {
-            "loss_sum": float(self.loss_sum),
-            "norm_sum": float(self.norm_sum),
-            "norm_max": float(self.norm_max),
-            "steps": self.steps,
-        }
-
-    def reset(self) -> None:
-        self.loss_sum.zero_()
-        self.norm_sum.zero_()
-        self.norm_max.zero_()
-        self.steps = self.timed_steps = 0
-        self.start = time.perf_counter()
 
 
 def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = None) -> dict[str, Any]:
