@@ -1,8 +1,10 @@
-"""Forward+backward step time of the two attention backends ("reference" and "sdpa") on one model shape.
+"""Forward+backward step time of the two attention backends ("reference" and "sdpa"), by model shape.
 
-CPU (default): the debug preset and the scratch1-quick shape, float32. With --device cuda: the CS336
-TinyStories shape (tinystories-17m, batch 128, bf16 autocast) as well, with tokens/s and MFU against the
-GPU's datasheet peak. Prints a table, then one JSON line; --out writes the JSON to a file.
+CPU (default): the debug preset (batch 16) and the scratch1-quick shape (batch 32), float32; MFU is null
+there (a CPU has no datasheet peak here). With --device cuda: the CS336 TinyStories shape (tinystories-17m,
+batch 128, bf16 autocast) as well, with MFU against the GPU's datasheet bf16 peak for that row. Each step is
+timed alone (synchronized on CUDA) after 3 untimed warm-up steps; the median is reported. Prints a table,
+then one JSON line; --out writes the JSON to a file.
 
     python benchmarks/attention_backends.py [--device cpu|cuda] [--steps 20] [--out benchmarks/results/X.json]
 """
@@ -16,7 +18,7 @@ from contextlib import nullcontext
 
 import torch
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, device_from, emit, require, run_main
 from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
 from scratchlm.model import TransformerLM
 from scratchlm.presets import model_config_from_preset
@@ -47,11 +49,12 @@ def time_steps(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (adds the tinystories-17m row)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per row, after 3 warm-up steps (default 20)")
     parser.add_argument("--out", help="write the JSON results here")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    require(args.steps >= 1, f"--steps must be at least 1, got {args.steps}.")
+    device = device_from(args.device)
     torch.manual_seed(0)
     cases = [("debug", 16, None), ("scratch1-quick", 32, None)]
     if device.type == "cuda":
@@ -105,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine_info import current_rss_mb, describe_machine, emit
+from machine_info import current_rss_mb, describe_machine, emit, require, run_main
 
 EOT = "<|endoftext|>"
 TINYSTORIES = ["tinystories_v1_train_2mib.txt", "tinystories_v2_train_1728.txt", "tinystories_valid_prefix.txt"]
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=10000, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    require(args.repeats >= 1, f"--repeats must be at least 1, got {args.repeats}.")
     if args.child:
         print(json.dumps(child(args.child, args.files, args.vocab_size, args.workers)))
         return
@@ -175,6 +176,7 @@ def main() -> None:
     tiny["ours"]["tracemalloc_peak_mb"] = traced["tracemalloc_peak_mb"]
     result = {
         "benchmark": "bpe_train",
+        "device": "cpu",
         "machine": machine,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "corpus_en_vocab500": small,
@@ -203,4 +205,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,7 +1,7 @@
 """Decode speed: tokens/s with and without the KV cache, by batch size, prompt length and tokens generated.
 
     python benchmarks/decode.py --out benchmarks/results/decode-cpu-2core.json    # CPU, the whole grid
-    python benchmarks/decode.py --quick                                            # about a minute
+    python benchmarks/decode.py --quick                                            # ~6 min on 2 shared cores
     python benchmarks/decode.py --device cuda --model tinystories-17m --hf         # GPU: + CUDA graphs, + HF
     bash benchmarks/gpu_decode_check.sh                                            # GPU: the issue-9 check
 
@@ -22,7 +22,9 @@ Method, per (batch B, prompt P):
   timed once: that long a timing is stable, and repeating it would cost minutes.
 - graph (CUDA only): the cached step over a static cache, captured once as a CUDA graph and replayed.
 - compiled: the cached step over a static cache through torch.compile (scratchlm.infer.compiled_step);
-  compiled+graph (CUDA only): that compiled step captured as a CUDA graph.
+  compiled+graph (CUDA only): that compiled step captured as a CUDA graph. Every (batch, cache size) is a
+  compile of its own, so dynamo's recompile limit is raised to the grid's size (past the default 8, a cell
+  would run eagerly under the compiled label, compile_s near 0).
 - phases (cached, graph, compiled modes): each run is also timed at its first and second token, so a row
   splits into `first_token_s` (the prefill), `second_token_s` (the first decode step with its setup: a
   static step's compile lookup, warm-up steps and graph capture) and the N - 2 steps after them
@@ -45,7 +47,6 @@ make small steps tens of times slower. The load average is recorded before and a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -58,7 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, device_from, emit, require, run_main, strict_json
 from scratchlm.config import ModelConfig
 from scratchlm.infer.generate import decode_steps, generate
 from scratchlm.model import TransformerLM
@@ -141,7 +142,7 @@ def time_generation(
 
 def _timed_runs(
     model: TransformerLM, prompts_BP: torch.Tensor, checkpoints: Sequence[int], repeats: int, **options: object
-) -> tuple[dict[int, float], float | None]:
+) -> tuple[dict[int, float], float | None, dict[int, dict]]:
     """One warm-up generation sized like the timed ones (a compiled step is specialized to its cache size;
     it stops after WARMUP_STEPS tokens, and a compiled step's compile time is taken from it), then repeats."""
     device = prompts_BP.device
@@ -319,12 +320,16 @@ def time_hf(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (adds the graph modes)")
     parser.add_argument("--model", default="bench", help="bench, or a preset name (e.g. tinystories-17m)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1; see the docstring)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="N up to 1024, one repeat, smaller uncached budget")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell, median (default 3)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N up to 1024, one repeat, a 5 s uncached budget: minutes, not an hour (compiled mode compiles per N)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     parser.add_argument("--prompts", type=int, nargs="+", default=list(PROMPTS))
     parser.add_argument("--new-tokens", type=int, nargs="+", help=f"default {list(NEW_TOKENS)}")
@@ -336,12 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
 
+    new_tokens = args.new_tokens or list(QUICK_NEW_TOKENS if args.quick else NEW_TOKENS)
+    require(args.repeats >= 1 and args.threads >= 1, "--repeats and --threads must be at least 1.")
+    require(min(args.batches) >= 1 and min(args.prompts) >= 1, "--batches and --prompts must be at least 1.")
+    require(min(new_tokens) >= 1, f"--new-tokens must be at least 1, got {min(new_tokens)}.")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = device_from(args.device)
     dtype = getattr(torch, args.dtype)
     repeats = 1 if args.quick else args.repeats
     budget = min(args.uncached_budget_s, 5.0) if args.quick else args.uncached_budget_s
-    new_tokens = args.new_tokens or list(QUICK_NEW_TOKENS if args.quick else NEW_TOKENS)
+    # Each (batch, cache size) of the grid compiles a step of its own (dynamic=False). Past dynamo's
+    # recompile_limit (8 by default) a new shape would run eagerly under the "compiled" label: the default
+    # grid has 16 shapes, so the limit is raised to fit the grid.
+    shapes = len(args.batches) * len(args.prompts) * len(new_tokens)
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), shapes + 8))
     config = bench_model_config(args.model)
     config.fast = args.fast
     longest = max(args.prompts) + max(new_tokens)
@@ -351,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = TransformerLM(config, device=device).to(dtype).eval()
     wanted = args.modes or [m for m in STEP_OPTIONS if device.type == "cuda" or m not in CUDA_ONLY]
     if device.type != "cuda" and any(m in CUDA_ONLY for m in wanted):
-        raise SystemExit(f"modes {[m for m in wanted if m in CUDA_ONLY]} need --device cuda.")
+        cuda_modes = [m for m in wanted if m in CUDA_ONLY]
+        raise SystemExit(f"decode.py: modes {cuda_modes} need CUDA; pass --device cuda on a machine with a GPU.")
 
     def timer(options: dict) -> Callable[[torch.Tensor], dict]:
         return lambda p: time_generation(model, p, new_tokens, repeats, **options)
@@ -410,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"done: batch {batch}, prompt {prompt} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps(result(False), indent=2) + "\n", encoding="utf-8")
+                Path(args.out).write_text(strict_json(result(False), indent=2) + "\n", encoding="utf-8")
     final = result(True)
     _print_table(rows, final["cached_over_uncached"])
     _print_over_cached(final["over_cached"])
@@ -470,4 +486,4 @@ def _print_over_cached(over_cached: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

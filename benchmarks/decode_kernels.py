@@ -31,7 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from decode import bench_model_config, random_prompts
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, emit, require, run_main
 from scratchlm.infer.compiled_step import CompiledDecodeStep
 from scratchlm.infer.kv_cache import KVCache
 from scratchlm.model import TransformerLM
@@ -117,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--code-dir", help="also write each compiled step's generated code here")
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
+    require(min(args.batches) >= 1 and args.prompt >= 1, "--batches and --prompt must be at least 1.")
+    require(
+        args.prompt < args.slots,
+        f"--slots ({args.slots}) must exceed --prompt ({args.prompt}): the cache holds the prompt and one token.",
+    )
     torch.set_num_threads(1)
 
     rows = []
@@ -148,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     emit(
         {
             "benchmark": "decode_kernels",
+            "device": "cpu",  # counted on the CPU: see the docstring
             "machine": describe_machine(),
             "torch": torch.__version__,
             "model": args.model,
@@ -162,4 +168,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

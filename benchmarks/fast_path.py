@@ -4,7 +4,8 @@
     python benchmarks/fast_path.py --sections shakespeare --shakespeare PATH/input.txt --out DIR
     python benchmarks/fast_path.py --cpu-smoke --sections train,scratch1 --out /tmp/smoke   # no GPU needed
 
-Sections (each writes DIR/<section>.json and adds rows to the table printed last):
+Sections (each writes DIR/<section>.json and adds rows to the summary printed last: a table per section,
+then the same rows as JSON lines; every JSON written is strict, a value that is not finite being null):
 - env: the device, PyTorch, and the two ceilings measured here: a large bf16 matmul (TFLOP/s on random
   data) and a device-to-device copy (GB/s, bytes read + written).
 - train: `scratchlm bench train`'s measurement (random tokens, the real train_step) of the tinystories-17m
@@ -18,8 +19,10 @@ Sections (each writes DIR/<section>.json and adds rows to the table printed last
   the start of the process's training call, compilation included, to the first validation <= 1.47.
 - shakespeare-search: --search candidates (";"-joined overrides) train side by side; the best is then
   trained alone, timed, once per --final compile setting.
---only SUBSTRING keeps just the matching variants; --cpu-smoke runs every code path tiny on the CPU.
-Every variant runs in its own try block: a failure is recorded and the others still run.
+--only SUBSTRING keeps just the matching variants; --cpu-smoke runs every code path tiny on the CPU (its
+numbers check the script, they measure nothing; env needs a GPU and is skipped there). Without --cpu-smoke
+the script needs CUDA and says so. Every variant runs in its own try block: a failure is recorded and the
+others still run.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from machine_info import strict_json
 from scratchlm.config import RunConfig
 from scratchlm.presets import resolve_tables
 from scratchlm.train.bench import benchmark_training
@@ -62,7 +66,7 @@ def config_for(preset: str, overrides: list[str]) -> RunConfig:
 
 def save(out: Path, name: str, payload: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (out / f"{name}.json").write_text(strict_json(payload, indent=2, default=str) + "\n")
 
 
 def guarded(label: str, fn: Any) -> dict[str, Any]:
@@ -74,7 +78,7 @@ def guarded(label: str, fn: Any) -> dict[str, Any]:
         result = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     result["label"] = label
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(result, default=str), flush=True)
+    print(strict_json(result, default=str), flush=True)
     return result
 
 
@@ -369,7 +373,7 @@ def section_shakespeare_search(out: Path, text: Path, candidates: list[str], fin
         result = json.loads(path.read_text()) if path.exists() else {"error": f"exit {proc.returncode}"}
         found.append({"candidate": candidate, **result})
         print(
-            json.dumps(
+            strict_json(
                 {"candidate": candidate, "best": result.get("best"), "reached": result.get("first_at_or_below_1.47")}
             ),
             flush=True,
@@ -397,11 +401,16 @@ def section_shakespeare_search(out: Path, text: Path, candidates: list[str], fin
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="env,train,profile,scratch1")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results/fast_path")))
-    parser.add_argument("--preset", default="tinystories-17m")
-    parser.add_argument("--batches", default="128,256")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--sections", default="env,train,profile,scratch1", help="comma-separated (see Sections above)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("OUT", "benchmarks/results/fast_path")),
+        help="directory for the JSON files (default $OUT, else benchmarks/results/fast_path)",
+    )
+    parser.add_argument("--preset", default="tinystories-17m", help="train and profile sections' preset")
+    parser.add_argument("--batches", default="128,256", help="train section's batch sizes (the first: profile's)")
+    parser.add_argument("--steps", type=int, default=30, help="train section's timed steps, after 3 warm-up")
     parser.add_argument("--shakespeare", type=Path, help="Tiny Shakespeare input.txt")
     parser.add_argument(
         "--shakespeare-set", action="append", default=[], help="override for the shakespeare run (repeatable)"
@@ -412,6 +421,13 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="run only variants whose label has this")
     parser.add_argument("--cpu-smoke", action="store_true", help="run every code path tiny on the CPU")
     args = parser.parse_args()
+    sections = args.sections.split(",")
+    known = ["env", "train", "profile", "scratch1", "shakespeare", "shakespeare-search"]
+    unknown = [name for name in sections if name not in known]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; the sections are {', '.join(known)}")
+    if {"shakespeare", "shakespeare-search"} & set(sections) and args.shakespeare is None:
+        parser.error("the shakespeare sections need --shakespeare PATH (Tiny Shakespeare's input.txt)")
     if args.cpu_smoke:
         global DEVICE
         DEVICE = torch.device("cpu")
@@ -431,7 +447,6 @@ def main() -> None:
         sys.exit("fast_path.py measures the GPU fast path; no CUDA device is visible.")
     torch.backends.cuda.matmul.allow_tf32 = True
     ONLY.extend(args.only)
-    sections = args.sections.split(",")
     if "env" in sections and DEVICE.type == "cuda":
         section_env(args.out)
     if "train" in sections:
@@ -450,8 +465,33 @@ def main() -> None:
     if "shakespeare-search" in sections:
         section_shakespeare_search(args.out, args.shakespeare, args.search, args.final)
     print("\n== summary ==")
+    print_tables(ROWS)
     for row in ROWS:
-        print(json.dumps(row, default=str))
+        print(strict_json(row, default=str))
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    """One fixed-width table per section, its columns the keys its rows have (error last, when any)."""
+    for section in dict.fromkeys(r["section"] for r in rows):
+        mine = [r for r in rows if r["section"] == section]
+        keys = [k for k in dict.fromkeys(k for r in mine for k in r) if k not in ("section", "error")]
+        if any(r.get("error") for r in mine):
+            keys.append("error")
+        table = [keys, *([cell(r.get(k)) for k in keys] for r in mine)]
+        widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
+        print(f"[{section}]")
+        for line in table:
+            print("  " + "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

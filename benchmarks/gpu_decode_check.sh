@@ -27,7 +27,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 started=$SECONDS
 
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+"$PYTHON" -c "import sys, torch
+if not torch.cuda.is_available():
+    sys.exit('gpu_decode_check: this script measures a CUDA GPU, and none is visible here (torch ' + torch.__version__ + ').')
 print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 
 if [[ "${GPU_CHECK_TESTS:-0}" == 1 ]]; then

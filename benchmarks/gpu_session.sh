@@ -52,7 +52,9 @@ export PYTHONUNBUFFERED=1
 WORK="${OUT:+/tmp/gpu-session}"
 WORK="${WORK:-benchmarks/results/gpu-session}"
 mkdir -p "$WORK"
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+"$PYTHON" -c "import sys, torch
+if not torch.cuda.is_available():
+    sys.exit('gpu_session: this script measures a CUDA GPU, and none is visible here (torch ' + torch.__version__ + ').')
 print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 
 pack() {

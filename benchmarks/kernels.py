@@ -127,9 +127,11 @@ def sdpa_rows(shape: dict, device: torch.device, dtype: torch.dtype, repeats: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU: checks the script")
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per row on CUDA (default 50; smoke: 2)")
     parser.add_argument("--out", help="write the JSON results here")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.cpu_smoke:
         device, dtype, repeats = torch.device("cpu"), torch.float32, 2
         shape = {"batch": 2, "seq": 16, "heads": 2, "head_dim": 8}

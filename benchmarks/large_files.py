@@ -14,7 +14,9 @@ Operations:
 - text_prepare_1_worker / text_prepare_2_workers: `prepare_text_corpus` (= `scratchlm data text`) with a
   saved tokenizer, writing train.bin / val.bin.
 
-    python benchmarks/large_files.py [--token-gb 2] [--text-gb 1] [--dir /tmp] [--out FILE.json]
+    python benchmarks/large_files.py [--token-gb 2] [--text-gb 1] [--dir /tmp] [--only NAME ...] [--out FILE.json]
+
+Prints one line per operation as it finishes, a table at the end, then the JSON.
 
 The files are synthetic (uniform random ids below 50257; text lines drawn from a fixed set of random
 words) and are deleted at the end. Two earlier results are kept beside the current one for comparison:
@@ -38,12 +40,21 @@ from pathlib import Path
 
 import numpy as np
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, emit, require, run_main
 
 VOCAB = 50257
 BATCHES = 2000
 BATCH, CONTEXT = 64, 1024
 EOT = "<|endoftext|>"
+OPERATIONS = [
+    "token_open_sampled",
+    "token_open_full",
+    "token_windows",
+    "get_batch",
+    "text_encode_iterable",
+    "text_prepare_1_worker",
+    "text_prepare_2_workers",
+]
 
 
 # ------------------------------------------------------------------------------------- making the inputs
@@ -199,10 +210,10 @@ def measure(name: str, paths: dict[str, str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--token-gb", type=float, default=2.0)
-    parser.add_argument("--text-gb", type=float, default=1.0)
+    parser.add_argument("--token-gb", type=float, default=2.0, help="size of the synthetic token file (default 2)")
+    parser.add_argument("--text-gb", type=float, default=1.0, help="size of the synthetic text file (default 1)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the files go")
-    parser.add_argument("--only", nargs="*", help="run only these measurements")
+    parser.add_argument("--only", nargs="*", choices=OPERATIONS, metavar="NAME", help="run only these operations")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
@@ -211,6 +222,9 @@ def main() -> None:
         print(json.dumps(measure(args.measure, json.loads(args.paths))))
         return
 
+    require(args.token_gb > 0 and args.text_gb > 0, "--token-gb and --text-gb must be positive.")
+    # The text file must hold the 4 MB the tokenizer is trained on, and the token file a training window.
+    require(args.text_gb >= 0.005, f"--text-gb must be at least 0.005 (5 MB), got {args.text_gb}.")
     free_gb = shutil.disk_usage(args.dir).free / 1e9
     needed_gb = args.token_gb + args.text_gb * 2.2
     if free_gb < needed_gb + 1:
@@ -222,36 +236,40 @@ def main() -> None:
         "tokenizer": str(work / "tokenizer"),
         "scratch": str(work),
     }
-    results: dict = {"benchmark": "large_files", "machine": describe_machine(), "measurements": {}}
+    results: dict = {"benchmark": "large_files", "device": "cpu", "machine": describe_machine(), "measurements": {}}
     try:
         t_start = time.perf_counter()
         results["token_file"] = {"tokens": write_token_file(Path(paths["tokens"]), args.token_gb), "dtype": "uint16"}
         results["text_file"] = {"bytes": write_text_file(Path(paths["text"]), args.text_gb)}
         train_tokenizer(Path(paths["text"]), Path(paths["tokenizer"]))
         results["setup_seconds"] = round(time.perf_counter() - t_start, 1)
-        names = args.only or [
-            "token_open_sampled",
-            "token_open_full",
-            "token_windows",
-            "get_batch",
-            "text_encode_iterable",
-            "text_prepare_1_worker",
-            "text_prepare_2_workers",
-        ]
-        for name in names:
+        for name in args.only or OPERATIONS:
             child = subprocess.run(
                 [sys.executable, __file__, "--measure", name, "--paths", json.dumps(paths)],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if child.returncode != 0:
+                last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+                raise SystemExit(f"large_files.py: the {name} measurement failed: {last}")
             results["measurements"][name] = json.loads(child.stdout.strip().splitlines()[-1])
             print(name, results["measurements"][name], file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+    print_table(results["measurements"])
     emit(results, args.out)
 
 
+def print_table(measurements: dict[str, dict]) -> None:
+    print(f"{'operation':<24} {'seconds':>8} {'rate':>16} {'base RSS':>9} {'peak RSS':>9} {'anon':>7} {'file':>7} "
+          f"{'worker':>7}   (MB)")  # fmt: skip
+    for name, m in measurements.items():
+        rate = f"{m['tokens_per_s']:,} tok/s" if "tokens_per_s" in m else f"{m['mb_per_s']:,} MB/s"
+        memory = (m["baseline_rss_mb"], m["peak_rss_mb"], m["peak_anon_mb"], m["peak_file_backed_mb"])
+        print(f"{name:<24} {m['seconds']:>8.2f} {rate:>16} {memory[0]:>9.1f} {memory[1]:>9.1f} {memory[2]:>7.1f} "
+              f"{memory[3]:>7.1f} {m['peak_worker_rss_mb']:>7.1f}")  # fmt: skip
+
+
 if __name__ == "__main__":
-    main()
+    run_main(main)

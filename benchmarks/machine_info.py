@@ -1,11 +1,16 @@
-"""Shared by the benchmarks: the machine a figure was measured on, and how results are printed and saved."""
+"""Shared by the benchmarks: the machine a figure was measured on, how results are printed and saved, and how
+a script reports a user's mistake (one sentence, no traceback)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 def describe_machine() -> dict:
@@ -36,10 +41,60 @@ def current_rss_mb() -> float:
         return float("nan")
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (tuples become lists), for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def strict_json(value: Any, **kwargs: Any) -> str:
+    """json.dumps that never writes NaN or Infinity (not JSON): a value that is not finite becomes null."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
 def emit(result: dict, out: str | os.PathLike | None) -> None:
-    """Print the result as one JSON line and, when `out` is given, write it there (pretty-printed)."""
-    print(json.dumps(result))
+    """Print the result as one JSON line and, when `out` is given, write it there (pretty-printed).
+
+    Strict JSON: a value that is not finite (a missing measurement) is null.
+    """
+    print(strict_json(result))
     if out:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        path.write_text(strict_json(result, indent=2) + "\n", encoding="utf-8")
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise scratchlm's ConfigError with `message` (one sentence) unless `condition` holds."""
+    if not condition:
+        from scratchlm.errors import ConfigError
+
+        raise ConfigError(message)
+
+
+def device_from(name: str) -> Any:
+    """The torch.device for --device NAME, or a one-sentence DeviceError (e.g. cuda on a machine without one)."""
+    from scratchlm.device import resolve_device
+
+    return resolve_device(name)
+
+
+def run_main(main: Callable[[], int | None]) -> NoReturn:
+    """Run a benchmark's main() and exit with its status; a scratchlm error (a bad argument, a device this
+    machine lacks, an input that does not fit) is printed as its one sentence, without a traceback, and
+    exits with that error's status, as the `scratchlm` command does."""
+    try:
+        code = main()
+    except Exception as exc:
+        from scratchlm.errors import ScratchLMError  # imported here: bpe_train's HF child must not load torch
+
+        if not isinstance(exc, ScratchLMError):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code or 0)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, emit, require, run_main
 from scratchlm.infer.packed_weights import PackedLayer, pack_projections
 from scratchlm.model import TransformerLM
 from scratchlm.presets import model_config_from_preset
@@ -30,9 +30,10 @@ def stamp(layer: PackedLayer) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=20000)
+    parser.add_argument("--tokens", type=int, default=20000, help="checks timed per round, after 10%% untimed")
     parser.add_argument("--out", help="write the JSON results here")
     args = parser.parse_args()
+    require(args.tokens >= 1, f"--tokens must be at least 1, got {args.tokens}.")
     config = model_config_from_preset("tinystories-17m")
     config.fast = True
     layers = pack_projections(TransformerLM(config).eval())
@@ -64,6 +65,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "packed_refresh",
+            "device": "cpu",  # a host-side check: no device work
             "model": "tinystories-17m",
             "weights_checked_per_token": weights,
             "us_per_token": {name: runs for name, runs in times.items()},
@@ -75,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, emit, require, run_main
 
 EOT = "<|endoftext|>"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,6 +62,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="write the JSON results here")
     args = parser.parse_args()
+    require(args.repeats >= 1, f"--repeats must be at least 1, got {args.repeats}.")
+    needed = [
+        args.data / "text" / name
+        for name in ("tinystories_v1_train_2mib.txt", "tinystories_v2_train_1728.txt", "tinystories_valid_prefix.txt")
+    ] + [args.data / "gpt2" / name for name in ("encoder.json", "vocab.bpe")]
+    missing = [str(path) for path in needed if not path.is_file()]
+    require(
+        not missing,
+        f"no {', '.join(missing)}; pass --data DIR, the shared data directory (text/ with the TinyStories "
+        "excerpts, gpt2/ with GPT-2's encoder.json and vocab.bpe).",
+    )
 
     from scratchlm.data.text import encode_sources
     from scratchlm.data.token_files import token_dtype
@@ -116,6 +127,7 @@ def main() -> None:
 
     result = {
         "benchmark": "tokenizer_encode",
+        "device": "cpu",
         "machine": machine,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "text": "tinystories_valid_prefix.txt",
@@ -144,4 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,7 +7,7 @@
 - fast: `generate_trajectories(fast=True)`, bulk np.random.Generator draws (not the course's numbers).
 
 Each row is the median of --repeats runs. Prints a table, then one JSON line, and writes the JSON to
---out (default benchmarks/results/trajectory_generation-cpu-<cores>core.json).
+--out when given (the committed figures: `--out benchmarks/results/trajectory_generation-cpu-2core.json`).
 
     python benchmarks/trajectory_generation.py [--repeats 3] [--seq-length 50] [--out PATH]
 """
@@ -15,14 +15,13 @@ Each row is the median of --repeats runs. Prints a table, then one JSON line, an
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from machine_info import describe_machine, emit
+from machine_info import describe_machine, emit, require, run_main
 from scratchlm.compat.scratch1_data import generate_trajectory
 from scratchlm.data.trajectories import generate_trajectories
 
@@ -46,10 +45,12 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seq-length", type=int, default=50)
-    parser.add_argument("--out", default=f"benchmarks/results/trajectory_generation-cpu-{os.cpu_count()}core.json")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row, median (default 3)")
+    parser.add_argument("--seq-length", type=int, default=50, help="steps per trajectory (default 50)")
+    parser.add_argument("--out", help="write the JSON results here too (default: print only)")
     args = parser.parse_args()
+    require(args.repeats >= 1, f"--repeats must be at least 1, got {args.repeats}.")
+    require(args.seq_length >= 2, f"--seq-length must be at least 2, got {args.seq_length}.")
     steps = args.seq_length
     cases = [
         ("compat-loop", "v2", 1_000, lambda n: compat_loop(n, steps, 42)),
@@ -75,6 +76,7 @@ def main() -> None:
         print(f"{mode:12s} {version:7s} {num:12d} {seconds:9.3f} {num / seconds:10.0f}")
     result = {
         "benchmark": "trajectory_generation",
+        "device": "cpu",
         "machine": {**describe_machine(), "numpy": np.__version__},
         "repeats": args.repeats,
         "results": rows,
@@ -83,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

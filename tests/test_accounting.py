@@ -68,3 +68,36 @@ def test_account_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert long["forward_flops"]["total"] == pytest.approx(forward_flops(gpt2_config("gpt2-xl", 16384)).total)
     assert main(["account", "--d-model", "64"]) == 2
     assert "missing --num-layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"norm": "layernorm", "ffn": "gelu", "positional": "learned"},
+        {"norm": "none", "ffn": "silu", "tie_embeddings": True},
+        {"norm_position": "post", "positional": "sinusoidal", "tie_embeddings": True},
+    ],
+)
+def test_param_counts_equal_the_built_models_parameters(shape: dict) -> None:
+    from scratchlm.config import ModelConfig
+    from scratchlm.model import TransformerLM
+
+    config = ModelConfig(vocab_size=37, context_length=16, d_model=24, num_layers=2, num_heads=3, **shape)
+    counts = param_counts(config)
+    assert counts.total == sum(p.numel() for p in TransformerLM(config).parameters())
+    assert counts.matmul == counts.non_embedding + (37 * 24 if config.tie_embeddings else 0)
+
+
+def test_account_prints_small_memory_in_small_units_and_the_training_flops(capsys: pytest.CaptureFixture[str]) -> None:
+    from scratchlm.analysis.accounting import flops_per_token
+    from scratchlm.presets import model_config_from_preset
+
+    assert main(["account", "--preset", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert "0.00 GiB" not in out and "weights 144.62 KiB" in out  # 37,024 fp32 parameters
+    config = model_config_from_preset("debug")
+    assert f"training FLOPs per token at T = 64: {flops_per_token(config):.4g} (6N + 12·L·H·Q·T)" in out
+    assert main(["account", "--preset", "debug", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_flops_per_token"] == 6 * report["params"]["matmul"] + 12 * 2 * 4 * 8 * 64

@@ -96,3 +96,19 @@ def test_the_audit_text_follows_its_numbers_when_the_unmasked_model_has_not_chea
     # The floor sentence is about the validation loss it names, not the training loss before it.
     assert _against_floor(1.588, 1.609, 2.2).startswith(": that validation loss is below the ln 5 = 1.609 floor")
     assert _against_floor(2.5, None, 2.2) == ": that validation loss is 0.300 above the masked model's 2.200."
+
+
+def test_the_copy_is_claimed_early_only_without_a_floor(audit: tuple[Path, dict[str, Any]]) -> None:
+    out_dir, record = audit
+    edited = copy.deepcopy(record)
+    edited["loss_floor"] = None
+    masked_val = edited["runs"]["masked"]["teacher_forced"]["loss"]
+    unmasked = edited["runs"]["unmasked"]
+    unmasked["steps"] = 60
+    # Below the masked validation loss only at step 50 of 60: what honest learning also does, so no evidence.
+    unmasked["train_curve"] = [[10, masked_val + 1.0], [50, masked_val - 0.01], [60, masked_val - 0.02]]
+    late = page(edited, out_dir)
+    assert "only at step 50 of 60, as late as honest learning would" in late
+    assert "was already below the masked validation loss" not in late
+    unmasked["train_curve"] = [[10, masked_val - 0.5], [60, masked_val - 1.0]]  # at step 10 of 60: early
+    assert "was already below the masked validation loss at step 10 of 60" in page(edited, out_dir)

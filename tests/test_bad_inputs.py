@@ -170,7 +170,8 @@ CASES: dict[str, Case] = {
         ("ablate", "--preset", "debug", "--grid", "model.depth=1,2", "--out", "{scratch}/a"), "unknown model key(s)"
     ),
     "sweep a rate that is not a number": Case(("sweep", "lr", "--preset", "debug", "--values", "fast"), "numbers"),
-    "sweep a zero rate": Case(("sweep", "lr", "--preset", "debug", "--values", "0"), "positive learning rates"),
+    "sweep a zero rate": Case(("sweep", "lr", "--preset", "debug", "--values", "0,1e-3"), "positive learning rates"),
+    "sweep one rate": Case(("sweep", "lr", "--preset", "debug", "--values", "1e-3"), "at least 2"),
     "scaling with a malformed size": Case(("scaling", "--preset", "debug", "--sizes", "2by64"), "LAYERSxD_MODEL"),
     "scaling with two sizes": Case(("scaling", "--preset", "debug", "--sizes", "1x8,1x16"), "at least 3 sizes"),
     "runs in a missing folder": Case(("runs", "{ws}/none"), "is not a directory"),

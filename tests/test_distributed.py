@@ -1,5 +1,6 @@
 """Data parallelism on CPU: two gloo processes under torchrun give the losses of one process with the
-same global batch, and print one summary (rank 0's)."""
+same global batch, print one summary (rank 0's) and one error line, keep a --stop-after's partial log
+window exact, and resume on another number of processes only with the same global batch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
@@ -27,6 +30,25 @@ def _refuse_non_json(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
 
 
+needs_dist = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def _torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+         str(_free_port()), "-m", "scratchlm.cli", "train", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _scratchlm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scratchlm.cli", "train", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@needs_dist
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     data = tmp_path / "traj.pkl"
@@ -62,3 +84,128 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: P
         if "val_loss" in a:
             assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5, abs=1e-5)
     assert sorted(p.name for p in (double / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+@needs_dist
+@pytest.mark.slow
+def test_a_stop_between_log_steps_resumes_on_one_process_with_the_same_global_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The partial log window a --stop-after keeps is the global batch's (not rank 0's share), and a resume
+    by another number of processes is refused unless train.batch_size keeps the global batch."""
+    from scratchlm.cli import main
+
+    data = tmp_path / "traj.pkl"
+    save_trajectories(generate_trajectories(200, seq_length=16, seed=5, fast=True), data)
+    common = [
+        "--preset", "debug", "--set", f"data.path={json.dumps(str(data))}", "--set", "train.progress=false",
+        "--set", "train.max_steps=6", "--set", "train.log_interval=4", "--set", "train.eval_interval=6",
+        "--set", "train.grad_accum=2",
+    ]  # fmt: skip
+    result = _torchrun(*common, "--set", "train.batch_size=4", "--out", str(tmp_path / "cut"), "--stop-after", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 2  # 1 process x 4: half the global batch
+    refused = capsys.readouterr().err
+    assert "trained by 2 processes with train.batch_size=4" in refused and "--set train.batch_size=8" in refused
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--set", "train.batch_size=8"]) == 0
+    assert "batch_size = 8" in (tmp_path / "cut" / "config.toml").read_text()
+    assert main(["train", *common, "--set", "train.batch_size=8", "--out", str(tmp_path / "whole")]) == 0
+    one, two = read_metrics(tmp_path / "whole" / "metrics.jsonl"), read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [4, 6]
+    for a, b in zip(one, two, strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4, abs=1e-5)
+
+
+@needs_dist
+@pytest.mark.slow
+def test_ranks_draw_their_own_dropout_and_a_resume_continues_each_ranks_stream(tmp_path: Path) -> None:
+    """With dropout, a 2-process run stopped mid-way and resumed by 2 processes logs exactly the rows of an
+    uninterrupted one: each rank's RNG state is saved and restored, not rank 0's on every rank. The ranks'
+    streams differ, so they do not draw one dropout mask N times."""
+    import torch.nn.functional as F
+
+    from scratchlm.train.checkpoint import read_checkpoint
+
+    data = tmp_path / "traj.pkl"
+    save_trajectories(generate_trajectories(200, seq_length=16, seed=5, fast=True), data)
+    common = [
+        "--preset", "debug", "--set", f"data.path={json.dumps(str(data))}", "--set", "train.progress=false",
+        "--set", "model.dropout=0.3", "--set", "train.max_steps=6", "--set", "train.log_interval=2",
+        "--set", "train.eval_interval=6", "--set", "train.batch_size=4",
+    ]  # fmt: skip
+    whole = _torchrun(*common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    cut = _torchrun(*common, "--out", str(tmp_path / "cut"), "--stop-after", "3")
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    states = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["rng_per_rank"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+    masks = []
+    for state in states:  # what each rank's next dropout call would draw
+        torch.set_rng_state(state["torch"])
+        masks.append(F.dropout(torch.ones(256), 0.5) == 0)
+    assert not torch.equal(masks[0], masks[1])
+    resumed = _torchrun("--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    one, two = read_metrics(tmp_path / "whole" / "metrics.jsonl"), read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [2, 4, 6]
+    for a, b in zip(one, two, strict=True):
+        # The loss of the window cut by --stop-after is summed in another order (ranks first): float noise.
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+        assert (a["grad_norm"], a.get("val_loss")) == (b["grad_norm"], b.get("val_loss"))
+
+
+@needs_dist
+@pytest.mark.slow
+def test_a_bad_data_path_under_torchrun_is_one_error_line(tmp_path: Path) -> None:
+    result = _torchrun("--preset", "debug", "--set", f"data.path={json.dumps(str(tmp_path / 'none.pkl'))}",
+                       "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("scratchlm:")]
+    assert len(errors) == 1 and "does not exist" in errors[0], result.stderr[-3000:]
+    assert result.stdout == ""
+
+
+def _agree_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from scratchlm.errors import DataError, ReportedElsewhere
+    from scratchlm.train.distributed import DistInfo, all_ranks_agree
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    info, outcomes = DistInfo(rank, rank, 2), []
+    for failing in (-1, 1, 0):
+
+        def fn(failing: int = failing) -> int:
+            if rank == failing:
+                raise DataError("the data is bad; fix it.")
+            return rank
+
+        try:
+            outcomes.append(f"ok {all_ranks_agree(info, fn)}")
+        except ReportedElsewhere as exc:
+            outcomes.append(f"quiet {exc.exit_code}")
+        except Exception as exc:
+            outcomes.append(f"{type(exc).__name__} {exc.exit_code} {exc}")  # type: ignore[attr-defined]
+    dist.destroy_process_group()
+    Path(out_dir, f"rank{rank}").write_text(json.dumps(outcomes))
+
+
+@needs_dist
+def test_a_setup_failure_on_one_rank_is_reported_once_by_rank_0(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_agree_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    zero, one = (json.loads((tmp_path / f"rank{rank}").read_text()) for rank in (0, 1))
+    assert zero == [
+        "ok 0",
+        "RankFailedError 2 rank 1 of 2: the data is bad; fix it.",
+        "DataError 2 the data is bad; fix it.",
+    ]
+    assert one == ["ok 1", "quiet 2", "quiet 2"]
+
+
+def test_a_lost_peer_is_recognised() -> None:
+    from scratchlm.train.distributed import is_peer_loss
+
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:7594: Connection reset by peer")
+    assert is_peer_loss(gloo)
+    assert not is_peer_loss(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from scratchlm.analysis.ablate import Study, grid_variants, parse_grid, run_study, study_from_tables
+from scratchlm.analysis.accounting import flops_per_token
 from scratchlm.analysis.audit import causal_mask_audit
 from scratchlm.analysis.causal_eval import prefix_logits
-from scratchlm.analysis.scaling import Size, parse_sizes, scaling_study
+from scratchlm.analysis.scaling import Size, _reading, parse_sizes, scaling_study, size_overrides
 from scratchlm.analysis.study_runs import read_outcome, run_or_reuse
 from scratchlm.analysis.sweep import DivergenceMonitor, lr_sweep
 from scratchlm.cli import main
@@ -110,7 +111,9 @@ def test_an_lr_sweep_marks_the_divergent_rate_and_reports_the_best(tmp_path: Pat
     assert results["largest_stable_lr"] == 3e-3
     for name in ("results.md", "results.json", "curves.png", "curves.svg", "lr_vs_loss.png"):
         assert (tmp_path / "sweep" / name).is_file(), name
-    assert "Best learning rate: **0.003**" in (tmp_path / "sweep" / "results.md").read_text()
+    text = (tmp_path / "sweep" / "results.md").read_text()
+    assert "Best learning rate: **0.003**" in text
+    assert "with seed 1337 (`train.seed`" in text and "preset `debug`" in text  # which recipe and seed, stated
 
 
 def test_the_sweep_keeps_a_presets_min_lr_ratio(tmp_path: Path, data: Path) -> None:
@@ -118,6 +121,41 @@ def test_the_sweep_keeps_a_presets_min_lr_ratio(tmp_path: Path, data: Path) -> N
     lr_sweep("debug", [3e-4], tmp_path / "sweep", overrides)
     saved = load_toml_file(str(tmp_path / "sweep" / "lr=0.0003" / "config.toml"))
     assert saved["optim"]["min_lr"] == pytest.approx(1e-4)
+    text = (tmp_path / "sweep" / "results.md").read_text()  # one rate: no best rate claimed
+    assert "Only one rate was tried (0.0003, finished)" in text and "Best learning rate" not in text
+
+
+def test_the_sweep_command_refuses_one_rate_and_rates_sharing_a_run_name(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sweep", "lr", "--preset", "debug", "--values", "1e-3", "--out", str(tmp_path / "s")]) == 2
+    assert "a sweep compares at least 2 learning rates, got '1e-3'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"both round to lr=0\.001"):
+        lr_sweep("debug", [1e-3, 1.0001e-3], tmp_path / "s", debug_overrides(data, 2))
+    assert not (tmp_path / "s").exists()  # refused before anything ran
+
+
+def test_an_out_holding_another_experiment_is_refused_and_its_results_kept(tmp_path: Path, data: Path) -> None:
+    out = tmp_path / "out"
+    lr_sweep("debug", [1e-3, 3e-3], out, debug_overrides(data, 4))
+    saved = (out / "results.md").read_text()
+    study = Study("t", "debug", grid_variants({"model.norm": ["rmsnorm", "layernorm"]}), [0], debug_overrides(data, 4))
+    with pytest.raises(ConfigError, match="already holds the results of a learning-rate sweep, not an ablation"):
+        run_study(study, out)
+    with pytest.raises(ConfigError, match=r"leaves out \(lr=0.003\)"):  # a narrower sweep would drop a rate
+        lr_sweep("debug", [1e-3], out, debug_overrides(data, 4))
+    assert (out / "results.md").read_text() == saved and not (out / "norm=rmsnorm_seed0").exists()
+    wider = lr_sweep("debug", [1e-3, 3e-3, 1e-2], out, debug_overrides(data, 4))  # extending is fine
+    assert [r["lr"] for r in wider["runs"]] == [1e-3, 3e-3, 1e-2]
+    assert json.loads((out / "results.json").read_text())["experiment"] == "lr-sweep"
+
+
+def test_a_changed_config_is_refused_before_any_run_trains(tmp_path: Path, data: Path) -> None:
+    study = Study("t", "debug", grid_variants({"model.norm": ["rmsnorm", "layernorm"]}), [0], debug_overrides(data, 4))
+    run_or_reuse(resolve_run_config("debug", None, debug_overrides(data, 9)), tmp_path / "s" / "norm=layernorm_seed0")
+    with pytest.raises(ConfigError, match="norm=layernorm_seed0 holds a run with a different config"):
+        run_study(study, tmp_path / "s")
+    assert not (tmp_path / "s" / "norm=rmsnorm_seed0").exists()  # the first run was not trained for nothing
 
 
 # ------------------------------------------------------------------------------------------- ablation
@@ -135,6 +173,17 @@ def test_grids_parse_into_every_combination() -> None:
     ]
     with pytest.raises(ConfigError, match="--grid expects"):
         parse_grid(["model.positional"])
+
+
+def test_grid_and_seed_mistakes_are_refused_in_one_sentence() -> None:
+    with pytest.raises(ConfigError, match=r"--grid model\.norm is given twice"):  # the second would replace the first
+        parse_grid(["model.norm=rmsnorm", "model.norm=layernorm"])
+    with pytest.raises(ConfigError, match='lists "rmsnorm" more than once'):
+        parse_grid(["model.norm=rmsnorm,layernorm,rmsnorm"])
+    with pytest.raises(ConfigError, match="give the seeds with --seeds N"):
+        parse_grid(["train.seed=1,2"])
+    with pytest.raises(ConfigError, match="seeds must not repeat"):
+        study_from_tables("t", {"preset": "debug", "seeds": [0, 0], "grid": {"model.norm": ["rmsnorm", "none"]}})
 
 
 def test_an_ablation_tables_means_over_seeds_and_reuses_finished_runs(tmp_path: Path, data: Path) -> None:
@@ -202,6 +251,42 @@ def test_a_scaling_study_fits_a_power_law_over_sizes(tmp_path: Path, data: Path)
     assert max(flops) / min(flops) < 1.2
     with pytest.raises(ConfigError, match="LAYERSxD_MODEL"):
         parse_sizes(["2by64"])
+    # FLOPs as the trainer counts them: at the trained sequence length (20-step trajectories: 19), not the context.
+    assert results["seq_len"] == 19
+    for p, config in zip(
+        results["points"],
+        (resolve_run_config("debug", None, [*overrides, *size_overrides(s, "debug", None, overrides)]) for s in sizes),
+        strict=True,
+    ):
+        assert p["train_flops"] == flops_per_token(config.model, 19) * p["tokens"]
+    text = (tmp_path / "fixed" / "results.md").read_text()
+    assert "with seed 1337" in text and "at T = 19" in text
+    assert " at 0 tokens per" not in text  # a ratio under 1 is written with its digits
+
+
+def test_scaling_refuses_repeated_sizes_and_widths_that_change_the_head_dimension() -> None:
+    with pytest.raises(ConfigError, match="lists 1x8 more than once"):
+        parse_sizes(["1x8,2x16,1x8"])
+    with pytest.raises(ConfigError, match="d_model 20 is not a multiple of the head dimension 8; use 16 or 24"):
+        size_overrides(Size(2, 20), "debug", None, [])  # debug: 4 heads of 8
+    assert "model.num_heads=1" in size_overrides(Size(1, 4), "debug", None, [])  # narrower than a head: one head
+
+
+def test_scaling_leaves_diverged_sizes_out_and_still_writes_its_table(tmp_path: Path, data: Path) -> None:
+    overrides = [*debug_overrides(data, 10), "optim.lr=50.0", "optim.grad_clip=0.0", "optim.warmup_steps=1"]
+    results = scaling_study("debug", parse_sizes(["1x8,1x16,2x32"]), tmp_path / "s", overrides)
+    assert all(p["status"] == "diverged" and p["final_val_loss"] is None for p in results["points"])
+    assert results["fit"] is None
+    assert "Every size diverged" in (tmp_path / "s" / "results.md").read_text()
+
+
+def test_the_scaling_reading_matches_the_mode_and_flags_an_undetermined_offset() -> None:
+    point = {"size": "2x32", "final_val_loss": 3.0, "tokens": 500, "non_embedding_params": 1000}
+    fixed = {"mode": "fixed tokens", "points": [point], "fit": {"alpha": -0.2, "c": 1.0}, "fit_c_at_bound": None}
+    assert "every size saw the same tokens" in _reading(fixed) and "at 0.5 tokens per" in _reading(fixed)
+    assert "which see more tokens" in _reading({**fixed, "mode": "compute-matched"})
+    at_zero = {**fixed, "fit": {"alpha": 0.3, "c": 0.0}, "fit_c_at_bound": "zero"}
+    assert "read c as unknown, not as zero" in _reading(at_zero) and "toward c" not in _reading(at_zero)
 
 
 # ---------------------------------------------------------------------------------------------- audit

@@ -87,6 +87,29 @@ class WriteError(ScratchLMError, OSError):
         return self.message
 
 
+class ReportedElsewhere(ScratchLMError):
+    """A failure of a torchrun job that another rank (rank 0, or the rank it happened on) reports: the CLI
+    exits with `exit_code` and prints nothing, so the job shows one error line, not one per process."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("another process of this torchrun job reports this failure (see its error line).")
+        self.exit_code = exit_code
+
+
+class RankFailedError(ScratchLMError):
+    """Rank 0's report of an error another rank met (`all_ranks_agree`); keeps that error's exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PeerLostError(ScratchLMError, RuntimeError):
+    """Another process of the torchrun job died or lost its connection (exits like a SIGTERM'd run: resumable)."""
+
+    exit_code = EXIT_TERMINATED
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (empty for a bare EOFError), cut to `limit` characters."""
     return (str(exc).splitlines() or [""])[0][:limit]

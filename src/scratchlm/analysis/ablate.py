@@ -21,7 +21,7 @@ from typing import Any
 from scratchlm.analysis.accounting import param_counts
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
-from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, run_or_reuse
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import parse_override, resolve_run_config, toml_value
@@ -85,8 +85,24 @@ def parse_grid(assignments: list[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid expects section.key=v1,v2,..., got {assignment!r}.")
         values = [parse_override(f"{key}={item}")[1] for item in _split_values(raw)]
         path, _ = parse_override(f"{key}=0")
-        grid[".".join(path)] = values
+        name = ".".join(path)
+        # A second --grid for a key would silently replace the first one's values.
+        if name in grid:
+            raise ConfigError(f"--grid {name} is given twice; list all its values in one --grid {name}=v1,v2.")
+        grid[name] = values
+    check_grid(grid)
     return grid
+
+
+def check_grid(grid: dict[str, list[Any]]) -> None:
+    """Refuse grids whose variants would not be what they say: a repeated value trains the same variant twice
+    (in one run directory, counted twice in the table), and a seed in the grid is overwritten by each run's seed."""
+    for key, values in grid.items():
+        if key == "train.seed":
+            raise ConfigError("--grid train.seed is overwritten by each run's seed; give the seeds with --seeds N.")
+        repeated = sorted({toml_value(v) for v in values if sum(toml_value(w) == toml_value(v) for w in values) > 1})
+        if repeated:
+            raise ConfigError(f"--grid {key} lists {', '.join(repeated)} more than once; give each value once.")
 
 
 def _split_values(raw: str) -> list[str]:
@@ -114,7 +130,9 @@ def study_from_tables(name: str, tables: dict[str, Any]) -> Study:
     if ("grid" in tables) == ("variants" in tables):
         raise ConfigError(f"study {name!r} must have exactly one of [grid] or [[variants]].")
     if "grid" in tables:
-        variants = grid_variants({k: v if isinstance(v, list) else [v] for k, v in tables["grid"].items()})
+        grid = {k: v if isinstance(v, list) else [v] for k, v in tables["grid"].items()}
+        check_grid(grid)
+        variants = grid_variants(grid)
     else:
         variants = []
         for i, entry in enumerate(tables["variants"]):
@@ -136,7 +154,9 @@ def seed_list(seeds: int | list[int]) -> list[int]:
         if seeds < 1:
             raise ConfigError(f"seeds must be >= 1, got {seeds}.")
         return list(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if len(set(seeds)) < len(seeds):  # a repeated seed is the same run twice, counted twice in the means
+            raise ConfigError(f"seeds must not repeat, got {seeds}.")
         return list(seeds)
     raise ConfigError(f"seeds must be a count or a list of integers, got {seeds!r}.")
 
@@ -152,12 +172,21 @@ def run_study(study: Study, out_dir: str | Path, *, command: str = "") -> dict[s
     for variant in study.variants:  # resolve every config first: a typo fails before hours of training
         for seed in study.seeds:
             configs[(variant.name, seed)] = study.run_config(variant, seed)
+    names = {(variant.name, seed): run_name(variant, seed) for variant in study.variants for seed in study.seeds}
+    if len(set(names.values())) < len(study.variants) * len(study.seeds):  # repeated, or equal once made safe
+        raise ConfigError(
+            f"study {study.name!r} has variants that share a run directory name; give them distinct names."
+        )
+    claim_out_dir(out_dir, "ablation", list(names.values()))
+    for key, config in configs.items():  # a directory holding another config fails now, not after hours
+        check_reusable(config, out_dir / names[key])
     outcomes: dict[tuple[str, int], RunOutcome] = {}
     for i, ((variant_name, seed), config) in enumerate(configs.items()):
         log.info("study %s: run %d of %d (%s, seed %d)", study.name, i + 1, len(configs), variant_name, seed)
         variant = next(v for v in study.variants if v.name == variant_name)
         outcomes[(variant_name, seed)] = run_or_reuse(config, out_dir / run_name(variant, seed))
     results = _summarize(study, configs, outcomes)
+    results["experiment"] = "ablation"
     results["command"] = command
     results["figure"] = _plot(study, outcomes, out_dir).name
     results["variants_figure"] = _plot_variants(results, out_dir).name

@@ -3,8 +3,10 @@ the same data) or compute-matched (tokens = C / FLOPs per token, so every size s
 and the power law L(N) = a·N^(-alpha) + c fitted to final validation loss against non-embedding
 parameters N (as `accounting.param_counts` counts them: everything but the lookup tables).
 
-Sizes are `LAYERSxD_MODEL` (e.g. 2x64); heads keep the preset's head dimension, and a preset that fixes
-d_ff keeps its d_ff / d_model ratio (otherwise d_ff follows the FFN's default for the width).
+Sizes are `LAYERSxD_MODEL` (e.g. 2x64); heads keep the preset's head dimension (a width narrower than one
+head gets a single head), and a preset that fixes d_ff keeps its d_ff / d_model ratio (otherwise d_ff
+follows the FFN's default for the width). FLOPs are counted as the trainer counts them (6N + 12·L·H·Q·T at
+the sequence length the data gives, which for trajectories is one less than their length, not the context).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.power_law import PowerLawFit, fit_power_law
-from scratchlm.analysis.study_runs import run_or_reuse
+from scratchlm.analysis.study_runs import check_reusable, claim_out_dir, run_or_reuse
+from scratchlm.analysis.sweep import DivergenceMonitor, judge_end, start_loss
+from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_run_config
 
@@ -44,7 +48,10 @@ def parse_sizes(items: list[str]) -> list[Size]:
         match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", item)
         if not match:
             raise ConfigError(f"--sizes takes LAYERSxD_MODEL entries like 2x64,4x128, got {item!r}.")
-        sizes.append(Size(int(match[1]), int(match[2])))
+        size = Size(int(match[1]), int(match[2]))
+        if size in sizes:  # the same run twice would count as two points of the fit
+            raise ConfigError(f"--sizes lists {size.name} more than once; give each size once.")
+        sizes.append(size)
     if len(sizes) < 3:
         raise ConfigError(f"a scaling fit needs at least 3 sizes, got {len(sizes)}.")
     return sizes
@@ -54,8 +61,14 @@ def size_overrides(size: Size, preset: str | None, config_file: str | None, over
     """The --set entries that give the preset this size."""
     base = resolve_run_config(preset, config_file, overrides).model
     heads = max(1, size.d_model // base.head_dim)
-    if size.d_model % heads:
-        raise ConfigError(f"size {size.name}: d_model {size.d_model} is not divisible into heads of {base.head_dim}.")
+    # A width that is not a whole number of heads would get heads of another dimension (2x20 with heads of
+    # 8: two heads of 10), a second change between sizes that the table would not show.
+    if size.d_model >= base.head_dim and size.d_model % base.head_dim:
+        below = size.d_model // base.head_dim * base.head_dim
+        raise ConfigError(
+            f"size {size.name}: d_model {size.d_model} is not a multiple of the head dimension {base.head_dim}; "
+            f"use {below} or {below + base.head_dim}."
+        )
     extra = [f"model.num_layers={size.num_layers}", f"model.d_model={size.d_model}", f"model.num_heads={heads}"]
     explicit_ff = _preset_sets_d_ff(preset, config_file, overrides)
     if explicit_ff:
@@ -86,11 +99,15 @@ def scaling_study(
     if tokens is not None and compute is not None:
         raise ConfigError("give either --tokens (a fixed token budget) or --compute (compute-matched), not both.")
     out_dir, overrides = Path(out_dir), list(overrides)
+    if len(set(sizes)) < len(sizes):
+        raise ConfigError("the sizes repeat; give each LAYERSxD_MODEL once.")
+    base = resolve_run_config(preset, config_file, overrides)
+    seq_len = _sequence_length(base)
     entries = []
     for size in sizes:
         extra = size_overrides(size, preset, config_file, overrides)
         model = resolve_run_config(preset, config_file, overrides, over=[extra]).model
-        per_token = flops_per_token(model)
+        per_token = flops_per_token(model, seq_len)
         budget = tokens if compute is None else max(1, int(compute / per_token))
         if budget is not None:
             extra.append(f"train.max_tokens={budget}")
@@ -98,6 +115,9 @@ def scaling_study(
         # budget replaces any budget below it.
         config = resolve_run_config(preset, config_file, overrides, over=[extra])
         entries.append((size, config, per_token))
+    claim_out_dir(out_dir, "scaling", [size.name for size, _, _ in entries])
+    for size, config, _ in entries:  # a directory holding another config fails now, not after hours
+        check_reusable(config, out_dir / size.name)
     counts = [param_counts(config.model).non_embedding for _, config, _ in entries]
     if max(counts) < 10 * min(counts):
         log.warning(
@@ -106,7 +126,11 @@ def scaling_study(
     points = []
     for (size, config, per_token), n in zip(entries, counts, strict=True):
         log.info("scaling: %s (%s non-embedding parameters)", size.name, f"{n:,}")
-        outcome = run_or_reuse(config, out_dir / size.name)
+        # The sweep's divergence rules: a size whose loss blows up is stopped and left out of the fit, where
+        # its loss (worse than uniform guessing) would otherwise pass for a point on the curve.
+        start = start_loss(config)
+        monitor = DivergenceMonitor(config.optim.warmup_steps, start_loss=start)
+        outcome = judge_end(run_or_reuse(config, out_dir / size.name, monitor=monitor), start)
         points.append(
             {
                 "size": size.name,
@@ -118,6 +142,7 @@ def scaling_study(
                 "tokens": outcome.summary.get("tokens"),
                 "train_flops": per_token * (outcome.summary.get("tokens") or 0),
                 "status": outcome.status,
+                "reason": outcome.reason,
                 "final_val_loss": None if outcome.diverged else outcome.final_val_loss,
                 "best_val_loss": outcome.best_val_loss,
                 "elapsed_s": outcome.summary.get("elapsed_s"),
@@ -125,19 +150,31 @@ def scaling_study(
             }
         )
     usable = [p for p in points if p["final_val_loss"] is not None and math.isfinite(p["final_val_loss"])]
-    fit = fit_power_law([p["non_embedding_params"] for p in usable], [p["final_val_loss"] for p in usable])
+    # Sizes that diverged leave fewer points; the table of those that trained is still written, without a fit.
+    fit = (
+        fit_power_law([p["non_embedding_params"] for p in usable], [p["final_val_loss"] for p in usable])
+        if len(usable) >= 3
+        else None
+    )
     results = {
+        "experiment": "scaling",
         "preset": preset,
+        "config_file": config_file,
         "set": overrides,
+        "seed": base.train.seed,  # one run per size, all with this seed
+        "seq_len": seq_len,
         "mode": "compute-matched" if compute is not None else "fixed tokens",
         "tokens": tokens,
         "compute": compute,
         "points": points,
-        "fit": {"a": fit.a, "alpha": fit.alpha, "c": fit.c, "r2": fit.r2, "rmse": fit.rmse},
+        "fit": None if fit is None else {"a": fit.a, "alpha": fit.alpha, "c": fit.c, "r2": fit.r2, "rmse": fit.rmse},
+        "fit_c_at_bound": None if fit is None else _offset_bound(fit, [p["final_val_loss"] for p in usable]),
         "param_range": max(counts) / min(counts),
         "command": command,
     }
     results["figures"] = _plots(results, fit, out_dir)
+    if fit is None:
+        log.warning("only %d of %d sizes trained without diverging: no power-law fit", len(usable), len(points))
     write_results(
         out_dir,
         "results",
@@ -147,7 +184,28 @@ def scaling_study(
     return results
 
 
-def _plots(results: dict[str, Any], fit: PowerLawFit, out_dir: Path) -> dict[str, str]:
+def _sequence_length(config: RunConfig) -> int:
+    """Positions per training sequence, as the trainer's FLOP count uses them (the data decides: trajectories
+    of 50 steps train on 49, whatever the context length)."""
+    import torch
+
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    return build_training_data(config, torch.device("cpu"), DistInfo()).seq_len
+
+
+def _offset_bound(fit: PowerLawFit, losses: list[float]) -> str | None:
+    """'zero' or 'min_loss' when the fitted offset c sits at an end of its search range [0, min L): the data
+    then do not determine an irreducible loss, and c is no estimate of one."""
+    if fit.c <= 1e-6 * min(losses):
+        return "zero"
+    if fit.c >= min(losses) * (1.0 - 1e-4):
+        return "min_loss"
+    return None
+
+
+def _plots(results: dict[str, Any], fit: PowerLawFit | None, out_dir: Path) -> dict[str, str]:
     plt = pyplot()
     points = [p for p in results["points"] if p["final_val_loss"] is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -161,16 +219,18 @@ def _plots(results: dict[str, Any], fit: PowerLawFit, out_dir: Path) -> dict[str
             xytext=(4, 4),
             textcoords="offset points",
         )
-    lo, hi = min(ns) / 1.5, max(ns) * 1.5
-    grid = [lo * (hi / lo) ** (i / 100) for i in range(101)]
-    ax.plot(
-        grid,
-        [fit.predict(n) for n in grid],
-        "-",
-        color="C1",
-        label=f"{formula(fit.a, fit.alpha, fit.c, 3)} (R² {fit.r2:.3f})",
-    )
-    ax.axhline(fit.c, color="gray", ls="--", lw=1, label=f"fitted irreducible loss c = {fit.c:.3f}")
+    if fit is not None:
+        lo, hi = min(ns) / 1.5, max(ns) * 1.5
+        grid = [lo * (hi / lo) ** (i / 100) for i in range(101)]
+        ax.plot(
+            grid,
+            [fit.predict(n) for n in grid],
+            "-",
+            color="C1",
+            label=f"{formula(fit.a, fit.alpha, fit.c, 3)} (R² {fit.r2:.3f})",
+        )
+        bound = " (at its bound: not determined)" if results.get("fit_c_at_bound") else ""
+        ax.axhline(fit.c, color="gray", ls="--", lw=1, label=f"fitted irreducible loss c = {fit.c:.3f}{bound}")
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("validation loss (nats/token)")
@@ -197,19 +257,72 @@ def formula(a: float, alpha: float, c: float, digits: int = 4) -> str:
 
 
 def _reading(results: dict[str, Any]) -> str:
-    """What the fit says, from its sign and the best point."""
+    """What the fit says, from its sign, whether its offset is determined, and the best point."""
     points = [p for p in results["points"] if p["final_val_loss"] is not None]
+    if not points:
+        return "Every size diverged: lower optim.lr with --set and write the study to a new --out."
     best = min(points, key=lambda p: p["final_val_loss"])
-    per_param = best["tokens"] / best["non_embedding_params"]
+    per_param = (best["tokens"] or 0) / best["non_embedding_params"]
     where = (
-        f"The lowest loss is {best['size']}'s, {best['final_val_loss']:.4f}, at {per_param:.0f} tokens per parameter."
+        f"The lowest loss is {best['size']}'s, {best['final_val_loss']:.4f}, at {per_param:.3g} tokens per "
+        "non-embedding parameter."
     )
-    if results["fit"]["alpha"] > 0:
-        return f"Loss falls with size toward c = {results['fit']['c']:.4f}. {where}"
+    fit = results["fit"]
+    if fit is None:
+        return f"No fit: only {len(points)} of {len(results['points'])} sizes trained (a fit needs 3). {where}"
+    bound = results.get("fit_c_at_bound")
+    if bound == "zero":
+        offset = (
+            "the fitted offset c sits at its lower bound 0, so these points do not determine an irreducible loss "
+            "(a pure power law fits them as well); read c as unknown, not as zero"
+        )
+    elif bound == "min_loss":
+        offset = (
+            "the fitted offset c sits at the lowest measured loss, its upper bound, so these points do not "
+            "determine an irreducible loss; read c as unknown"
+        )
+    else:
+        offset = ""
+    if fit["alpha"] > 0:
+        text = f"Loss falls with size ({offset})." if offset else f"Loss falls with size toward c = {fit['c']:.4f}."
+        return f"{text} {where}"
+    if results["mode"] == "compute-matched":
+        return (
+            f"Loss rises with size: at this budget the smaller models, which see more tokens, are better, so the "
+            f"compute-optimal size is at or below the smallest tried. {where}"
+        )
+    # At a fixed budget every size sees the same tokens: a bigger model doing worse is undertrained or unstable.
     return (
-        f"Loss rises with size: at this budget the smaller models, which see more tokens, are better, so the "
-        f"compute-optimal size is at or below the smallest tried. {where}"
+        "Loss rises with size although every size saw the same tokens: the larger models are undertrained at "
+        f"this budget or unstable at this learning rate; train longer or lower optim.lr. {where}"
     )
+
+
+def _duration(seconds: float | None) -> str:
+    """'0.49 s' under ten seconds (a tiny run is not '0 s'), '37 s' above."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def _settings(results: dict[str, Any]) -> str:
+    """The recipe every size ran (preset, config file, --set), its seed and the sequence length FLOPs assume."""
+    recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
+    recipe += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
+    recipe += ["`--set` " + ", ".join(f"`{item}`" for item in results["set"])] if results.get("set") else []
+    budget = {
+        "fixed tokens": f"`--tokens {results['tokens']}`" if results.get("tokens") else "the recipe's own budget",
+        "compute-matched": f"`--compute {results.get('compute') or 0:g}` FLOPs each",
+    }[results["mode"]]
+    text = f"Every size ran {' with '.join(recipe) or 'the defaults'} and {budget}"
+    if "seed" in results:
+        text += (
+            f", once, with seed {results['seed']} (`train.seed`): differences between neighbouring sizes smaller "
+            "than the spread over seeds are not significant"
+        )
+    if results.get("seq_len"):
+        text += f". Training FLOPs are 6N + 12·L·H·Q·T per token at T = {results['seq_len']}, the trained length"
+    return text + "."
 
 
 def scaling_blocks(results: dict[str, Any], out_dir: Path) -> list:
@@ -222,11 +335,21 @@ def scaling_blocks(results: dict[str, Any], out_dir: Path) -> list:
             f"{p['non_embedding_params']:,}",
             f"{p['tokens'] or 0:,}",
             f"{p['train_flops']:.3g}",
-            f"{p['final_val_loss']:.4f}" if p["final_val_loss"] is not None else p["status"],
-            f"{p['elapsed_s'] or 0:.0f} s",
+            f"{p['final_val_loss']:.4f}"
+            if p["final_val_loss"] is not None
+            else p["status"] + (f": {p['reason']}" if p.get("reason") else ""),
+            _duration(p["elapsed_s"]),
         ]
         for p in results["points"]
     ]
+    if fit is None:
+        summary = f"{_reading(results)}"
+    else:
+        summary = (
+            f"Fit: {formula(fit['a'], fit['alpha'], fit['c'])}, R² = {fit['r2']:.4f}, "
+            f"RMSE {fit['rmse']:.4f} nats/token, over a {results['param_range']:.1f}x range of non-embedding "
+            f"parameters ({results['mode']}). {_reading(results)}"
+        )
     return [
         Table(
             [
@@ -241,11 +364,8 @@ def scaling_blocks(results: dict[str, Any], out_dir: Path) -> list:
             ],
             rows,
         ),
-        Paragraph(
-            f"Fit: {formula(fit['a'], fit['alpha'], fit['c'])}, R² = {fit['r2']:.4f}, "
-            f"RMSE {fit['rmse']:.4f} nats/token, over a {results['param_range']:.1f}x range of non-embedding "
-            f"parameters ({results['mode']}). {_reading(results)}"
-        ),
+        Paragraph(summary),
+        Paragraph(_settings(results)),
         Figure(out_dir / results["figures"]["scaling"], "validation loss against parameters with the fitted power law"),
         Figure(out_dir / results["figures"]["curves"], "loss curves by model size"),
         *([Paragraph(f"Reproduce: `{results['command']}`")] if results.get("command") else []),

@@ -54,8 +54,9 @@ class RunOutcome:
         return math.nan if value is None else float(value)
 
 
-def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | None = None) -> RunOutcome:
-    """Train `config` in `run_dir` unless a finished or diverged run of the same config is already there."""
+def check_reusable(config: RunConfig, run_dir: str | Path) -> None:
+    """Refuse a run directory that holds a run of another config (experiments call this for every run before
+    training any, so an edited experiment fails at once, not after hours of training its first runs)."""
     run_dir = Path(run_dir)
     saved_config = run_dir / "config.toml"
     if saved_config.is_file():
@@ -64,6 +65,14 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
             raise ConfigError(
                 f"{run_dir} holds a run with a different config; delete it or write the experiment to another --out."
             )
+
+
+def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | None = None) -> RunOutcome:
+    """Train `config` in `run_dir` unless a finished or diverged run of the same config is already there."""
+    run_dir = Path(run_dir)
+    saved_config = run_dir / "config.toml"
+    check_reusable(config, run_dir)
+    if saved_config.is_file():
         done = read_outcome(run_dir)
         if done is not None:
             log.info("reusing %s (%s)", run_dir, done.status)
@@ -78,6 +87,53 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
         log.warning("%s diverged: %s", run_dir, record["reason"])
         return RunOutcome(run_dir, "diverged", record["reason"], record, reused=False)
     return _from_summary(run_dir, summary, reused=False)
+
+
+# What each experiment writes to results.json under "experiment", and how it is named in messages.
+EXPERIMENT_NAMES = {"ablation": "an ablation", "lr-sweep": "a learning-rate sweep", "scaling": "a scaling study"}
+
+
+def claim_out_dir(out_dir: str | Path, experiment: str, run_names: list[str]) -> None:
+    """Refuse to write an experiment's results over those of a different one in the same --out.
+
+    An experiment's results.json/results.md are rewritten from its runs on every invocation, so an --out that
+    holds another kind of experiment, or the same kind with runs this invocation leaves out (a sweep's rates,
+    a study's variants or seeds, a scaling study's sizes), would lose that table. Extending an experiment (more
+    seeds, rates or sizes) is fine: the new table includes every old run."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return
+    try:
+        old = _read_json(path)
+    except DataError:
+        return  # a damaged table is no result to keep: this invocation rewrites it from the runs
+    old_kind = old.get("experiment") or _infer_experiment(old)
+    fix = f"write this one to another --out, or delete {path} to replace it"
+    if old_kind is not None and old_kind != experiment:
+        raise ConfigError(
+            f"{out_dir} already holds the results of {EXPERIMENT_NAMES.get(old_kind, old_kind)}, not "
+            f"{EXPERIMENT_NAMES[experiment]}; {fix}."
+        )
+    entries = old.get("runs") if experiment != "scaling" else old.get("points")
+    old_names = {Path(str(e["run_dir"])).name for e in entries or [] if isinstance(e, dict) and e.get("run_dir")}
+    dropped = sorted(old_names - set(run_names))
+    if dropped:
+        shown = ", ".join(dropped[:4]) + (f" and {len(dropped) - 4} more" if len(dropped) > 4 else "")
+        raise ConfigError(
+            f"{out_dir} holds {EXPERIMENT_NAMES[experiment]} whose results include runs this one leaves out "
+            f"({shown}); include them again, or {fix}."
+        )
+
+
+def _infer_experiment(results: dict[str, Any]) -> str | None:
+    """The kind of a results.json written before it was recorded, from the keys only that experiment writes."""
+    if "study" in results and "variants" in results:
+        return "ablation"
+    if "explode_factor" in results:
+        return "lr-sweep"
+    if "fit" in results and "points" in results:
+        return "scaling"
+    return None
 
 
 def read_outcome(run_dir: str | Path) -> RunOutcome | None:

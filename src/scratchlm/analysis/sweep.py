@@ -35,7 +35,7 @@ import torch
 
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
-from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
+from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, run_or_reuse
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_run_config
@@ -122,7 +122,8 @@ def ended_above_start(train_losses: list[float], start: float) -> str | None:
     return None
 
 
-def _judge_end(outcome: RunOutcome, start: float) -> RunOutcome:
+def judge_end(outcome: RunOutcome, start: float) -> RunOutcome:
+    """The outcome, marked diverged when a finished run ended above where it started (`ended_above_start`)."""
     if outcome.diverged:
         return outcome
     rows = read_metrics(outcome.run_dir / "metrics.jsonl")
@@ -152,6 +153,14 @@ def lr_sweep(
         raise ConfigError(f"the explosion factor must be > 1, got {factor}.")
     out_dir = Path(out_dir)
     values = sorted(set(values))
+    names: dict[str, float] = {}
+    for lr in values:  # run directories are named at 3 significant digits: two rates must not share one
+        if lr_run_name(lr) in names:
+            raise ConfigError(
+                f"learning rates {names[lr_run_name(lr)]!r} and {lr!r} both round to {lr_run_name(lr)}, the name of "
+                "one run directory; drop one or make them differ in the first 3 digits."
+            )
+        names[lr_run_name(lr)] = lr
     base = resolve_run_config(preset, config_file, list(overrides))
     configs = {}
     for lr in values:
@@ -159,14 +168,27 @@ def lr_sweep(
         if base.optim.min_lr is not None:  # keep the preset's final/peak ratio (a fixed min_lr may exceed a small lr)
             extra.append(f"optim.min_lr={lr * base.optim.min_lr / base.optim.lr!r}")
         configs[lr] = resolve_run_config(preset, config_file, overrides, over=[extra])  # the rate is the sweep's
+    claim_out_dir(out_dir, "lr-sweep", [lr_run_name(lr) for lr in values])
+    for lr, config in configs.items():  # a directory holding another config fails now, not after hours
+        check_reusable(config, out_dir / lr_run_name(lr))
     start = start_loss(base)  # the same initialization for every rate
     outcomes: dict[float, RunOutcome] = {}
     for lr, config in configs.items():
         log.info("lr sweep: lr %g", lr)
         monitor = DivergenceMonitor(config.optim.warmup_steps, factor, start_loss=start)
-        outcomes[lr] = _judge_end(run_or_reuse(config, out_dir / lr_run_name(lr), monitor=monitor), start)
+        outcomes[lr] = judge_end(run_or_reuse(config, out_dir / lr_run_name(lr), monitor=monitor), start)
     results = _summarize(outcomes, factor)
-    results.update({"preset": preset, "set": list(overrides), "command": command, "start_loss": start})
+    results.update(
+        {
+            "experiment": "lr-sweep",
+            "preset": preset,
+            "config_file": config_file,
+            "set": list(overrides),
+            "seed": base.train.seed,  # every rate: the same initialization and batch order
+            "command": command,
+            "start_loss": start,
+        }
+    )
     results["figures"] = _plots(outcomes, out_dir)
     write_results(out_dir, "results", results, Document("Learning-rate sweep", sweep_blocks(results, out_dir)))
     return results
@@ -249,6 +271,20 @@ def _start_text(results: dict[str, Any]) -> str:
     return "" if start is None else f" ({start:.3f}: ln V or the model's loss at initialization, the higher)"
 
 
+def _settings_text(results: dict[str, Any]) -> str:
+    """Which recipe every rate ran with (preset, config file, --set) and its seed; empty for older results."""
+    if "seed" not in results:
+        return ""
+    recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
+    recipe += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
+    recipe += ["`--set` " + ", ".join(f"`{item}`" for item in results["set"])] if results.get("set") else []
+    return (
+        f"Every rate ran {' with '.join(recipe) or 'the defaults'} once, with seed {results['seed']} (`train.seed`: "
+        "the same initialization and batch order for every rate); a difference between two rates smaller than the "
+        "spread over seeds (`scratchlm ablate --grid optim.lr=... --seeds N` measures it) is not significant."
+    )
+
+
 def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
     rows = []
     for r in results["runs"]:
@@ -258,7 +294,15 @@ def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
         rows.append([f"{r['lr']:.3g}", status, f"{r['steps']} / {r['total_steps']}", train, final])
     blocks: list = [Table(["lr", "outcome", "steps run", "final train loss", "final val loss"], rows)]
     best, edge, stable = results["best_lr"], results["smallest_diverged_lr"], results["largest_stable_lr"]
-    if best is not None:
+    if len(results["runs"]) == 1:  # nothing to compare: neither a best rate nor an edge of stability
+        (only,) = results["runs"]
+        blocks.append(
+            Paragraph(
+                f"Only one rate was tried ({only['lr']:.3g}, {only['status']}): a sweep needs at least two to name "
+                "a best rate or an edge of stability."
+            )
+        )
+    elif best is not None:
         text = f"Best learning rate: **{best:.3g}** (final validation loss {results['best_final_val_loss']:.4f})."
         if edge is not None and stable is not None:
             text += (
@@ -272,6 +316,9 @@ def sweep_blocks(results: dict[str, Any], out_dir: Path) -> list:
         blocks.append(Paragraph(text))
     else:
         blocks.append(Paragraph("Every rate diverged: extend --values downward."))
+    settings = _settings_text(results)
+    if settings:
+        blocks.append(Paragraph(settings))
     blocks += [
         Paragraph(
             f"Divergence: NaN/Inf loss or gradients; at any step, warmup included, a training loss above "

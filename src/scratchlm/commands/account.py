@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scratchlm.analysis.accounting import (
+        flops_per_token,
         forward_flops,
         gpt2_config,
         param_counts,
@@ -59,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
     memory = {"fp32": training_memory(config, 4), "bf16": training_memory(config, 2)}
     report = {
         "model": config.to_dict(),
-        "params": {"total": counts.total, "non_embedding": counts.non_embedding, "embedding": counts.embedding},
+        "params": {
+            "total": counts.total,
+            "non_embedding": counts.non_embedding,
+            "embedding": counts.embedding,
+            "matmul": counts.matmul,  # N of 6N + 12·L·H·Q·T
+        },
+        "train_flops_per_token": flops_per_token(config),
         "memory_bytes": {
             k: {"weights": m.weights, "gradients": m.gradients, "adamw": m.adamw_state, "total": m.total}
             for k, m in memory.items()
@@ -75,13 +82,25 @@ def run(args: argparse.Namespace) -> int:
         f"{c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads, d_ff {c.d_ff} ({c.ffn}), "
         f"vocab {c.vocab_size}, context {c.context_length}"
     )
-    print(f"parameters: {counts.total:,} total, {counts.non_embedding:,} non-embedding")
+    print(
+        f"parameters: {counts.total:,} total, {counts.non_embedding:,} non-embedding, "
+        f"N = {counts.matmul:,} in matmuls" + (" (tied LM head included)" if c.tie_embeddings else "")
+    )
     for kind, m in memory.items():
         print(
-            f"training state in {kind}: weights {m.weights / 2**30:.2f} GiB + gradients {m.gradients / 2**30:.2f} "
-            f"GiB + AdamW {m.adamw_state / 2**30:.2f} GiB = {m.total / 2**30:.2f} GiB"
+            f"training state in {kind}: weights {_bytes(m.weights)} + gradients {_bytes(m.gradients)} + AdamW "
+            f"{_bytes(m.adamw_state)} = {_bytes(m.total)}"
         )
+    print(f"training FLOPs per token at T = {c.context_length}: {flops_per_token(config):.4g} (6N + 12·L·H·Q·T)")
     print(f"forward FLOPs for one sequence of {c.context_length} tokens: {flops.total:.4g}")
     for name, share in flops.shares().items():
         print(f"  {name:22s} {getattr(flops, name):12.4g}  {share:6.1%}")
     return 0
+
+
+def _bytes(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1 (a small model is not '0.00 GiB')."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         loss = f"{p['final_val_loss']:.4f}" if p["final_val_loss"] is not None else p["status"]
         print(f"{p['size']:>8s}  N={p['non_embedding_params']:>10,}  tokens={p['tokens'] or 0:>10,}  val {loss}")
     fit = results["fit"]
-    print(f"{formula(fit['a'], fit['alpha'], fit['c'])}  (R² {fit['r2']:.4f})")
+    if fit is None:
+        print("no power-law fit: fewer than 3 sizes trained without diverging")
+    else:
+        bound = "  (c at its bound: not determined by these points)" if results.get("fit_c_at_bound") else ""
+        print(f"{formula(fit['a'], fit['alpha'], fit['c'])}  (R² {fit['r2']:.4f}){bound}")
     print(f"table: {out}/results.md")
     return 0

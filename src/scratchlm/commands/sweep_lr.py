@@ -37,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
         values = [float(v) for item in args.values for v in item.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--values must be numbers like 1e-3,3e-3, got {' '.join(args.values)!r}.") from None
+    if len(set(values)) < 2:  # one rate has no best and no edge of stability: that is `scratchlm train`
+        raise ConfigError(
+            f"a sweep compares at least 2 learning rates, got {' '.join(args.values)!r}; give several to --values "
+            "(e.g. 1e-3,3e-3,1e-2) or train the one rate with `scratchlm train --set optim.lr=...`."
+        )
     out = args.out or f"runs/sweep-lr-{args.preset or 'custom'}"
     words = [
         "scratchlm",
@@ -66,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
             + (f"  ({r['reason']})" if r["reason"] else "")
         )
     if results["best_lr"] is not None:
-        print(f"best lr {results['best_lr']:.3g}; smallest diverged lr: {results['smallest_diverged_lr']}")
+        edge = results["smallest_diverged_lr"]
+        print(f"best lr {results['best_lr']:.3g}; " + (f"smallest diverged lr {edge:.3g}" if edge else "none diverged"))
+    else:
+        print("every rate diverged: extend --values downward")
     print(f"table: {out}/results.md")
     return 0

@@ -2,7 +2,10 @@
 
 Times the first step alone (it includes torch.compile when enabled: compile_s is that step's time beyond a
 steady one), the other warm-up steps, and then N steps with one device sync at the end, so the figure is
-steady-state throughput. On a GPU the peak memory allocated is reported too.
+steady-state throughput. The first step is always a warm-up step, so at least one runs untimed. MFU is
+against the GPU's datasheet peak for the step's compute dtype (bf16 or fp16 autocast, else TF32, which
+`configure_cuda` turns on), and null on a CPU or a GPU with no known peak. On a GPU the peak memory
+allocated is reported too.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
+from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.config import RunConfig
 from scratchlm.device import configure_cuda, resolve_device
+from scratchlm.errors import ConfigError
 from scratchlm.train.datasets import TrainingData
 from scratchlm.train.distributed import DistInfo
+from scratchlm.train.run import step_peak_flops
 from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
 
 
@@ -76,17 +81,25 @@ def timed_steps(run: Run, steps: int) -> float:
     return time.perf_counter() - start
 
 
+def warmup_steps(warmup: int) -> int:
+    """The untimed steps `benchmark_training` runs for a requested `warmup`: the first step always is one."""
+    return max(warmup, 1)
+
+
 def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> dict[str, Any]:
-    run = bench_run(config, warmup + steps)
+    if steps < 1 or warmup < 0:
+        raise ConfigError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}.")
+    untimed = warmup_steps(warmup)
+    run = bench_run(config, untimed + steps)
     device, autocast_dtype, seq_len = run.device, run.autocast_dtype, run.data.seq_len
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     first_step_s = timed_steps(run, 1)
-    warmup_s = first_step_s + timed_steps(run, max(warmup - 1, 0))
+    warmup_s = first_step_s + timed_steps(run, untimed - 1)
     seconds = timed_steps(run, steps) / steps
     tokens_per_s = run.tokens_per_step / seconds
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = peak_flops(device_name, "bf16" if autocast_dtype == torch.bfloat16 else "tf32")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    peak = step_peak_flops(device, autocast_dtype)
     flops = flops_per_token(config.model, seq_len)
     return {
         "tokens_per_s": round(tokens_per_s, 1),
@@ -109,4 +122,5 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         "warmup_s": round(warmup_s, 3),
         "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3) if device.type == "cuda" else None,
         "steps": steps,
+        "warmup_steps": untimed,
     }

@@ -2,17 +2,27 @@
 
 Launch with `torchrun --nproc_per_node N -m scratchlm.cli train ...`; torchrun sets RANK, LOCAL_RANK and
 WORLD_SIZE. Without them the run is a single process and nothing here does anything.
+
+Failures are reported once: a failure every rank meets (a bad data path) or one rank meets while setting up
+(`all_ranks_agree`) is reported by rank 0 alone, and the other ranks raise `ReportedElsewhere`, which the
+CLI turns into its exit status without a message.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from scratchlm.device import resolve_device
+from scratchlm.errors import EXIT_INTERNAL, RankFailedError, ReportedElsewhere, ScratchLMError
+from scratchlm.train.state import capture_rng_state
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,3 +69,57 @@ def shutdown_distributed(*, wait_for_all: bool = False) -> None:
 def is_main_process() -> bool:
     """Rank 0 of a torchrun job, or a plain single process (readable before the process group exists)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def all_ranks_agree(info: DistInfo, fn: Callable[[], T]) -> T:
+    """Run `fn` on every rank and fail on all of them if it failed on any, with one report.
+
+    Without this a rank that fails alone leaves the others waiting in their next collective until torchrun
+    kills them, and a failure every rank meets prints one line per process. Rank 0 reports (its own error,
+    or the first failing rank's ScratchLMError, named by rank); the others raise ReportedElsewhere. A
+    non-ScratchLMError (a bug) on a rank other than 0 is raised there, with its traceback under --debug.
+    """
+    if not info.enabled:
+        return fn()
+    error: BaseException | None = None
+    try:
+        result = fn()
+    except Exception as exc:
+        error = exc
+    mine = None if error is None else (error.exit_code if isinstance(error, ScratchLMError) else None, str(error))
+    found: list[tuple[int | None, str] | None] = [None] * info.world_size
+    dist.all_gather_object(found, mine)
+    failed = [rank for rank, item in enumerate(found) if item is not None]
+    if not failed:
+        return result
+    reporter = 0 if 0 in failed else failed[0]
+    code, message = found[reporter]  # type: ignore[misc]
+    if reporter != 0 and code is not None:  # another rank's ScratchLMError: rank 0 says it, naming the rank
+        reporter = 0
+    status = code if code is not None else EXIT_INTERNAL
+    if info.rank != reporter:
+        raise ReportedElsewhere(status)
+    if error is not None:
+        raise error
+    raise RankFailedError(f"rank {failed[0]} of {info.world_size}: {message}", status)
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Whether `exc` is a collective that failed because another rank died, hung or lost its connection."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed by peer")
+    )
+
+
+def rng_states_of_every_rank(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (a collective under torchrun: every rank calls it), so a
+    checkpoint written by rank 0 resumes each rank's dropout stream where it was."""
+    mine = capture_rng_state()
+    if not info.enabled:
+        return [mine]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, mine)
+    return states

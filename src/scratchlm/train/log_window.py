@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from scratchlm.nn.functional import perplexity_from_loss
+from scratchlm.train.distributed import DistInfo
 from scratchlm.train.run import Run, lr_at
 
 
@@ -55,9 +56,17 @@ class LogWindow:
             "elapsed_s": round(run.state.elapsed_s, 3),
         }
 
-    def state_dict(self) -> dict[str, float]:
+    def state_dict(self, dist: DistInfo | None = None) -> dict[str, float]:
+        """The partial window a checkpoint keeps. Under DDP the loss sum is the ranks' mean (a collective:
+        every rank calls this), so every rank restores the same share and row()'s mean stays the global one,
+        whatever the number of processes that resume."""
+        loss_sum = self.loss_sum
+        if dist is not None and dist.enabled:
+            loss_sum = loss_sum.clone()
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= dist.world_size
         return {
-            "loss_sum": float(self.loss_sum),
+            "loss_sum": float(loss_sum),
             "norm_sum": float(self.norm_sum),
             "norm_max": float(self.norm_max),
             "steps": self.steps,

@@ -11,13 +11,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scratchlm.config import RunConfig, with_defaults
 from scratchlm.errors import CheckpointError, ConfigError, first_line
 from scratchlm.fileio import atomic_copy
 from scratchlm.presets import without_budget
 from scratchlm.train.checkpoint import read_checkpoint
 from scratchlm.train.run import Run, TrainState, budget_of, lr_at, total_steps_for, write_config
-from scratchlm.train.state import restore_rng_state
+from scratchlm.train.state import capture_rng_state, rank_seed, restore_rng_state
 from scratchlm.train.tracking import truncate_metrics_after
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,78 @@ def check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
     )
 
 
+def check_world_size(run: Run, ckpt: dict[str, Any], saved: Any) -> Any:
+    """Refuse a resume that changes the global batch (train.batch_size per process x the process count).
+
+    The global batch is what the data order, the token counts and the validation set depend on, so a run
+    may resume with another number of processes only with a batch_size that keeps it; then the config
+    check must accept the new batch_size: the saved tables are returned with it.
+    """
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        return saved
+    saved_ws = saved_world_size(run, ckpt, saved)
+    batch, ws = run.config.train.batch_size, run.dist.world_size
+    saved_batch = with_defaults(saved)["train"]["batch_size"]
+    if saved_ws is None or (saved_ws, saved_batch) == (ws, batch):
+        return saved
+    if saved_ws == ws:  # the batch size alone changed: check_same_config says so
+        return saved
+    global_batch = saved_ws * saved_batch
+    if global_batch != ws * batch:
+        keep = (
+            f", or --set train.batch_size={global_batch // ws} to keep it with {ws}" if global_batch % ws == 0 else ""
+        )
+        raise ConfigError(
+            f"the run in {run.run_dir} was trained by {_processes(saved_ws)} with train.batch_size={saved_batch} "
+            f"(a global batch of {global_batch} sequences), but this resume has {_processes(ws)} with "
+            f"train.batch_size={batch} (a global batch of {ws * batch}); resume it with {_processes(saved_ws)}{keep}, "
+            "or start a new run with --out."
+        )
+    log.warning(
+        "%s resumes on %s with train.batch_size=%d (it trained on %s with %d): the global batch of %d sequences "
+        "and the data order are the same, the sums over ranks are not bit-identical",
+        run.run_dir, _processes(ws), batch, _processes(saved_ws), saved_batch, global_batch,
+    )  # fmt: skip
+    return {**saved, "train": {**saved["train"], "batch_size": batch}}
+
+
+def saved_world_size(run: Run, ckpt: dict[str, Any], saved: dict[str, Any]) -> int | None:
+    """The process count that wrote `ckpt`; checkpoints from before it was recorded: from its token count."""
+    recorded = ckpt.get("world_size")
+    if isinstance(recorded, int) and recorded >= 1:
+        return recorded
+    state, train = ckpt.get("train_state"), with_defaults(saved)["train"]
+    if not isinstance(state, dict) or not state.get("step") or not isinstance(state.get("tokens"), int):
+        return None
+    tokens_per_row = run.data.train.tokens_per_batch // run.config.train.batch_size
+    per_process = train["batch_size"] * train["grad_accum"] * tokens_per_row * state["step"]
+    ws, rest = divmod(state["tokens"], per_process) if per_process > 0 else (0, 1)
+    return ws if rest == 0 and ws >= 1 else None
+
+
+def _rng_state_of_this_rank(run: Run, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """This rank's saved RNG state. A checkpoint of another process count (or from before per-rank states
+    were kept) has none for it: rank 0 takes the saved one, the others a fresh stream of their own (the
+    resume is not bit-identical then, as `check_world_size` warns)."""
+    per_rank = ckpt.get("rng_per_rank")
+    if isinstance(per_rank, list) and len(per_rank) == run.dist.world_size:
+        return per_rank[run.dist.rank]
+    state = ckpt["rng"]
+    if run.dist.rank > 0:
+        restore_rng_state(state)  # Python's and NumPy's states as rank 0's, then torch's own for this rank
+        torch.manual_seed(rank_seed(run.config.train.seed + run.state.step, run.dist.rank))
+        return capture_rng_state()
+    return state
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
 def restore(run: Run, path: Path) -> None:
     ckpt = read_checkpoint(path, map_location=run.device)
-    check_same_config(ckpt.get("run_config"), run.config, run.run_dir)
+    saved = check_world_size(run, ckpt, ckpt.get("run_config"))
+    check_same_config(saved, run.config, run.run_dir)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -56,7 +127,7 @@ def restore(run: Run, path: Path) -> None:
         if run.scaler is not None and "scaler" in ckpt:
             run.scaler.load_state_dict(ckpt["scaler"])
         run.state = TrainState(**ckpt["train_state"])
-        restore_rng_state(ckpt["rng"])
+        restore_rng_state(_rng_state_of_this_rank(run, ckpt))
         run.saved_step = run.state.step
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else first_line(exc)
@@ -64,15 +135,15 @@ def restore(run: Run, path: Path) -> None:
             f"cannot resume from {path}: {what}; it was not written by `scratchlm train` for this run, or it is "
             "damaged -- restore the run directory or start a new run with --out."
         ) from None
-    saved = ckpt.get("run_config")
     old_budget = budget_of(saved) if isinstance(saved, dict) else budget_of(run.config.to_tables())
     old_total = total_steps_for(run, old_budget)
     check_budget(run, old_total)
     if run.dist.is_main:
         truncate_metrics_after(run.run_dir / "metrics.jsonl", run.state.step)
     announce_resume(run, old_total)
-    if old_budget != budget_of(run.config.to_tables()) and run.dist.is_main:
-        write_config(run)  # the new budget; last.pt records it too from the next save on
+    changed = saved is not ckpt.get("run_config") or old_budget != budget_of(run.config.to_tables())
+    if changed and run.dist.is_main:
+        write_config(run)  # the new budget or batch_size; last.pt records it too from the next save on
 
 
 def check_budget(run: Run, old_total: int) -> None:

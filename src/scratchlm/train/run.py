@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from scratchlm.analysis.accounting import peak_flops
 from scratchlm.config import OptimConfig, RunConfig
 from scratchlm.fileio import atomic_write
 from scratchlm.model import TransformerLM
@@ -96,6 +97,18 @@ def resolve_autocast_dtype(setting: str, device: torch.device) -> torch.dtype | 
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else None
     return AUTOCAST_DTYPES.get(setting)
+
+
+def step_peak_flops(device: torch.device, autocast_dtype: torch.dtype | None) -> float | None:
+    """The datasheet peak a training step's matmuls run against, for MFU: the autocast dtype's (bf16 or
+    fp16), else TF32 (`configure_cuda` turns it on), else FP32 on GPUs without TF32; None on a CPU or an
+    unknown GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype, "tf32")  # type: ignore[arg-type]
+    peak = peak_flops(name, dtype)
+    return peak_flops(name, "fp32") if peak is None and autocast_dtype is None else peak
 
 
 def total_steps_for(run: Run, budget: dict[str, Any] | None = None) -> int:

@@ -16,18 +16,25 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from scratchlm.analysis.accounting import flops_per_token, param_counts, peak_flops
+from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.config import RunConfig
 from scratchlm.device import configure_cuda
-from scratchlm.errors import CheckpointError, ConfigError, NonFiniteLossError, OutOfMemoryError
+from scratchlm.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    OutOfMemoryError,
+    PeerLostError,
+    ReportedElsewhere,
+)
 from scratchlm.fileio import atomic_copy, atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
@@ -36,12 +43,28 @@ from scratchlm.presets import load_toml_file
 from scratchlm.train.checkpoint import save_checkpoint
 from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import build_training_data
-from scratchlm.train.distributed import DistInfo, init_distributed, is_main_process, shutdown_distributed
+from scratchlm.train.distributed import (
+    DistInfo,
+    all_ranks_agree,
+    init_distributed,
+    is_main_process,
+    is_peer_loss,
+    rng_states_of_every_rank,
+    shutdown_distributed,
+)
 from scratchlm.train.lock import exclusive_run_dir
 from scratchlm.train.log_window import LogWindow
 from scratchlm.train.resume import check_same_config, redo_checkpoint_copies, restore
-from scratchlm.train.run import Run, TrainState, lr_at, resolve_autocast_dtype, total_steps_for, write_config
-from scratchlm.train.state import capture_rng_state
+from scratchlm.train.run import (
+    Run,
+    TrainState,
+    lr_at,
+    resolve_autocast_dtype,
+    step_peak_flops,
+    total_steps_for,
+    write_config,
+)
+from scratchlm.train.state import rank_seed
 from scratchlm.train.tracking import MetricsLogger, dumps_strict, strict_json, truncate_metrics_after
 
 log = logging.getLogger(__name__)
@@ -68,11 +91,13 @@ Monitor = Callable[[dict[str, Any]], str | None]
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Run:
+def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False, ddp: bool = True) -> Run:
     """Build everything for a run in `run_dir` (a new one, or the one there when resuming).
 
     Resuming a run that was stopped before its first checkpoint (its config.toml exists, last.pt does not)
     starts it again from step 0. Callers that may race with another writer hold the run's lock (`train`).
+    Under torchrun, `ddp=False` leaves the model unwrapped, so that nothing here is a collective;
+    `wrap_for_ddp(run)` then wraps it.
     """
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -106,7 +131,11 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             f"the data's sequences have {data.seq_len} positions but model.context_length is "
             f"{config.model.context_length}; raise model.context_length to at least {data.seq_len}."
         )
-    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, dist)
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, dist, ddp=False)
+    if dist.rank > 0:
+        # Every rank initialized the same weights; from here each draws its own dropout masks (one mask on
+        # every rank would be the same noise pattern N times). Rank 0 keeps the single-process stream.
+        torch.manual_seed(rank_seed(config.train.seed, dist.rank))
     if device.type == "cuda" and data.vocab_size is not None:
         model.check_token_ids = False  # ids < data.vocab_size <= model.vocab_size, checked above
     run = Run(
@@ -131,11 +160,20 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
+    if ddp:
+        wrap_for_ddp(run)
     return run
 
 
+def wrap_for_ddp(run: Run) -> None:
+    """Under torchrun, train through DistributedDataParallel (a collective: it broadcasts rank 0's weights)."""
+    if run.dist.enabled and not isinstance(run.step_model, nn.parallel.DistributedDataParallel):
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        run.step_model = nn.parallel.DistributedDataParallel(run.step_model, device_ids=device_ids)
+
+
 def build_model_and_optimizer(
-    config: RunConfig, device: torch.device, dist: DistInfo
+    config: RunConfig, device: torch.device, dist: DistInfo, *, ddp: bool = True
 ) -> tuple[TransformerLM, nn.Module, AdamW, torch.dtype | None, torch.amp.GradScaler | None]:
     """The model, its training view (compiled / DDP-wrapped as configured), AdamW, and the precision setup."""
     model = TransformerLM(config.model, device=device)
@@ -150,7 +188,7 @@ def build_model_and_optimizer(
     step_model: nn.Module = model
     if config.train.compile:
         step_model = compile_for_training(model, config.train.compile_scope, config.train.compile_mode)
-    if dist.enabled:
+    if dist.enabled and ddp:
         device_ids = [device.index] if device.type == "cuda" else None
         step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=device_ids)
     autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
@@ -195,7 +233,7 @@ def train_step(run: Run) -> tuple[Tensor, Tensor]:
     clip = run.config.optim.grad_clip if run.config.optim.grad_clip > 0 else math.inf
     grad_norm = clip_grad_norm(run.model.parameters(), clip)
     mean_loss = loss_sum / t.grad_accum
-    if t.on_nonfinite == "skip" and not bool(torch.isfinite(grad_norm) & torch.isfinite(mean_loss)):
+    if t.on_nonfinite == "skip" and not _finite_on_every_rank(run, grad_norm, mean_loss):
         log.warning("step %d: non-finite loss or gradient; update skipped", run.state.step + 1)
         run.state.skipped_steps += 1
     elif run.scaler is not None:
@@ -205,6 +243,25 @@ def train_step(run: Run) -> tuple[Tensor, Tensor]:
         opt.step()
     opt.zero_grad(set_to_none=True)
     return mean_loss, grad_norm
+
+
+def _finite_on_every_rank(run: Run, grad_norm: Tensor, mean_loss: Tensor) -> bool:
+    """Whether this update is finite everywhere: the loss is each rank's own, and a rank that skipped an
+    update the others made would train a different model from then on."""
+    finite = (torch.isfinite(grad_norm) & torch.isfinite(mean_loss)).to(torch.int32)
+    if run.dist.enabled:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite)
+
+
+def _first_bad_step(run: Run, first_bad: Tensor) -> int:
+    """The first step whose loss or gradients were non-finite on any rank (-1: none), the same on every rank."""
+    if not run.dist.enabled:
+        return int(first_bad)
+    never = torch.iinfo(torch.long).max
+    earliest = torch.where(first_bad < 0, never, first_bad)
+    torch.distributed.all_reduce(earliest, op=torch.distributed.ReduceOp.MIN)
+    return -1 if int(earliest) == never else int(earliest)
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -246,13 +303,16 @@ def _evaluate(run: Run, model: nn.Module, was_training: bool) -> dict[str, float
 
 def save(run: Run, *, periodic: bool, best: bool) -> None:
     """Write last.pt (atomically), and copies as step_*.pt and/or best.pt; rank 0 only."""
+    rng = rng_states_of_every_rank(run.dist)  # a collective under torchrun, so before the ranks part
     if not run.dist.is_main:
         return
     extra = {
         "run_config": run.config.to_tables(),
         "train_state": dataclasses.asdict(run.state),
         "sampler": run.data.train.state_dict(),
-        "rng": capture_rng_state(),
+        "rng": rng[0],
+        "rng_per_rank": rng,
+        "world_size": run.dist.world_size,  # with train.batch_size, the global batch a resume must keep
     }
     if run.scaler is not None:
         extra["scaler"] = run.scaler.state_dict()
@@ -291,9 +351,7 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
     if main and run.logger is None:
         run.logger = MetricsLogger(run.run_dir, run.config.track, run.run_dir.name, run.config.to_tables())
     flops = flops_per_token(run.config.model, run.data.seq_len)
-    peak = peak_flops(torch.cuda.get_device_name(run.device), "bf16") if run.device.type == "cuda" else None
-    if run.autocast_dtype is None and peak is not None:
-        peak = peak_flops(torch.cuda.get_device_name(run.device), "tf32")
+    peak = step_peak_flops(run.device, run.autocast_dtype)
     end_step = run.total_steps if stop_after is None else min(run.total_steps, run.state.step + stop_after)
     if main and run.state.step == 0:
         counts = param_counts(run.config.model)
@@ -335,12 +393,14 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
             do_log = step % t.log_interval == 0 or do_eval or do_ckpt
             if not (do_log or step == end_step):
                 continue
-            bad_step = int(first_bad)  # the one host sync per log interval
+            bad_step = _first_bad_step(run, first_bad)  # the one host sync per log interval
             if bad_step >= 0 and t.on_nonfinite == "stop":
+                if not main:  # every rank stops at the same step; rank 0, which saved, says so
+                    raise ReportedElsewhere(NonFiniteLossError.exit_code)
                 raise NonFiniteLossError(_nonfinite_message(run, bad_step), step=bad_step)
             run.state.elapsed_s += window.lap()
             if not do_log:  # stopping between log steps: keep the partial window so a resume logs the same rows
-                run.state.window = window.state_dict()
+                run.state.window = window.state_dict(run.dist)
                 save(run, periodic=False, best=False)
                 break
             row = window.row(run, flops, peak)
@@ -437,22 +497,61 @@ def train(
     """
     run_dir = Path(run_dir)
     run: Run | None = None
-    # Only rank 0 writes; a resume of a directory that does not exist has nothing to lock (setup says so).
-    locked = is_main_process() and (not resume or run_dir.is_dir())
-    with exclusive_run_dir(run_dir) if locked else nullcontext():
+    info = DistInfo()
+    with ExitStack() as stack, _quiet_unless_main():
         try:
-            run = setup(config, run_dir, resume=resume)
+            info, _ = init_distributed(config.train.device)
+            # All ranks set up together, so one that fails (a bad path, a locked run) fails them all, reported once.
+            run = all_ranks_agree(info, lambda: _locked_setup(stack, config, run_dir, resume, info))
+            wrap_for_ddp(run)
             summary = fit(run, stop_after=stop_after, monitor=monitor)
             shutdown_distributed(wait_for_all=True)
             return summary
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            raise _out_of_memory_error(config, run) from None
+            if _is_out_of_memory(exc):
+                raise _out_of_memory_error(config, run) from None
+            if info.enabled and is_peer_loss(exc):
+                if not info.is_main:  # rank 0 says it (or, when rank 0 is the one gone, torchrun's report)
+                    raise ReportedElsewhere(PeerLostError.exit_code) from None
+                raise _peer_lost_error(run, run_dir) from None
+            raise
         finally:
             if run is not None and run.logger is not None:
                 run.logger.close()
             shutdown_distributed()
+
+
+def _locked_setup(stack: ExitStack, config: RunConfig, run_dir: Path, resume: bool, info: DistInfo) -> Run:
+    # Only rank 0 writes; a resume of a directory that does not exist has nothing to lock (setup says so).
+    if info.is_main and (not resume or run_dir.is_dir()):
+        stack.enter_context(exclusive_run_dir(run_dir))
+    return setup(config, run_dir, resume=resume, ddp=False)
+
+
+@contextmanager
+def _quiet_unless_main() -> Iterator[None]:
+    """Under torchrun only rank 0 logs info and warnings: the others would repeat its lines word for word."""
+    package = logging.getLogger("scratchlm")
+    level = package.level
+    if not is_main_process():
+        package.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        package.setLevel(level)
+
+
+def _peer_lost_error(run: Run | None, run_dir: Path) -> PeerLostError:
+    kept = (
+        f"checkpoints in {run.checkpoint_dir} (the newest at step {run.saved_step}) are intact"
+        if run is not None and run.saved_step is not None
+        else "no checkpoint had been written yet"
+    )
+    step = f" at step {run.state.step}" if run is not None else ""
+    return PeerLostError(
+        f"another process of this torchrun job stopped or lost its connection{step} (torchrun's report names "
+        f"it); {kept}: run the same torchrun command with --resume {run_dir} to continue."
+    )
 
 
 def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
