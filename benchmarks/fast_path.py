@@ -28,6 +28,7 @@ others still run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -298,7 +299,9 @@ def section_scratch1(out: Path) -> None:
 
 
 def shakespeare_data(text: Path) -> Path:
-    data_dir = Path("/tmp/scratchlm-bench/shakespeare-char")
+    """The char-tokenized corpus of `text`, cached per file content (another text gets its own folder)."""
+    digest = hashlib.sha256(Path(text).read_bytes()).hexdigest()[:12]
+    data_dir = Path(f"/tmp/scratchlm-bench/shakespeare-char-{digest}")
     if not (data_dir / "meta.json").exists():
         cmd = [sys.executable, "-m", "scratchlm", "data", "text", "--input", str(text), "--tokenizer", "char"]
         subprocess.run([*cmd, "--out", str(data_dir)], check=True)

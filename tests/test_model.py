@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,6 +135,24 @@ def test_tied_embeddings_share_one_matrix_and_count_it_once() -> None:
     assert model.lm_head.weight is model.token_embeddings.weight
     untied = TransformerLM(tiny())
     assert untied.num_params() - model.num_params() == 61 * 32
+
+
+@pytest.mark.parametrize("init", ["cs336", "gpt2"])
+def test_a_tied_model_starts_near_ln_v_and_as_a_reset_one_does(init: str) -> None:
+    """The shared matrix is also the output layer: a fresh tied model must not keep the Embedding's std-1
+    init (first loss ~200 at d_model 256), and building and reset_parameters() must agree on its scale."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=1000, context_length=32, d_model=256, num_layers=2, num_heads=4,
+                         tie_embeddings=True, init=init)  # fmt: skip
+    model = TransformerLM(config)
+    idx = torch.randint(0, 1000, (4, 32))
+    with torch.no_grad():
+        fresh_loss = float(model(idx, idx)[1])
+        fresh_std = float(model.lm_head.weight.std())
+        model.reset_parameters()
+        reset_std = float(model.lm_head.weight.std())
+    assert fresh_loss < math.log(1000) + 1.0, fresh_loss
+    assert fresh_std == pytest.approx(reset_std, rel=0.05)
 
 
 def test_explicit_positions_shift_rope_consistently() -> None:

@@ -114,3 +114,38 @@ def test_bad_head_split_and_unknown_backend_are_rejected() -> None:
         CausalSelfAttention(30, 4)
     with pytest.raises(ValueError, match="backend"):
         CausalSelfAttention(32, 4, backend="flash9000")
+
+
+def test_mha_gradients_match_the_independent_per_head_reference() -> None:
+    rope = RotaryPositionalEmbedding(10000.0, 8, 32)
+    attn = CausalSelfAttention(32, 4, rope=rope).double()
+    x = torch.randn(2, 11, 32, dtype=F64)
+    grad_out = torch.randn(2, 11, 32, dtype=F64)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    attn(x_ours).backward(grad_out)
+    ours_grads = {name: p.grad.clone() for name, p in attn.named_parameters()}
+    attn.zero_grad()
+    # independent_mha reads the module's own parameter tensors, so after zeroing they hold its gradients
+    independent_mha(attn, x_ref, torch.arange(11), 10000.0).backward(grad_out)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    for name, p in attn.named_parameters():
+        torch.testing.assert_close(ours_grads[name], p.grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("use_rope", [False, True])
+def test_fused_qkv_shares_the_weights_and_agrees_forward_and_backward(use_rope: bool) -> None:
+    rope = RotaryPositionalEmbedding(10000.0, 8, 32) if use_rope else None
+    plain = CausalSelfAttention(32, 4, rope=rope).double()
+    fused = CausalSelfAttention(32, 4, rope=rope, fused=True).double()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, 32, dtype=F64)
+    grad_out = torch.randn(2, 9, 32, dtype=F64)
+    x_plain, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_plain, out_fused = plain(x_plain), fused(x_fused)  # autograd records: the one-matmul path runs
+    torch.testing.assert_close(out_fused, out_plain, rtol=1e-12, atol=1e-12)
+    out_plain.backward(grad_out)
+    out_fused.backward(grad_out)
+    torch.testing.assert_close(x_fused.grad, x_plain.grad, rtol=1e-12, atol=1e-12)
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12, msg=name)

@@ -23,6 +23,7 @@ from scratchlm.nn.functional import (
 
 SHAPES = [(7,), (3, 5), (2, 4, 9), (2, 3, 4, 6)]
 TOL = {"rtol": 1e-12, "atol": 1e-12}
+F64 = torch.float64
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -172,3 +173,55 @@ def test_attention_rejects_mismatched_shapes_and_float_masks() -> None:
         scaled_dot_product_attention(torch.randn(2, 4), torch.randn(3, 4), torch.randn(2, 4))
     with pytest.raises(ShapeError, match="boolean"):
         scaled_dot_product_attention(torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 4), torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_and_log_softmax_gradients_match_torch_on_every_dim(shape: tuple[int, ...]) -> None:
+    # A random upstream gradient: with .sum() the softmax gradient is identically zero and proves nothing.
+    gen = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, dtype=F64, generator=gen) * 5
+    grad_out = torch.randn(shape, dtype=F64, generator=gen)
+    for ours_fn, ref_fn in ((softmax, F.softmax), (log_softmax, F.log_softmax)):
+        for dim in range(-len(shape), len(shape)):
+            x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ours_fn(x_ours, dim).backward(grad_out)
+            ref_fn(x_ref, dim).backward(grad_out)
+            torch.testing.assert_close(x_ours.grad, x_ref.grad, **TOL, msg=f"{ours_fn.__name__} dim={dim}")
+
+
+def test_cross_entropy_gradient_with_ignored_targets_and_tied_maxima_matches_torch() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 6, 9, dtype=F64, generator=gen) * 3
+    logits[0, 0, 2:5] = logits[0, 0].max() + 1.0  # three tied maxima: the detached shift must stay exact
+    targets = torch.randint(0, 9, (4, 6), generator=gen)
+    targets[:, ::2] = -100
+    ours_in, ref_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = cross_entropy(ours_in, targets)
+    ref = F.cross_entropy(ref_in.reshape(-1, 9), targets.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(ours, ref, **TOL)
+    (2.5 * ours).backward()  # a non-unit upstream gradient, so a missing chain-rule factor shows
+    (2.5 * ref).backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, **TOL)
+    # the mean is over kept positions only, and an ignored position gets exactly no gradient
+    assert ours_in.grad[:, ::2].abs().max() == 0
+
+
+def test_dropout_gradient_is_the_kept_mask_rescaled() -> None:
+    x = torch.randn(4000, dtype=F64, requires_grad=True)
+    out = dropout(x, 0.25, training=True)
+    out.backward(torch.ones_like(out))
+    kept = out.detach() != 0
+    torch.testing.assert_close(x.grad, kept.to(F64) / 0.75, rtol=0, atol=0)
+    torch.testing.assert_close(out.detach()[kept], x.detach()[kept] / 0.75, **TOL)
+
+
+def test_dropout_draws_the_mask_pytorch_draws_from_the_same_seed() -> None:
+    # Relies on PyTorch's CPU dropout drawing its mask as one bernoulli_(1 - p) over an input-shaped tensor
+    # (true since at least 2.4): then the same seed gives the same mask, and the outputs agree to rounding
+    # (we divide x * keep by 1 - p, PyTorch multiplies x by keep / (1 - p)).
+    x = torch.randn(3, 50, dtype=F64)
+    torch.manual_seed(7)
+    ours = dropout(x, 0.3, training=True)
+    torch.manual_seed(7)
+    ref = F.dropout(x, 0.3, training=True)
+    torch.testing.assert_close(ours, ref, **TOL)

@@ -79,7 +79,7 @@ def test_rope_tables_are_rebuilt_not_rounded_when_the_module_moves() -> None:
     exact = torch.outer(torch.arange(2048, dtype=F64), 10000.0 ** (-torch.arange(0, 16, 2, dtype=F64) / 16)).cos()
     torch.testing.assert_close(rope.cos_TP, exact, rtol=0, atol=1e-15)
     rope.to(torch.bfloat16)
-    assert rope.cos_TP.dtype == torch.float32  # a bf16 table would misplace far positions
+    assert rope.cos_TP.dtype == torch.float32  # a bf16 table would be off by up to 2e-3 in every entry
     assert not any(name.endswith(("cos_TP", "sin_TP")) for name in rope.state_dict())
 
 
@@ -115,3 +115,27 @@ def test_a_model_built_in_float64_has_the_tables_of_one_moved_there(positional: 
     assert tables and all(t.dtype == torch.float64 for t in tables)
     idx = torch.randint(0, 50, (1, 512), generator=torch.Generator().manual_seed(0))
     assert torch.equal(built(idx)[0], moved(idx)[0])  # far positions are where float32 tables drift (~1e-7)
+
+
+def test_rope_gradient_matches_the_complex_formulation() -> None:
+    # The backward of a rotation is the inverse rotation: a sign slip in either pair term fails here.
+    rope = RotaryPositionalEmbedding(theta=10000.0, d_k=16, max_seq_len=64).double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 9, 16, dtype=F64, generator=gen)
+    positions = torch.randint(0, 64, (2, 1, 9), generator=gen)
+    grad_out = torch.randn(2, 3, 9, 16, dtype=F64, generator=gen)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    rope(x_ours, positions).backward(grad_out)
+    rope_via_complex(x_ref, positions, 10000.0).backward(grad_out)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("d_model", [8, 7])
+def test_sinusoidal_table_equals_the_formula_at_every_entry(d_model: int) -> None:
+    # An odd width has one more sine column than cosine columns; every entry is checked, not a sample.
+    table = SinusoidalPositionalEmbedding(d_model=d_model, max_seq_len=40).double()
+    positions = torch.arange(40, dtype=F64).unsqueeze(-1)
+    columns = torch.arange(d_model, dtype=F64)
+    angle = positions / 10000.0 ** ((columns - columns % 2) / d_model)
+    expected = torch.where(columns % 2 == 0, angle.sin(), angle.cos())
+    torch.testing.assert_close(table(torch.arange(40)), expected, rtol=1e-12, atol=1e-12)

@@ -165,3 +165,37 @@ def test_clip_grad_norm_matches_torch(max_norm: float) -> None:
 
 def test_clip_grad_norm_without_grads_returns_zero() -> None:
     assert clip_grad_norm([torch.zeros(3, requires_grad=True)], 1.0).item() == 0.0
+
+
+def run_two_groups(make_opt, steps: int = 30) -> list[torch.Tensor]:
+    """Two groups with their own lr and weight decay. The vector skips every third step (grad None), so its
+    update count, and with it its bias correction, falls behind that of the matrix in its group (the fused
+    kernel's one-call-per-update-count split)."""
+    gen = torch.Generator().manual_seed(11)
+    matrix = torch.randn(4, 3, dtype=F64, generator=gen).requires_grad_()
+    other = torch.randn(2, 5, dtype=F64, generator=gen).requires_grad_()
+    vector = torch.randn(6, dtype=F64, generator=gen).requires_grad_()
+    opt = make_opt(
+        [
+            {"params": [matrix, vector], "lr": 3e-2, "weight_decay": 0.1},
+            {"params": [other], "lr": 1e-2, "weight_decay": 0.0},
+        ]
+    )
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (matrix.sin() * (step + 1)).sum() + other.pow(3).sum() * 0.1
+        if step % 3 != 2:
+            loss = loss + (vector - step * 0.1).pow(2).sum()
+        loss.backward()
+        opt.step()
+    return [p.detach() for p in (matrix, other, vector)]
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused"])
+def test_adamw_matches_torch_per_group_with_params_that_skip_steps(impl: str) -> None:
+    # eps = 0 so the eps placement cannot differ: any gap is a per-group hyperparameter or step-count bug.
+    kwargs = {"foreach": impl == "foreach", "fused": impl == "fused"}
+    ours = run_two_groups(lambda groups: AdamW(groups, betas=(0.9, 0.95), eps=0.0, **kwargs))
+    theirs = run_two_groups(lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=0.0))
+    for name, a, b in zip(("matrix", "other", "vector"), ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)

@@ -401,3 +401,9 @@ def test_runs_lists_every_run_with_its_diff_status_and_numbers(runs: Path, capsy
 def test_runs_on_a_folder_without_runs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", str(tmp_path)]) == 2
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_durations_in_tables_keep_digits_under_ten_seconds() -> None:
+    from scratchlm.analysis.document import format_seconds
+
+    assert [format_seconds(s) for s in (0.4912, 3.0, 9.94, 37.2, None)] == ["0.49 s", "3 s", "9.9 s", "37 s", "-"]

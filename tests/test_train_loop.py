@@ -360,3 +360,17 @@ def test_unified_layout_with_a_state_subset_trains_on_action_targets_only(tmp_pa
     assert (targets != -100).sum(1).eq(20).all()  # every action of the 20 steps is predicted, no state token
     summary = train(config, tmp_path / "run2")
     assert "final_val_action_within2" in summary
+
+
+def test_a_vocabulary_much_larger_than_the_tokenizers_is_warned_about(
+    tmp_path: Path, char_corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A student who trains a smaller tokenizer than the preset's vocab_size (tinystories-17m's 10000 on a
+    1000-token BPE) is told, once, at setup; padding to the next multiple of 64 is not worth a warning."""
+    vocab = json.loads((char_corpus / "meta.json").read_text())["vocab_size"]
+    with caplog.at_level("WARNING", logger="scratchlm.train.trainer"):
+        setup(debug_config(char_corpus, "data.kind=tokens", f"model.vocab_size={vocab + 63}"), tmp_path / "padded")
+        assert "never trained" not in caplog.text
+        setup(debug_config(char_corpus, "data.kind=tokens", f"model.vocab_size={vocab + 1000}"), tmp_path / "oversized")
+    assert f"model.vocab_size is {vocab + 1000} but the data's tokenizer has {vocab} tokens" in caplog.text
+    assert f"set model.vocab_size={vocab}" in caplog.text

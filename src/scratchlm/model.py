@@ -4,7 +4,8 @@ Contract (as nanoGPT's): `forward(idx, targets=None) -> (logits, loss)`. Paramet
 CS336/CSE599-O handout, so its adapters are glue and checkpoints interoperate:
 token_embeddings.weight, layers.{i}.ln1.weight, layers.{i}.attn.{q,k,v,output}_proj.weight,
 layers.{i}.ln2.weight, layers.{i}.ffn.{w1,w2,w3}.weight, ln_final.weight, lm_head.weight
-(plus position_embeddings.weight for learned positions, and .bias entries for LayerNorm).
+(w3 only for SwiGLU; plus position_embeddings.weight for learned positions, .bias entries for LayerNorm,
+and no norm weights at all for norm = "none").
 
 Shapes: B = batch (any leading dims), T = positions, D = d_model, V = vocabulary.
 
@@ -175,9 +176,12 @@ class TransformerLM(nn.Module):
         if c.init == "gpt2":
             self._init_gpt2()
         if c.tie_embeddings:
-            # lm_head comes last in reset_parameters, so the shared matrix gets the Linear init: its scale
-            # sets the initial logits, while pre-norm blocks are insensitive to the embedding scale.
             self.lm_head.weight = self.token_embeddings.weight
+            if c.init != "gpt2":
+                # The shared matrix is read as output weights too: with the Embedding's std-1 init the first
+                # logits would have std ~sqrt(d_model) (a loss near 200 at d_model 256, not ln V). It takes
+                # lm_head's Linear init instead, as reset_parameters() (which visits lm_head last) does.
+                self.lm_head.reset_parameters()
 
     def reset_parameters(self) -> None:
         """(Re-)initialize every parameter, e.g. after building on the meta device and `to_empty()`."""
@@ -191,7 +195,8 @@ class TransformerLM(nn.Module):
     def _init_gpt2(self) -> None:
         # GPT-2's scheme: small weights everywhere, so early training moves them relatively more; the two
         # projections that write into the residual stream shrink with depth, so the stream's variance does
-        # not grow with the number of blocks.
+        # not grow with the number of blocks. They are found by name: an FFN whose down projection is not
+        # called `w2` would silently keep the unscaled std.
         std = 0.02
         residual_std = std / math.sqrt(2 * self.config.num_layers)
         for name, module in self.named_modules():

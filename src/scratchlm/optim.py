@@ -21,8 +21,11 @@ class AdamW(torch.optim.Optimizer):
         m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
         a_t = lr · sqrt(1 - b2^t) / (1 - b1^t)          (bias correction folded into the step size)
         theta <- theta - a_t · m / (sqrt(v) + eps) - lr · wd · theta
-    Both updates read the same theta_{t-1} (decay is applied first, in place), exactly as in the paper's
-    algorithm and in torch.optim.AdamW; eps sits where the handout puts it, on sqrt(v).
+    Both updates read the same theta_{t-1} (decay is applied first, in place), as in the paper's algorithm
+    and torch.optim.AdamW, which the course's tests compare against. The handout lists the decay after the
+    Adam update, on the updated theta; that differs by lr·wd·a_t·m/(sqrt(v) + eps) per step, second order in
+    the step size. eps sits on sqrt(v), as in the handout's intent (its rendering sqrt(v + eps) is read as
+    sqrt(v) + eps, the paper's).
 
     Three implementations of the same arithmetic: the per-parameter loop (`foreach=False`, the readable
     reference), a multi-tensor one (`foreach=True`: a handful of `torch._foreach_*` kernels per step, no

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from scratchlm.config import ModelConfig
+from scratchlm.nn.ffn import ffn_matrices
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,7 @@ def param_counts(config: ModelConfig) -> ParamCounts:
     d, f, v = c.d_model, c.d_ff, c.vocab_size
     assert f is not None  # filled in by ModelConfig.__post_init__
     norm_params = {"rmsnorm": d, "layernorm": 2 * d, "none": 0}[c.norm]
-    ffn_matrices = 3 if c.ffn == "swiglu" else 2
-    per_layer = 4 * d * d + ffn_matrices * d * f + 2 * norm_params
+    per_layer = 4 * d * d + ffn_matrices(c.ffn) * d * f + 2 * norm_params
     final_norm = norm_params if c.norm_position == "pre" else 0
     embedding = v * d + (c.context_length * d if c.positional == "learned" else 0)
     head = 0 if c.tie_embeddings else v * d
@@ -77,12 +77,11 @@ def forward_flops(config: ModelConfig, seq_len: int | None = None) -> FlopsBreak
     t = c.context_length if seq_len is None else seq_len
     d, layers = c.d_model, c.num_layers
     assert c.d_ff is not None
-    ffn_matrices = 3 if c.ffn == "swiglu" else 2
     return FlopsBreakdown(
         attention_projections=float(layers * 8 * t * d * d),
         attention_scores=float(layers * 2 * t * t * d),
         attention_mixing=float(layers * 2 * t * t * d),
-        ffn=float(layers * ffn_matrices * 2 * t * d * c.d_ff),
+        ffn=float(layers * ffn_matrices(c.ffn) * 2 * t * d * c.d_ff),
         lm_head=float(2 * t * d * c.vocab_size),
     )
 

@@ -21,7 +21,16 @@ import torch
 from scratchlm.analysis.attention import attention_maps, offset_attention, plot_attention_maps
 from scratchlm.analysis.attention_runs import token_labels
 from scratchlm.analysis.causal_eval import compare_evaluations
-from scratchlm.analysis.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_results
+from scratchlm.analysis.document import (
+    Bullets,
+    Document,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    format_seconds,
+    write_results,
+)
 from scratchlm.analysis.plots import plot_loss_curves
 from scratchlm.analysis.study_runs import RunOutcome, run_or_reuse
 from scratchlm.config import RunConfig
@@ -195,8 +204,8 @@ def audit_blocks(record: dict[str, Any], out_dir: Path, *, level: int = 2) -> li
             ["next-action accuracy exact / within ±2, causal", acc(masked, "causal"), acc(unmasked, "causal")],
             [
                 "steps / training time",
-                f"{masked['steps']} / {masked['elapsed_s']:.0f} s",
-                f"{unmasked['steps']} / {unmasked['elapsed_s']:.0f} s",
+                f"{masked['steps']} / {format_seconds(masked['elapsed_s'])}",
+                f"{unmasked['steps']} / {format_seconds(unmasked['elapsed_s'])}",
             ],
         ],
     )

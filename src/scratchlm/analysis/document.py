@@ -67,6 +67,13 @@ class Document:
 # ------------------------------------------------------------------------------------------- Markdown
 
 
+def format_seconds(seconds: float | None) -> str:
+    """A duration in a table: '0.49 s' under ten seconds (a tiny run is not '0 s'), '37 s' above, '-' if unknown."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def write_results(out_dir: Path, stem: str, record: dict[str, Any], doc: Document) -> None:
     """An experiment's two outputs, each written atomically: `<stem>.json` (the numbers) and `<stem>.md`."""
     from scratchlm.fileio import atomic_write

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scratchlm.analysis.document import Table
+from scratchlm.analysis.document import Table, format_seconds
 from scratchlm.analysis.study_runs import read_outcome
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError, ScratchLMError
@@ -150,7 +150,7 @@ def as_table(rows: list[RunRow]) -> Table:
                 r.status,
                 f"{r.steps}" + (f"/{r.total_steps}" if r.total_steps else ""),
                 loss(r.best_val_loss),
-                f"{r.elapsed_s:.0f} s" if r.elapsed_s is not None else "-",
+                format_seconds(r.elapsed_s),
             ]
             for r in rows
         ],

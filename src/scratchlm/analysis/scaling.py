@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.accounting import flops_per_token, param_counts
-from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
+from scratchlm.analysis.document import Document, Figure, Paragraph, Table, format_seconds, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.power_law import PowerLawFit, fit_power_law
 from scratchlm.analysis.study_runs import check_reusable, claim_out_dir, run_or_reuse
@@ -298,13 +298,6 @@ def _reading(results: dict[str, Any]) -> str:
     )
 
 
-def _duration(seconds: float | None) -> str:
-    """'0.49 s' under ten seconds (a tiny run is not '0 s'), '37 s' above."""
-    if seconds is None:
-        return "-"
-    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
-
-
 def _settings(results: dict[str, Any]) -> str:
     """The recipe every size ran (preset, config file, --set), its seed and the sequence length FLOPs assume."""
     recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
@@ -338,7 +331,7 @@ def scaling_blocks(results: dict[str, Any], out_dir: Path) -> list:
             f"{p['final_val_loss']:.4f}"
             if p["final_val_loss"] is not None
             else p["status"] + (f": {p['reason']}" if p.get("reason") else ""),
-            _duration(p["elapsed_s"]),
+            format_seconds(p["elapsed_s"]),
         ]
         for p in results["points"]
     ]

@@ -85,7 +85,7 @@ class DivergenceMonitor:
 def start_loss(config: RunConfig) -> float:
     """The loss every run of a sweep starts from: ln V (uniform prediction, where a small initialization
     starts), or the model's loss at initialization on the first validation rows when that is higher (e.g.
-    a tied head under the CS336 initialization starts above 100 nats). The rate does not change it."""
+    an output layer initialized too large starts tens of nats above ln V). The rate does not change it."""
     measured = _initial_loss(config)
     uniform = math.log(config.model.vocab_size)
     return uniform if measured is None else max(uniform, measured)

@@ -1,8 +1,10 @@
 """The CS336 / CSE599-O assignment-1 adapter API, as glue over scratchlm.
 
 Point the assignment's `tests/adapters.py` at these functions (same names, same keyword arguments) and its
-test suite runs against this library. Nothing here owns logic: each adapter builds a library object,
-loads the given weights with `load_state_dict`, and calls it.
+test suite runs against this library. Nothing here owns model logic: each adapter builds a library object,
+loads the given weights with `load_state_dict`, and calls it. Three adapters also bridge a difference
+between the library's conventions and the handout's tests, each explained where it is made: attention rows
+with every key masked, the device error of `run_get_batch`, and the merges list `get_tokenizer` receives.
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ def run_swiglu(
 
 
 def run_scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
-    return scaled_dot_product_attention(Q, K, V, mask)
+    out = scaled_dot_product_attention(Q, K, V, mask)
+    if mask is None:
+        return out
+    # The library gives a query with every key masked a uniform row (harmless for its left-padding). The
+    # handout gives masked keys probability zero, so such a query attends to nothing and its output is zero,
+    # as torch.nn.functional.scaled_dot_product_attention returns.
+    return out.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
 
 
 def _attention_weights(q: Tensor, k: Tensor, v: Tensor, o: Tensor) -> dict[str, Tensor]:
@@ -150,6 +158,11 @@ def run_silu(in_features: Tensor) -> Tensor:
 
 
 def run_get_batch(dataset: npt.NDArray, batch_size: int, context_length: int, device: str) -> tuple[Tensor, Tensor]:
+    if torch.device(device).type == "cuda":
+        # The assignment's test asks for "cuda:99" and looks for PyTorch's own error text ("CUDA error" or
+        # "Torch not compiled with CUDA enabled"); the library's DeviceError words it differently, so PyTorch
+        # reaches the device first.
+        torch.empty(0, device=device)
     return get_batch(dataset, batch_size, context_length, device)
 
 
@@ -201,7 +214,15 @@ def get_tokenizer(
     merges: list[tuple[bytes, bytes]],
     special_tokens: list[str] | None = None,
 ) -> Tokenizer:
-    return Tokenizer(vocab, merges, special_tokens)
+    # The assignment's tests read GPT-2's merges.txt keeping every line of two words, so its header
+    # "#version: 0.2" arrives as the first merge, (b"#version:", b"0.2"). Tokenizer refuses a merge of
+    # tokens missing from the vocabulary (a sign that vocab and merges do not belong together); this one
+    # can never apply, so it alone is dropped and every other mismatch is still reported.
+    header = (b"#version:", b"0.2")
+    usable = list(merges)
+    if usable and usable[0] in (header, list(header)) and header[0] not in vocab.values():
+        usable = usable[1:]
+    return Tokenizer(vocab, usable, special_tokens)
 
 
 def run_train_bpe(

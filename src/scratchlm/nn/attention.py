@@ -1,7 +1,8 @@
 """Causal multi-head self-attention with swappable attention backends.
 
 Shapes: B... = any leading batch dims, T = query positions, S = key positions, H = heads,
-D = d_model, Dh = head dim (D / H). Heads are one more batch dim: attention runs on (..., H, T, Dh).
+D = d_model, Dh = head dim (D / H; a lower-case `d` in name suffixes, as in q_BHTd). Heads are one more
+batch dim: attention runs on (..., H, T, Dh).
 
 Backends compute softmax(q k^T / sqrt(Dh)) v from already-projected, already-rotated q/k/v, so they share
 every parameter and the state-dict layout; `ModelConfig.attention_backend` picks one:

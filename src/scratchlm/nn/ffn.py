@@ -21,21 +21,31 @@ from scratchlm.nn.layers import Linear
 MLP_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": silu, "gelu": gelu}
 
 
+def ffn_matrices(ffn: str) -> int:
+    """Weight matrices of the FFN named `ffn`: 2 for the ungated MLPs (MLP_ACTIVATIONS), 3 for gated units.
+    Parameter and FLOP accounting reads this, so a new FFN is counted by the rule that sizes it."""
+    return 2 if ffn in MLP_ACTIVATIONS else 3
+
+
 def default_d_ff(d_model: int, ffn: str = "swiglu") -> int:
     """Hidden width giving SwiGLU and the two-matrix MLPs the same 8·d_model² parameters.
 
     SwiGLU has three matrices, so ~8/3·d_model (nearest multiple of 64, for the hardware: 1344 at
-    d_model 512); the two-matrix MLPs get the classic 4·d_model.
+    d_model 512); the two-matrix MLPs (the names in MLP_ACTIVATIONS) get the classic 4·d_model, and any
+    other name the three-matrix width.
     """
-    if ffn in MLP_ACTIVATIONS:
+    if ffn_matrices(ffn) == 2:
         return 4 * d_model
     return max(64, 64 * round(8 * d_model / 3 / 64))
 
 
 class SwiGLU(nn.Module):
-    """W2 (SiLU(W1 x) * W3 x): a SiLU-gated linear unit (Shazeer, 2020).
+    """W2 (SiLU(W1 x) * W3 x): a SiLU-gated linear unit (Shazeer, 2020). (..., D) -> (..., D).
 
-    `fused=True` (the fast path) computes W1 x and W3 x with one matmul over the same two weights.
+    `fused=True` (the fast path) computes W1 x and W3 x with one matmul over the same two weights. Decoding
+    a fast-path model does not call this forward: `scratchlm.infer.packed_weights` recognizes the module
+    with isinstance(SwiGLU) and recomputes W2 (SiLU(W1 x) * W3 x) itself, so a subclass that overrides
+    forward (another gate activation) would be decoded as SwiGLU.
     """
 
     def __init__(
@@ -60,7 +70,7 @@ class SwiGLU(nn.Module):
 
 
 class MLP(nn.Module):
-    """W2 act(W1 x): the ungated two-matrix MLP, `act` one of MLP_ACTIVATIONS."""
+    """W2 act(W1 x): the ungated two-matrix MLP, `act` one of MLP_ACTIVATIONS. (..., D) -> (..., D)."""
 
     def __init__(
         self,

@@ -17,7 +17,8 @@ from scratchlm.errors import ShapeError
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """Numerically stable softmax along `dim`."""
+    """Numerically stable softmax along `dim`: x of any shape -> the same shape, each slice along `dim`
+    summing to 1."""
     # Subtracting the max makes the largest exponent exp(0) = 1: no overflow to inf, and softmax is
     # invariant to the shift.
     exp = (x - x.amax(dim=dim, keepdim=True)).exp()
@@ -25,7 +26,10 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """Numerically stable log-softmax: x - max - log(sum(exp(x - max))), never log(exp(.))."""
+    """Numerically stable log-softmax along `dim`, same shape as x: x - max - log(sum(exp(x - max))).
+
+    Never log(softmax(x)): a probability that underflows to 0 would give -inf where the answer is finite.
+    """
     shifted = x - x.amax(dim=dim, keepdim=True)
     return shifted - shifted.exp().sum(dim=dim, keepdim=True).log()
 
@@ -41,7 +45,10 @@ def gelu(x: Tensor) -> Tensor:
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout: zero each element with probability p and rescale survivors by 1/(1-p)."""
+    """Inverted dropout, any shape: zero each element with probability p, rescale survivors by 1/(1-p).
+
+    Rescaling at training time keeps every element's expectation, so evaluation is the identity.
+    """
     if not training or p == 0.0:
         return x
     keep = torch.empty_like(x).bernoulli_(1.0 - p)
@@ -53,8 +60,8 @@ def cross_entropy(logits: Tensor, targets: Tensor, *, ignore_index: int = -100, 
 
     logits: (..., V) unnormalized scores; targets: (...) integer class ids. Positions whose target equals
     `ignore_index` are left out of the mean (padding, or non-action tokens in a unified sequence).
-    `validate` checks ids and finiteness (two host syncs); hot loops that validated their inputs upstream
-    pass False.
+    With every target ignored the mean is 0/0 = nan, as in torch. `validate` checks ids and finiteness (two
+    host syncs); hot loops that validated their inputs upstream pass False.
     """
     if validate:
         _check_cross_entropy_inputs(logits, targets, ignore_index)
@@ -109,7 +116,7 @@ def perplexity_from_loss(loss: float) -> float:
 
 
 def perplexity(losses: Tensor) -> Tensor:
-    """exp of the mean per-token cross-entropy (a scalar mean loss is accepted as is)."""
+    """exp of the mean of (...) per-token cross-entropies, in float32 (a scalar mean loss is accepted as is)."""
     return losses.float().mean().exp()
 
 

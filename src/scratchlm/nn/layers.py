@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from scratchlm.errors import ConfigError
+
 
 class Linear(nn.Module):
     """y = x W^T without bias; W is stored (d_out, d_in) like nn.Linear, so rows are output features."""
@@ -30,8 +32,9 @@ class Linear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Variance 2/(d_in + d_out) (Glorot) keeps activations and gradients at unit scale both ways;
-        # truncation at 3 sigma removes the rare huge initial weights.
+        # Variance 2/(d_in + d_out) (Glorot, the CS336 handout's init) sits between 1/d_in, which keeps the
+        # forward activations' scale, and 1/d_out, which keeps the gradients'; truncation at 3 sigma
+        # removes the rare huge initial weights.
         std = math.sqrt(2.0 / (self.in_features + self.out_features))
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3.0 * std, b=3.0 * std)
 
@@ -63,6 +66,8 @@ class Embedding(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # N(0, 1) truncated at 3 sigma by default (the handout's): unit-scale vectors, the scale every norm
+        # layer brings its activations to.
         std = self.init_std
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3.0 * std, b=3.0 * std)
 
@@ -75,7 +80,10 @@ class Embedding(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * g, computed in (at least) float32 and returned in the input dtype."""
+    """x / sqrt(mean(x^2) + eps) * g over the last dim: (..., d_model) -> (..., d_model).
+
+    Computed in (at least) float32 and returned in the input dtype.
+    """
 
     def __init__(
         self,
@@ -96,7 +104,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         in_dtype = x.dtype
-        # Squaring bf16/fp16 activations overflows or loses the mean; float64 inputs stay float64.
+        # Squares of fp16 activations overflow past ~256, and a bf16 mean of squares keeps 8 significant
+        # bits; float64 inputs stay float64.
         x = x.to(torch.promote_types(in_dtype, torch.float32))
         inv_rms = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (x * inv_rms * self.weight).to(in_dtype)
@@ -106,7 +115,11 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """(x - mean) / sqrt(var + eps) * g + b, for the normalization ablations."""
+    """(x - mean) / sqrt(var + eps) * g + b over the last dim, (..., d_model), for the normalization ablations.
+
+    Computed like RMSNorm in (at least) float32; the variance is the biased one (mean of squared deviations),
+    as in torch's layer_norm.
+    """
 
     def __init__(
         self,
@@ -151,9 +164,15 @@ class NoNorm(nn.Module):
 def build_norm(
     kind: str, d_model: int, eps: float, device: torch.device | str | None, dtype: torch.dtype | None
 ) -> nn.Module:
-    """The norm layer named by ModelConfig.norm ("rmsnorm", "layernorm" or "none")."""
+    """The norm layer named by ModelConfig.norm ("rmsnorm", "layernorm" or "none").
+
+    A name added to config.NORMS must be added here too (and to `analysis.accounting.param_counts`): an
+    unknown name is an error rather than a model that silently trains without normalization.
+    """
     if kind == "rmsnorm":
         return RMSNorm(d_model, eps, device=device, dtype=dtype)
     if kind == "layernorm":
         return LayerNorm(d_model, eps, device=device, dtype=dtype)
-    return NoNorm()
+    if kind == "none":
+        return NoNorm()
+    raise ConfigError(f"no norm layer is built for {kind!r}; add it to scratchlm.nn.layers.build_norm.")

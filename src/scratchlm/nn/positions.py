@@ -23,10 +23,11 @@ ADDITIVE_POSITION_RMS = 1.0 / math.sqrt(2.0)
 class _DerivedTables(nn.Module):
     """A module whose buffers are pure functions of its constructor arguments.
 
-    `.to(dtype)` would round such tables (a bf16 RoPE table misplaces far positions by whole radians), so
-    after every device/dtype move they are rebuilt from float64 math: float64 models get float64-exact
-    tables, and low-precision models keep float32 tables. The constructor's `dtype` (the model's) follows
-    the same rule, so a model built in float64 and one moved there with `.double()` agree.
+    `.to(dtype)` would round such tables (bf16 keeps 8 significant bits: every cos/sin entry off by up to
+    2e-3, at every position), so after every device/dtype move they are rebuilt from float64 math: float64
+    models get float64-exact tables, and low-precision models keep float32 tables. The constructor's
+    `dtype` (the model's) follows the same rule, so a model built in float64 and one moved there with
+    `.double()` agree.
     """
 
     @staticmethod
@@ -51,6 +52,7 @@ class RotaryPositionalEmbedding(_DerivedTables):
 
     forward(x, token_positions): x (..., T, d_k); token_positions (..., T) integer absolute positions,
     broadcastable against x's leading dims (attention passes (..., 1, T) so every head shares them).
+    Returns (..., T, d_k) in x's dtype.
     """
 
     def __init__(

@@ -82,6 +82,9 @@ __all__ = [
     "train",
 ]
 
+# Rows of a vocabulary padded for speed (nanoGPT: 50257 -> 50304, a multiple of 64) stay under this: no warning.
+UNUSED_VOCAB_WARNING = 64
+
 # Called with every metrics row as it is logged; a returned string stops the run there (the reason is kept
 # in summary.json as "stopped"). Under DDP every rank calls it with the same training fields, but only rank 0
 # sees the validation ones, so a monitor must decide from training fields alone.
@@ -126,6 +129,15 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False, ddp: 
             f"the data uses a vocabulary of {data.vocab_size} tokens but model.vocab_size is "
             f"{config.model.vocab_size}; set model.vocab_size >= {data.vocab_size}."
         )
+    unused_rows = config.model.vocab_size - data.vocab_size if data.vocab_size is not None else 0
+    if unused_rows >= UNUSED_VOCAB_WARNING and dist.is_main:
+        log.warning(
+            "model.vocab_size is %d but the data's tokenizer has %d tokens: %d embedding and output rows are never "
+            "trained target ids, and the loss starts near ln %d instead of ln %d; set model.vocab_size=%d unless "
+            "the padding is on purpose",
+            config.model.vocab_size, data.vocab_size, unused_rows, config.model.vocab_size, data.vocab_size,
+            data.vocab_size,
+        )  # fmt: skip
     if data.seq_len > config.model.context_length:
         raise ConfigError(
             f"the data's sequences have {data.seq_len} positions but model.context_length is "
