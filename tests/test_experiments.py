@@ -318,3 +318,14 @@ def test_the_audit_trains_both_models_and_explains_from_measured_numbers(tmp_pat
         assert (tmp_path / "audit" / name).is_file()
     saved = (tmp_path / "audit" / "unmasked" / "config.toml").read_text()
     assert "causal = false" in saved and "causal = true" in (tmp_path / "audit" / "masked" / "config.toml").read_text()
+
+
+def test_an_ablation_gap_within_the_seed_noise_is_marked() -> None:
+    from scratchlm.analysis.ablate import format_delta
+
+    best = {"mean": 2.000, "std": 0.010, "n": 3}
+    assert format_delta(best, best) == "+0.0000"
+    # standard error of the gap: sqrt(0.01²/3 + 0.01²/3) = 0.0082, so 2 SE = 0.0163
+    assert format_delta({"mean": 2.015, "std": 0.010, "n": 3}, best) == "+0.0150 ≈"
+    assert format_delta({"mean": 2.020, "std": 0.010, "n": 3}, best) == "+0.0200"
+    assert format_delta({"mean": 2.001, "std": 0.0, "n": 1}, best) == "+0.0010"  # one seed: no spread to judge

@@ -308,6 +308,18 @@ def format_stats(stats: dict[str, float] | None, digits: int = 4) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
+def format_delta(stats: dict[str, float], best: dict[str, float]) -> str:
+    """The gap to the best variant, marked "≈" when it is under twice its standard error
+    sqrt(s_a²/n_a + s_b²/n_b): the seeds run do not separate the two variants. A rough guide only: with 2-3
+    seeds a t-test asks for a wider gap, so an unmarked Δ is not yet significant either."""
+    delta = stats["mean"] - best["mean"]
+    text = f"{delta:+.4f}"
+    if stats is best or stats["n"] < 2 or best["n"] < 2:  # the best row itself is never "within noise"
+        return text
+    standard_error = math.sqrt(stats["std"] ** 2 / stats["n"] + best["std"] ** 2 / best["n"])
+    return f"{text} ≈" if abs(delta) < 2 * standard_error else text
+
+
 def _settings(results: dict[str, Any]) -> str:
     """The study's own `set` and the user's `--set`, named apart (the user's win where both set a key)."""
 
@@ -327,7 +339,7 @@ def study_blocks(results: dict[str, Any], out_dir: Path) -> list:
     rows = []
     for v in variants:
         final = v["final_val_loss"]
-        delta = f"{final['mean'] - best['mean']:+.4f}" if final and best else "-"
+        delta = format_delta(final, best) if final and best else "-"
         spread = f"{final['min']:.4f} – {final['max']:.4f}" if final and final["n"] > 1 else "-"
         speed = f"{v['tokens_per_s']['mean']:,.0f}" if v["tokens_per_s"] else "-"
         seeds = f"{v['seeds_finished']}" + (f" (+{v['seeds_diverged']} diverged)" if v["seeds_diverged"] else "")
@@ -363,7 +375,9 @@ def study_blocks(results: dict[str, Any], out_dir: Path) -> list:
         Paragraph(
             f"Preset `{results['preset']}` with {_settings(results)}; "
             f"seeds {results['seeds']} (`train.seed`: initialization and batch order). Standard deviations are "
-            "sample standard deviations over seeds; the range is the lowest and highest seed."
+            "sample standard deviations over seeds; the range is the lowest and highest seed. A Δ marked ≈ is "
+            "under twice its standard error, so these seeds do not tell that variant from the best; with few "
+            "seeds even an unmarked Δ may not be significant."
         ),
         Figure(
             out_dir / results["variants_figure"],
