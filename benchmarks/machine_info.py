@@ -3,14 +3,14 @@ a script reports a user's mistake (one sentence, no traceback)."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+
+from scratchlm.train.tracking import dumps_strict
 
 
 def describe_machine() -> dict:
@@ -41,20 +41,8 @@ def current_rss_mb() -> float:
         return float("nan")
 
 
-def finite(value: Any) -> Any:
-    """`value` with every NaN or infinite float replaced by None (tuples become lists), for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
-def strict_json(value: Any, **kwargs: Any) -> str:
-    """json.dumps that never writes NaN or Infinity (not JSON): a value that is not finite becomes null."""
-    return json.dumps(finite(value), allow_nan=False, **kwargs)
+# One strict-JSON writer for the project: a value that is not finite becomes null (JSON has no NaN).
+strict_json = dumps_strict
 
 
 def emit(result: dict, out: str | os.PathLike | None) -> None:

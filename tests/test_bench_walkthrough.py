@@ -14,7 +14,7 @@ from scratchlm.commands.bench_train import readable_line
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_tables
-from scratchlm.train.bench import benchmark_training, warmup_steps
+from scratchlm.train.bench import benchmark_training
 from scratchlm.train.run import step_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -33,10 +33,20 @@ def debug_config(steps: int) -> RunConfig:
     return RunConfig.from_tables(tables)
 
 
-def test_the_first_step_is_always_untimed_and_reported() -> None:
-    assert warmup_steps(0) == 1 and warmup_steps(3) == 3
+def test_the_first_step_is_always_untimed_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scratchlm.train import bench
+
+    timed: list[int] = []
+    real = bench.timed_steps
+
+    def recording(run: object, steps: int) -> float:
+        timed.append(steps)
+        return real(run, steps)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench, "timed_steps", recording)
     result = benchmark_training(debug_config(3), steps=2, warmup=0)
-    assert result["warmup_steps"] == 1 and result["steps"] == 2
+    # the first (compiling) step alone, no further warm-up, then the 2 measured steps
+    assert timed == [1, 0, 2] and result["warmup_steps"] == 1 and result["steps"] == 2
     with pytest.raises(ConfigError, match="steps >= 1"):
         benchmark_training(debug_config(3), steps=0, warmup=1)
 

@@ -28,6 +28,22 @@ def make_model(**overrides: object) -> TransformerLM:
     return TransformerLM(config)
 
 
+def test_prompts_may_be_numpy_rows_and_decoding_skips_the_per_step_id_check() -> None:
+    import numpy as np
+
+    model = make_model()
+    as_lists = generate(model, [[3, 1, 4], [2, 7, 1]], max_new_tokens=4, temperature=0.0).tokens
+    assert generate(model, np.array([[3, 1, 4], [2, 7, 1]]), max_new_tokens=4, temperature=0.0).tokens == as_lists
+    assert generate(model, torch.tensor([[3, 1, 4], [2, 7, 1]]), max_new_tokens=4, temperature=0.0).tokens == as_lists
+    # Prompts are checked on the host once; the forward's id check (a device->host sync) is off per step.
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.check_token_ids))
+    generate(model, [[3, 1, 4]], max_new_tokens=4, temperature=0.0)
+    assert seen and not any(seen) and model.check_token_ids
+    with pytest.raises(ShapeError, match="vocabulary"):
+        generate(model, [[3, 1, VOCAB]], max_new_tokens=4)
+
+
 def test_the_conveniences_a_python_user_reaches_for() -> None:
     import scratchlm
 

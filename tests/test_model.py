@@ -145,9 +145,9 @@ def test_a_tied_model_starts_near_ln_v_and_as_a_reset_one_does(init: str) -> Non
     config = ModelConfig(vocab_size=1000, context_length=32, d_model=256, num_layers=2, num_heads=4,
                          tie_embeddings=True, init=init)  # fmt: skip
     model = TransformerLM(config)
-    idx = torch.randint(0, 1000, (4, 32))
-    with torch.no_grad():
-        fresh_loss = float(model(idx, idx)[1])
+    idx, targets = torch.randint(0, 1000, (4, 32)), torch.randint(0, 1000, (4, 32))
+    with torch.no_grad():  # random targets: with targets = idx the std-1 tied matrix predicts itself (loss 0)
+        fresh_loss = float(model(idx, targets)[1])
         fresh_std = float(model.lm_head.weight.std())
         model.reset_parameters()
         reset_std = float(model.lm_head.weight.std())

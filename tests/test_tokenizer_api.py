@@ -134,7 +134,6 @@ def test_decode_batch_round_trips(tokenizer: Tokenizer | CharTokenizer) -> None:
 def test_vocabulary_size_names(tokenizer: Tokenizer | CharTokenizer) -> None:
     assert isinstance(tokenizer, TextTokenizer)
     assert tokenizer.n_vocab == len(tokenizer) == tokenizer.get_vocab_size() == tokenizer.vocab_size
-    assert tokenizer  # __len__ never makes a tokenizer falsy: every vocabulary is non-empty
 
 
 def test_token_to_id_and_id_to_token_round_trip_over_every_id(tokenizer: Tokenizer | CharTokenizer) -> None:

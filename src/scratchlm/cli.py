@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -38,7 +38,9 @@ from scratchlm.errors import (
     EXIT_INTERRUPTED,
     EXIT_IO,
     EXIT_TERMINATED,
+    ReportedElsewhere,
     ScratchLMError,
+    Terminated,
     first_line,
 )
 from scratchlm.fileio import describe_os_error
@@ -125,30 +127,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         group = getattr(args, "group_parser", parser)
         group.print_help()
         return _fail(f"`{group.prog}` needs a command (listed above).", EXIT_BAD_INPUT, debug=False)
+    return run_guarded(lambda: int(handler(args) or 0), args.debug)
+
+
+def run_guarded(fn: Callable[[], int], debug: bool, prog: str = "scratchlm") -> int:
+    """Run `fn` the way every scratchlm entry point does: SIGTERM unwinds like Ctrl-C, and any failure is one
+    line on stderr prefixed `prog` (the traceback too under `debug`) with the exit status of `errors`."""
+    error, stopped = f"{prog}: error: ", f"{prog}: "
     try:
         with _sigterm_raises():
-            return int(handler(args) or 0)
+            return fn()
+    except ReportedElsewhere as exc:  # under torchrun: another rank prints the one error line
+        return exc.exit_code
     except ScratchLMError as exc:
-        return _fail(str(exc), exc.exit_code, args.debug)
+        return _fail(str(exc), exc.exit_code, debug, prefix=error)
     except OSError as exc:
-        return _fail(describe_os_error(exc, action="access"), EXIT_IO, args.debug)
+        return _fail(describe_os_error(exc, action="access"), EXIT_IO, debug, prefix=error)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED, args.debug, prefix="scratchlm: ")
+        return _fail("interrupted", EXIT_INTERRUPTED, debug, prefix=stopped, every_rank=False)
     except Terminated:
-        return _fail("terminated by SIGTERM", EXIT_TERMINATED, args.debug, prefix="scratchlm: ")
+        return _fail("terminated by SIGTERM", EXIT_TERMINATED, debug, prefix=stopped, every_rank=False)
     except Exception as exc:
         # A library's cleanup can fail because a signal interrupted it (torch.save's zip writer does):
         # the signal is what happened, not a bug.
         signalled = _signal_behind(exc)
         if isinstance(signalled, KeyboardInterrupt):
-            return _fail("interrupted", EXIT_INTERRUPTED, args.debug, prefix="scratchlm: ")
+            return _fail("interrupted", EXIT_INTERRUPTED, debug, prefix=stopped, every_rank=False)
         if isinstance(signalled, Terminated):
-            return _fail("terminated by SIGTERM", EXIT_TERMINATED, args.debug, prefix="scratchlm: ")
+            return _fail("terminated by SIGTERM", EXIT_TERMINATED, debug, prefix=stopped, every_rank=False)
         return _fail(
             f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug in scratchlm: run the command "
             "again with --debug and report the traceback.",
             EXIT_INTERNAL,
-            args.debug,
+            debug,
+            prefix=error,
         )
 
 
@@ -162,10 +174,6 @@ def _signal_behind(exc: BaseException) -> BaseException | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds like KeyboardInterrupt, so locks are released and partial writes removed."""
 
 
 @contextmanager
@@ -189,7 +197,14 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(message: str, code: int, debug: bool, prefix: str = "scratchlm: error: ") -> int:
+def _fail(message: str, code: int, debug: bool, prefix: str = "scratchlm: error: ", *, every_rank: bool = True) -> int:
+    """Print the one-line report and return `code`. Ctrl-C and torchrun's SIGTERM reach every rank of a job
+    (`every_rank=False`): rank 0 alone says so."""
+    if not every_rank:
+        from scratchlm.train.distributed import is_main_process  # only when failing: keeps the CLI's start light
+
+        if not is_main_process():
+            return code
     if debug:
         traceback.print_exc()
     print(f"{prefix}{message}", file=sys.stderr)

@@ -87,6 +87,11 @@ class WriteError(ScratchLMError, OSError):
         return self.message
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI's handler raises it): unwinds like KeyboardInterrupt, so locks are released
+    and partial writes removed."""
+
+
 class ReportedElsewhere(ScratchLMError):
     """A failure of a torchrun job that another rank (rank 0, or the rank it happened on) reports: the CLI
     exits with `exit_code` and prints nothing, so the job shows one error line, not one per process."""

@@ -179,8 +179,8 @@ class TransformerLM(nn.Module):
             self.lm_head.weight = self.token_embeddings.weight
             if c.init != "gpt2":
                 # The shared matrix is read as output weights too: with the Embedding's std-1 init the first
-                # logits would have std ~sqrt(d_model) (a loss near 200 at d_model 256, not ln V). It takes
-                # lm_head's Linear init instead, as reset_parameters() (which visits lm_head last) does.
+                # logits would have std ~sqrt(d_model) (a loss near 200 on random targets at d_model 256, not
+                # ln V). It takes lm_head's Linear init instead, as reset_parameters() (lm_head last) does.
                 self.lm_head.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor
 from scratchlm.analysis.attention import attention_maps, plot_attention_maps, plot_layer_means
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
-from scratchlm.infer.runs import load_run, text_tokenizer
+from scratchlm.infer.runs import LoadedRun, load_run, text_tokenizer
 from scratchlm.model import TransformerLM
 
 
@@ -38,9 +38,10 @@ def run_attention_figures(
     prompt: str | None = None,
     checkpoint: str | None = None,
     out_dir: str | Path | None = None,
+    loaded: LoadedRun | None = None,
 ) -> AttentionFigures:
     """Write attention_<tag>.png and attention_<tag>_mean.png (tag: val<K> or prompt) to out_dir (RUN/plots)."""
-    loaded = load_run(run_dir, checkpoint)
+    loaded = loaded if loaded is not None else load_run(run_dir, checkpoint)  # a caller may pass it, loaded once
     config, model = loaded.config, loaded.model
     if prompt is not None:
         ids, labels = _prompt_tokens(config, model, prompt)

@@ -50,6 +50,7 @@ from scratchlm.analysis.report_samples import TextSamples, samples_blocks, text_
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write
+from scratchlm.infer.runs import load_run
 from scratchlm.train.tracking import read_metrics
 
 if sys.version_info >= (3, 11):
@@ -95,9 +96,10 @@ def write_report(
 
         audit = read_audit(audit_dir)
     # The checkpoint is read (and refused if bad) before any figure is written, so a failed report changes nothing.
+    loaded = load_run(facts.run_dir)  # once, for the attention maps and the samples
     attention: AttentionFigures | str
     try:
-        attention = run_attention_figures(facts.run_dir, sample=attention_sample)
+        attention = run_attention_figures(facts.run_dir, sample=attention_sample, loaded=loaded)
     except DataError as exc:
         if not facts.text:  # a Scratch-1 page needs its attention maps
             raise
@@ -113,7 +115,7 @@ def write_report(
     }
     if not isinstance(attention, str):
         figures.update(attention_grid=attention.grid, attention_means=attention.means)
-    samples = text_samples(facts.run_dir) if facts.text else None
+    samples = text_samples(facts.run_dir, loaded=loaded) if facts.text else None
     mdx = format == "mdx"
     doc = report_document(
         facts, figures, attention, audit, Path(audit_dir) if audit_dir else None, course_page=mdx, samples=samples

@@ -7,9 +7,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scratchlm.analysis.document import Block, Code, Heading, Paragraph
 from scratchlm.errors import ScratchLMError
+from scratchlm.tokenizers.base import END_OF_TEXT
+
+if TYPE_CHECKING:
+    from scratchlm.infer.runs import LoadedRun
 
 # Text runs' samples: fixed, so a rebuilt report shows the same text for the same checkpoint.
 SAMPLE_SEED = 0
@@ -17,7 +22,6 @@ SAMPLE_COUNT = 2
 SAMPLE_NEW_TOKENS = 200
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 200
-END_OF_TEXT = "<|endoftext|>"
 
 
 @dataclass
@@ -42,6 +46,7 @@ def text_samples(
     max_new_tokens: int = SAMPLE_NEW_TOKENS,
     temperature: float = SAMPLE_TEMPERATURE,
     top_k: int | None = SAMPLE_TOP_K,
+    loaded: LoadedRun | None = None,
 ) -> TextSamples | str:
     """`count` continuations from a text run's best checkpoint (else its last), drawn with a generator seeded
     with `seed` and decoded by the tokenizer of the run's data directory; the same arguments give the same
@@ -49,7 +54,7 @@ def text_samples(
     from scratchlm.infer.generate import generate
     from scratchlm.infer.runs import load_run, text_tokenizer
 
-    loaded = load_run(run_dir)
+    loaded = loaded if loaded is not None else load_run(run_dir)
     model = loaded.model
     try:
         tokenizer = text_tokenizer(loaded.config, model)

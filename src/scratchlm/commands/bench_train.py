@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from scratchlm.errors import ConfigError
     from scratchlm.presets import resolve_tables
     from scratchlm.train.bench import benchmark_training, warmup_steps
+    from scratchlm.train.tracking import dumps_strict
 
     if args.steps < 1 or args.warmup < 0:
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}.")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     result = benchmark_training(RunConfig.from_tables(tables), steps=args.steps, warmup=args.warmup)
     if not args.json:
         print(readable_line(args.preset, result))
-    print(json.dumps({"preset": args.preset, **result}, allow_nan=False))
+    print(dumps_strict({"preset": args.preset, **result}))
     return 0
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scratchlm.tokenizers.base import END_OF_TEXT
+
 if TYPE_CHECKING:
     from scratchlm.infer.generate import DecodeStep
     from scratchlm.infer.rollout import Rollout
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-END_OF_TEXT = "<|endoftext|>"
 DEFAULT_TEXT_TOKENS = 256
 DEFAULT_CONTEXT_STEPS = 10
 

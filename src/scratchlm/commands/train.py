@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scratchlm.config import RunConfig
-    from scratchlm.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, ConfigError, ReportedElsewhere
+    from scratchlm.errors import ConfigError
     from scratchlm.presets import resolve_run_config
     from scratchlm.train.distributed import is_main_process
     from scratchlm.train.tracking import dumps_strict
@@ -48,17 +48,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.out or f"runs/{args.preset or Path(args.config).stem}")
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be a positive number of steps, got {args.stop_after}.")
-    try:
-        summary = train(config, run_dir, resume=bool(args.resume), stop_after=args.stop_after)
-    except ReportedElsewhere as exc:  # under torchrun: another rank prints the error line
-        return exc.exit_code
-    except BaseException as exc:
-        # Ctrl-C and torchrun's SIGTERM reach every rank: rank 0 says so once. (cli.Terminated, by name:
-        # under `python -m scratchlm.cli` the raising module is __main__, not scratchlm.cli.)
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        if is_main_process() or not (interrupted or type(exc).__name__ == "Terminated"):
-            raise
-        return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
+    summary = train(config, run_dir, resume=bool(args.resume), stop_after=args.stop_after)
     if is_main_process():  # under torchrun every rank gets the summary; one copy on stdout is enough
         print(dumps_strict(summary))
     return 0

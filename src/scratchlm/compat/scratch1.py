@@ -37,8 +37,6 @@ import logging
 import math
 import os
 import random
-import sys
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +46,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from scratchlm.errors import EXIT_INTERRUPTED, EXIT_IO, ConfigError, DataError, ScratchLMError, ShapeError
-from scratchlm.fileio import atomic_write, describe_os_error, signals_deferred
+from scratchlm.errors import ConfigError, DataError, ShapeError
+from scratchlm.fileio import atomic_write
 from scratchlm.infer.sampling import sample_next_token
 from scratchlm.nn.attention import CausalSelfAttention as LibraryAttention
 from scratchlm.nn.functional import (
@@ -64,6 +62,7 @@ from scratchlm.nn.layers import Embedding, Linear
 from scratchlm.nn.layers import RMSNorm as LibraryRMSNorm
 from scratchlm.nn.positions import RotaryPositionalEmbedding as LibraryRoPE
 from scratchlm.optim import clip_grad_norm
+from scratchlm.train.checkpoint import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -297,12 +296,6 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    # Ctrl-C waits for the save: torch.save's zip writer cannot be cut off cleanly.
-    with signals_deferred(), atomic_write(path) as fh:
-        torch.save(state, fh)
-
-
 def _plot_loss_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Training loss per step (thin line) and validation loss per epoch (points), in the style of
     `scratchlm plot`; returns the PNG, or None (with one log line) when matplotlib is not installed."""
@@ -352,25 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status; a bad argument or data file prints one line on stderr (`--debug` adds the
     traceback) and returns the `scratchlm.errors` exit code, as the `scratchlm` CLI does.
     """
+    from scratchlm.cli import run_guarded
+
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _train(args)
-    except ScratchLMError as exc:
-        return _fail(str(exc), exc.exit_code, args.debug)
-    except OSError as exc:
-        return _fail(describe_os_error(exc, action="access"), EXIT_IO, args.debug)
-    except KeyboardInterrupt:
-        return _fail(
-            "interrupted; the checkpoints and metrics written so far are intact.", EXIT_INTERRUPTED, args.debug
-        )
-
-
-def _fail(message: str, code: int, debug: bool) -> int:
-    if debug:
-        traceback.print_exc()
-    print(f"{SCRIPT}: error: {message}", file=sys.stderr)
-    return code
+    # Ctrl-C or SIGTERM leave the checkpoints and metrics rows already written intact (atomic writes).
+    return run_guarded(lambda: _train(args), args.debug, prog=SCRIPT)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -435,7 +415,7 @@ def _train(args: argparse.Namespace) -> int:
         if global_step % args.save_every == 0:
             state = _checkpoint_state(model, config, epoch, last_val_loss)
             state.update(step=global_step, optimizer_state_dict=optimizer.state_dict())
-            _save_checkpoint(checkpoint_dir / f"checkpoint_step_{global_step}.pt", state)
+            atomic_save(state, checkpoint_dir / f"checkpoint_step_{global_step}.pt")
 
     best = math.inf
     try:
@@ -453,7 +433,7 @@ def _train(args: argparse.Namespace) -> int:
             logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, train_loss, val_loss)
             if val_loss < best:
                 best = val_loss
-                _save_checkpoint(checkpoint_dir / "best_model.pt", _checkpoint_state(model, config, epoch, val_loss))
+                atomic_save(_checkpoint_state(model, config, epoch, val_loss), checkpoint_dir / "best_model.pt")
     finally:
         metrics.close()
     curve = _plot_loss_curve(read_metrics(metrics_path), checkpoint_dir / "loss_curve.png")

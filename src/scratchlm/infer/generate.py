@@ -185,8 +185,11 @@ def _decode(
     vocab_limit: int | None,
     steps: _StepOptions,
 ) -> Iterator[DecodeStep]:
-    was_training = model.training
+    was_training, checks_ids = model.training, model.check_token_ids
     model.eval()
+    # Prompt ids were checked on the host (check_generation_args) and sampled ids are < V by construction,
+    # so the forward's own id check would only cost a device->host sync per step.
+    model.check_token_ids = False
     try:
         next_logits = _cached_logits if use_cache else _uncached_logits
         logits_source = next_logits(model, rows, max_new_tokens, steps)
@@ -206,6 +209,7 @@ def _decode(
         logits_source.close()
     finally:
         model.train(was_training)
+        model.check_token_ids = checks_ids
 
 
 def _cached_logits(
@@ -309,7 +313,7 @@ def _is_token_id(value: object) -> bool:
 def _token_row(b: int, row: object) -> list[int]:
     if isinstance(row, (str, bytes)):
         raise ShapeError(f"prompt {b} is text ({row[:20]!r}), not token ids; encode it with the run's tokenizer first.")
-    if isinstance(row, Tensor):
+    if hasattr(row, "tolist"):  # a tensor or NumPy row
         row = row.tolist()
     if not isinstance(row, Sequence) or not all(_is_token_id(token) for token in row):
         raise ShapeError(

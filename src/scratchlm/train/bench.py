@@ -58,7 +58,7 @@ def bench_run(config: RunConfig, total_steps: int, data: TrainingData | None = N
     device = resolve_device(config.train.device)
     configure_cuda(device, config.train.sdpa_kernel)
     torch.manual_seed(config.train.seed)
-    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, DistInfo())
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device)
     model.check_token_ids = False
     if data is None:
         seq_len, vocab = config.model.context_length, config.model.vocab_size

@@ -64,13 +64,14 @@ def save_checkpoint(
     if extra:
         state.update(extra)
     if isinstance(out, (str, os.PathLike)):
-        _atomic_save(state, os.fspath(out))
+        atomic_save(state, os.fspath(out))
     else:
         with signals_deferred():
             _torch_save(state, out)
 
 
-def _atomic_save(state: dict[str, Any], path: str) -> None:
+def atomic_save(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """torch.save `state` to `path` atomically; Ctrl-C waits for it, and a refused write says what failed."""
     with signals_deferred(), atomic_write(path, "wb") as fh:
         _torch_save(state, fh)
 

@@ -19,7 +19,7 @@ from scratchlm.fileio import atomic_copy
 from scratchlm.presets import without_budget
 from scratchlm.train.checkpoint import read_checkpoint
 from scratchlm.train.run import Run, TrainState, budget_of, lr_at, total_steps_for, write_config
-from scratchlm.train.state import capture_rng_state, rank_seed, restore_rng_state
+from scratchlm.train.state import rank_seed, restore_rng_state
 from scratchlm.train.tracking import truncate_metrics_after
 
 log = logging.getLogger(__name__)
@@ -97,19 +97,17 @@ def saved_world_size(run: Run, ckpt: dict[str, Any], saved: dict[str, Any]) -> i
     return ws if rest == 0 and ws >= 1 else None
 
 
-def _rng_state_of_this_rank(run: Run, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """This rank's saved RNG state. A checkpoint of another process count (or from before per-rank states
-    were kept) has none for it: rank 0 takes the saved one, the others a fresh stream of their own (the
-    resume is not bit-identical then, as `check_world_size` warns)."""
+def _restore_rng(run: Run, ckpt: dict[str, Any]) -> None:
+    """Restore this rank's saved RNG state. A checkpoint of another process count (or from before per-rank
+    states were kept) has none for it: every rank takes rank 0's, and ranks above 0 then reseed torch with a
+    stream of their own (the resume is not bit-identical then, as `check_world_size` warns)."""
     per_rank = ckpt.get("rng_per_rank")
     if isinstance(per_rank, list) and len(per_rank) == run.dist.world_size:
-        return per_rank[run.dist.rank]
-    state = ckpt["rng"]
+        restore_rng_state(per_rank[run.dist.rank])
+        return
+    restore_rng_state(per_rank[0] if isinstance(per_rank, list) and per_rank else ckpt["rng"])
     if run.dist.rank > 0:
-        restore_rng_state(state)  # Python's and NumPy's states as rank 0's, then torch's own for this rank
         torch.manual_seed(rank_seed(run.config.train.seed + run.state.step, run.dist.rank))
-        return capture_rng_state()
-    return state
 
 
 def _processes(n: int) -> str:
@@ -127,7 +125,7 @@ def restore(run: Run, path: Path) -> None:
         if run.scaler is not None and "scaler" in ckpt:
             run.scaler.load_state_dict(ckpt["scaler"])
         run.state = TrainState(**ckpt["train_state"])
-        restore_rng_state(_rng_state_of_this_rank(run, ckpt))
+        _restore_rng(run, ckpt)
         run.saved_step = run.state.step
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else first_line(exc)

@@ -94,13 +94,13 @@ Monitor = Callable[[dict[str, Any]], str | None]
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False, ddp: bool = True) -> Run:
+def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Run:
     """Build everything for a run in `run_dir` (a new one, or the one there when resuming).
 
     Resuming a run that was stopped before its first checkpoint (its config.toml exists, last.pt does not)
     starts it again from step 0. Callers that may race with another writer hold the run's lock (`train`).
-    Under torchrun, `ddp=False` leaves the model unwrapped, so that nothing here is a collective;
-    `wrap_for_ddp(run)` then wraps it.
+    Nothing here is a collective, so a rank that fails here fails alone (`train` makes all ranks agree):
+    under torchrun `wrap_for_ddp(run)` wraps the model afterwards.
     """
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -143,7 +143,7 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False, ddp: 
             f"the data's sequences have {data.seq_len} positions but model.context_length is "
             f"{config.model.context_length}; raise model.context_length to at least {data.seq_len}."
         )
-    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device, dist, ddp=False)
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device)
     if dist.rank > 0:
         # Every rank initialized the same weights; from here each draws its own dropout masks (one mask on
         # every rank would be the same noise pattern N times). Rank 0 keeps the single-process stream.
@@ -172,8 +172,6 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False, ddp: 
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
-    if ddp:
-        wrap_for_ddp(run)
     return run
 
 
@@ -185,9 +183,9 @@ def wrap_for_ddp(run: Run) -> None:
 
 
 def build_model_and_optimizer(
-    config: RunConfig, device: torch.device, dist: DistInfo, *, ddp: bool = True
+    config: RunConfig, device: torch.device
 ) -> tuple[TransformerLM, nn.Module, AdamW, torch.dtype | None, torch.amp.GradScaler | None]:
-    """The model, its training view (compiled / DDP-wrapped as configured), AdamW, and the precision setup."""
+    """The model, its training view (compiled as configured; `wrap_for_ddp` adds DDP), AdamW, the precision setup."""
     model = TransformerLM(config.model, device=device)
     optimizer = AdamW(
         weight_decay_param_groups(model, config.optim.weight_decay),
@@ -200,9 +198,6 @@ def build_model_and_optimizer(
     step_model: nn.Module = model
     if config.train.compile:
         step_model = compile_for_training(model, config.train.compile_scope, config.train.compile_mode)
-    if dist.enabled and ddp:
-        device_ids = [device.index] if device.type == "cuda" else None
-        step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=device_ids)
     autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     return model, step_model, optimizer, autocast_dtype, scaler
@@ -322,8 +317,7 @@ def save(run: Run, *, periodic: bool, best: bool) -> None:
         "run_config": run.config.to_tables(),
         "train_state": dataclasses.asdict(run.state),
         "sampler": run.data.train.state_dict(),
-        "rng": rng[0],
-        "rng_per_rank": rng,
+        "rng_per_rank": rng,  # [rank 0's] alone in a single process; older checkpoints hold "rng"
         "world_size": run.dist.world_size,  # with train.batch_size, the global batch a resume must keep
     }
     if run.scaler is not None:
@@ -537,7 +531,7 @@ def _locked_setup(stack: ExitStack, config: RunConfig, run_dir: Path, resume: bo
     # Only rank 0 writes; a resume of a directory that does not exist has nothing to lock (setup says so).
     if info.is_main and (not resume or run_dir.is_dir()):
         stack.enter_context(exclusive_run_dir(run_dir))
-    return setup(config, run_dir, resume=resume, ddp=False)
+    return setup(config, run_dir, resume=resume)
 
 
 @contextmanager
