@@ -1,7 +1,7 @@
 """Decode speed: tokens/s with and without the KV cache, by batch size, prompt length and tokens generated.
 
     python benchmarks/decode.py --out benchmarks/results/decode-cpu-2core.json    # CPU, the whole grid
-    python benchmarks/decode.py --quick                                            # ~6 min on 2 shared cores
+    python benchmarks/decode.py --quick                                            # 3.5 min on 2 cores (measured)
     python benchmarks/decode.py --device cuda --model tinystories-17m --hf         # GPU: + CUDA graphs, + HF
     bash benchmarks/gpu_decode_check.sh                                            # GPU: the issue-9 check
 

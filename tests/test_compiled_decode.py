@@ -25,6 +25,7 @@ from torch._dynamo.utils import counters
 import scratchlm.infer.kv_cache as kv_cache_module
 from scratchlm.config import POSITIONALS, ModelConfig
 from scratchlm.errors import ConfigError
+from scratchlm.infer import compiled_step
 from scratchlm.infer.compiled_step import CompiledDecodeStep
 from scratchlm.infer.generate import DecodeStep, decode_steps, generate
 from scratchlm.infer.kv_cache import KVCache
@@ -80,12 +81,15 @@ def _fresh_dynamo() -> None:
     # dynamo's per-function recompile limit (8) is never reached by the file as a whole.
     torch._dynamo.reset()
     counters.clear()
+    compiled_step._warn_once.cache_clear()
 
 
 # ------------------------------------------------------------------------------------------ compiled
 
 
-def test_compiled_greedy_decoding_equals_eager_cached_and_uncached_decoding_and_compiles_once() -> None:
+def test_compiled_greedy_decoding_equals_eager_cached_and_uncached_decoding_and_compiles_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model = make_model("rope", "reference")
     prompts = make_prompts()
     eager = greedy(model, prompts)
@@ -108,12 +112,15 @@ def test_compiled_greedy_decoding_equals_eager_cached_and_uncached_decoding_and_
     assert sampled[True] == sampled[False]
     assert_same_decoding(compiled, eager)
     assert_same_decoding(compiled, uncached)
-    # Past dynamo's recompile limit a new shape (16 static slots, not 24) runs the same step eagerly, exactly.
-    with torch._dynamo.config.patch(recompile_limit=1):
+    assert "recompile_limit" not in caplog.text
+    # Past dynamo's recompile limit a new shape (16 static slots, not 24) runs the same step eagerly, exactly,
+    # and the log says so once.
+    with torch._dynamo.config.patch(recompile_limit=1), caplog.at_level("WARNING", "scratchlm"):
         options = {"max_new_tokens": 4, "temperature": 0.0}
         fallback = list(decode_steps(model, prompts, compile=True, **options))
         assert_same_decoding(fallback, list(decode_steps(model, prompts, **options)))
     assert compiled_graphs() == 1
+    assert caplog.text.count("decodes eagerly") == 1
 
 
 def test_packed_weights_see_every_kind_of_weight_change_and_only_changes() -> None:

@@ -89,6 +89,24 @@ def test_backends_agree_when_queries_are_the_tail_of_the_keys() -> None:
         )
 
 
+def test_backends_agree_on_an_explicit_padding_mask_forward_and_backward() -> None:
+    # The left-padded KV-cache mask: row 0's first query may see no key at all, and reads nothing (zero), so
+    # the pad positions' hidden states, and so their keys and values in the next layer, match across backends.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 4, 8, dtype=F64, requires_grad=True) for _ in range(3))
+    mask_B1TS = torch.ones(2, 1, 4, 4, dtype=torch.bool).tril()
+    mask_B1TS[0, :, :, :2] = False
+    outs = {
+        name: attend(q, k, v, causal=True, dropout_p=0.0, mask=mask_B1TS)
+        for name, attend in (("reference", reference_attention), ("sdpa", sdpa_attention))
+    }
+    assert torch.equal(outs["reference"][0, :, :2], torch.zeros(3, 2, 8, dtype=F64))
+    torch.testing.assert_close(outs["reference"], outs["sdpa"], rtol=1e-12, atol=1e-12)
+    grads = {name: torch.autograd.grad(out.square().sum(), (q, k, v)) for name, out in outs.items()}
+    for ours, theirs in zip(grads["reference"], grads["sdpa"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", sorted(ATTENTION_BACKENDS))
 def test_changing_future_tokens_leaves_earlier_outputs_unchanged(backend: str) -> None:
     rope = RotaryPositionalEmbedding(10000.0, 8, 32)

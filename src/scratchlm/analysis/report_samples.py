@@ -52,7 +52,7 @@ def text_samples(
     with `seed` and decoded by the tokenizer of the run's data directory; the same arguments give the same
     text. Without a tokenizer that loads and fits the checkpoint, the sentence that says so instead."""
     from scratchlm.infer.generate import generate
-    from scratchlm.infer.runs import load_run, text_tokenizer
+    from scratchlm.infer.runs import end_of_text_ids, load_run, sampling_vocab_limit, text_tokenizer
 
     loaded = loaded if loaded is not None else load_run(run_dir)
     model = loaded.model
@@ -61,9 +61,8 @@ def text_samples(
     except ScratchLMError as exc:
         reason = str(exc).rstrip(".")
         return f"No samples: the tokenizer of this run's data (`{loaded.config.data.path}`) cannot be used: {reason}."
-    stop: list[int] = []
-    if END_OF_TEXT in tokenizer.special_tokens:
-        stop = [tokenizer.special_token_id(END_OF_TEXT)]
+    stop = end_of_text_ids(tokenizer)
+    if stop:
         prompt_ids, prompt = stop, f"`{END_OF_TEXT}` (the start of a document)"
     else:
         prompt_ids, prompt = tokenizer.encode("\n"), "a newline"  # nanoGPT's start
@@ -74,10 +73,9 @@ def text_samples(
             prompt = "the first token of the validation split"
     context = model.config.context_length
     new_tokens = max(1, min(max_new_tokens, context - len(prompt_ids)))
-    vocab_limit = tokenizer.vocab_size if tokenizer.vocab_size < model.config.vocab_size else None
     result = generate(
         model, [prompt_ids] * count, max_new_tokens=new_tokens, temperature=temperature, top_k=top_k,
-        stop_tokens=stop, seed=seed, vocab_limit=vocab_limit,
+        stop_tokens=stop, seed=seed, vocab_limit=sampling_vocab_limit(tokenizer, model),
     )  # fmt: skip
     texts = [tokenizer.decode(tokens) for tokens in result.tokens]
     return TextSamples(loaded.checkpoint, prompt, texts, result.stopped, new_tokens, seed, temperature, top_k)

@@ -22,7 +22,7 @@ from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, format_seconds, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.power_law import PowerLawFit, fit_power_law
-from scratchlm.analysis.study_runs import check_reusable, claim_out_dir, run_or_reuse
+from scratchlm.analysis.study_runs import check_reusable, claim_out_dir, recipe_phrase, run_or_reuse
 from scratchlm.analysis.sweep import DivergenceMonitor, judge_end, start_loss
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
@@ -300,14 +300,11 @@ def _reading(results: dict[str, Any]) -> str:
 
 def _settings(results: dict[str, Any]) -> str:
     """The recipe every size ran (preset, config file, --set), its seed and the sequence length FLOPs assume."""
-    recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
-    recipe += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
-    recipe += ["`--set` " + ", ".join(f"`{item}`" for item in results["set"])] if results.get("set") else []
     budget = {
         "fixed tokens": f"`--tokens {results['tokens']}`" if results.get("tokens") else "the recipe's own budget",
         "compute-matched": f"`--compute {results.get('compute') or 0:g}` FLOPs each",
     }[results["mode"]]
-    text = f"Every size ran {' with '.join(recipe) or 'the defaults'} and {budget}"
+    text = f"Every size ran {recipe_phrase(results)} and {budget}"
     if "seed" in results:
         text += (
             f", once, with seed {results['seed']} (`train.seed`): differences between neighbouring sizes smaller "

@@ -89,6 +89,15 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
     return _from_summary(run_dir, summary, reused=False)
 
 
+def recipe_phrase(results: dict[str, Any]) -> str:
+    """How a study's results name the recipe its runs share: "preset `x` with `--config F` with `--set` `k=v`",
+    or "the defaults"."""
+    recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
+    recipe += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
+    recipe += ["`--set` " + ", ".join(f"`{item}`" for item in results["set"])] if results.get("set") else []
+    return " with ".join(recipe) or "the defaults"
+
+
 # What each experiment writes to results.json under "experiment", and how it is named in messages.
 EXPERIMENT_NAMES = {"ablation": "an ablation", "lr-sweep": "a learning-rate sweep", "scaling": "a scaling study"}
 

@@ -35,7 +35,7 @@ import torch
 
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
-from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, run_or_reuse
+from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, recipe_phrase, run_or_reuse
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_run_config
@@ -275,11 +275,8 @@ def _settings_text(results: dict[str, Any]) -> str:
     """Which recipe every rate ran with (preset, config file, --set) and its seed; empty for older results."""
     if "seed" not in results:
         return ""
-    recipe = [f"preset `{results['preset']}`"] if results.get("preset") else []
-    recipe += [f"`--config {results['config_file']}`"] if results.get("config_file") else []
-    recipe += ["`--set` " + ", ".join(f"`{item}`" for item in results["set"])] if results.get("set") else []
     return (
-        f"Every rate ran {' with '.join(recipe) or 'the defaults'} once, with seed {results['seed']} (`train.seed`: "
+        f"Every rate ran {recipe_phrase(results)} once, with seed {results['seed']} (`train.seed`: "
         "the same initialization and batch order for every rate); a difference between two rates smaller than the "
         "spread over seeds (`scratchlm ablate --grid optim.lr=... --seeds N` measures it) is not significant."
     )

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
     from scratchlm.errors import ConfigError, DataError
     from scratchlm.infer.generate import decode_steps, generate
-    from scratchlm.infer.runs import text_tokenizer
+    from scratchlm.infer.runs import end_of_text_ids, sampling_vocab_limit, text_tokenizer
 
     tokenizer = text_tokenizer(loaded.config, loaded.model)
     if args.prompt_file is not None:
@@ -126,21 +126,19 @@ def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any])
             ) from None
     else:
         text = args.prompt
-    end_of_text = END_OF_TEXT in tokenizer.special_tokens
+    stop = end_of_text_ids(tokenizer)
     ids = tokenizer.encode(text)
     if not ids:
-        if not end_of_text:
+        if not stop:
             raise ConfigError(
                 f"the prompt is empty and this tokenizer has no {END_OF_TEXT} to start from; give --prompt TEXT."
             )
-        ids = [tokenizer.special_token_id(END_OF_TEXT)]
+        ids = list(stop)
     room = loaded.model.config.context_length - len(ids)
     max_new = args.max_new_tokens or max(1, min(DEFAULT_TEXT_TOKENS, room))  # too long a prompt errs below
-    stop = [tokenizer.special_token_id(END_OF_TEXT)] if end_of_text else []
-    vocab_limit = tokenizer.vocab_size if tokenizer.vocab_size < loaded.model.config.vocab_size else None
     options = {
-        "max_new_tokens": max_new, "stop_tokens": stop, "use_cache": not args.no_cache, "vocab_limit": vocab_limit,
-        **sampling,
+        "max_new_tokens": max_new, "stop_tokens": stop, "use_cache": not args.no_cache,
+        "vocab_limit": sampling_vocab_limit(tokenizer, loaded.model), **sampling,
     }  # fmt: skip
     start = time.perf_counter()
     if args.num_samples == 1:

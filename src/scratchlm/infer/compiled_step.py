@@ -18,7 +18,8 @@ One compile per session shape, not per token:
 - one module-level torch.compile (`_compiled_forward`), so dynamo's cache is shared by every session: a
   second generation with the same batch, cache size, padding and dtype compiles nothing. Past dynamo's
   `recompile_limit` shapes in one process (8 by default) new shapes run the same step eagerly: slower,
-  still exact (not fullgraph=True, which would make that an error).
+  still exact (not fullgraph=True, which would make that an error); reaching the limit logs a warning
+  that says so and how to raise it.
 
 The prefill stays eager: it runs once per generation with a shape (B, P) that changes with every prompt,
 so compiling it would mean one compile per prompt length (or dynamic shapes) to save one forward whose
@@ -54,6 +55,33 @@ def _compiled_forward() -> Callable[[TransformerLM, KVCache, Tensor], Tensor]:
     return torch.compile(_forward_one_token, dynamic=False)
 
 
+def _compiled_shapes() -> int | None:
+    """How many shapes dynamo holds compiled code for (None where this torch's private API differs)."""
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+        return len(_debug_get_cache_entry_list(_forward_one_token.__code__))
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+@functools.cache
+def _warn_once(shapes: int) -> None:
+    logger.warning(
+        "the compiled decode step now holds %d shapes, torch._dynamo.config.recompile_limit: any further "
+        "batch size or cache length in this process decodes eagerly (same tokens, slower); reuse shapes or "
+        "raise the limit, e.g. torch._dynamo.config.recompile_limit = %d.",
+        shapes,
+        2 * shapes,
+    )
+
+
+def _warn_at_recompile_limit() -> None:
+    shapes = _compiled_shapes()
+    if shapes is not None and shapes >= torch._dynamo.config.recompile_limit:
+        _warn_once(shapes)
+
+
 class CompiledDecodeStep:
     """`step(tokens_B) -> logits_BV`: one token per row through the compiled forward over a static cache.
 
@@ -77,6 +105,7 @@ class CompiledDecodeStep:
             torch.cuda.synchronize(self.tokens_B1.device)
         self.compile_s = time.perf_counter() - start
         cache.restore(state)  # the slot it wrote is rewritten before any query may see it
+        _warn_at_recompile_limit()
         logger.info(
             "decode step compiled in %.1f s (batch %d, %d cache slots; a repeat of earlier shapes reuses the code)",
             self.compile_s,

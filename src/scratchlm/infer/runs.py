@@ -18,7 +18,7 @@ import torch
 from scratchlm.config import RunConfig
 from scratchlm.errors import CheckpointError, ConfigError, DataError
 from scratchlm.model import TransformerLM
-from scratchlm.tokenizers.base import TextTokenizer
+from scratchlm.tokenizers.base import END_OF_TEXT, TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,16 @@ def text_tokenizer(config: RunConfig, model: TransformerLM) -> TextTokenizer:
     tokenizer = load_token_dir(config.data.path).tokenizer()
     check_vocabulary(model.config.vocab_size, tokenizer.vocab_size, f"the tokenizer in {config.data.path}")
     return tokenizer
+
+
+def end_of_text_ids(tokenizer: TextTokenizer) -> list[int]:
+    """[the id of <|endoftext|>] where the tokenizer has it, else []: the stop tokens of text generation."""
+    return [tokenizer.special_token_id(END_OF_TEXT)] if END_OF_TEXT in tokenizer.special_tokens else []
+
+
+def sampling_vocab_limit(tokenizer: TextTokenizer, model: TransformerLM) -> int | None:
+    """The tokenizer's vocabulary size where the model's is padded beyond it (ids past it have no text), else None."""
+    return tokenizer.vocab_size if tokenizer.vocab_size < model.config.vocab_size else None
 
 
 def check_vocabulary(model_vocab: int, data_vocab: int, source: str) -> None:

@@ -155,8 +155,13 @@ def scaled_dot_product_attention(
     if mask_QK is not None:
         if mask_QK.dtype != torch.bool:
             raise ShapeError(f"attention: `mask` must be boolean (True = may attend), got {mask_QK.dtype}.")
-        # A finite fill instead of -inf: a row with every key masked (a left-padding query) becomes a
-        # harmless uniform row instead of NaNs that would poison the whole batch.
-        scores_QK = scores_QK.masked_fill(~mask_QK, torch.finfo(scores_QK.dtype).min)
-    probs_QK = dropout(softmax(scores_QK, dim=-1), dropout_p, training)
+        # A finite fill instead of -inf, so a query with every key masked (a left-padding query) softmaxes
+        # to a uniform row instead of NaNs that would poison the whole batch; zeroing the masked
+        # probabilities afterwards then makes that query read nothing (output 0), as torch's sdpa returns.
+        masked_QK = ~mask_QK
+        probs_QK = softmax(scores_QK.masked_fill(masked_QK, torch.finfo(scores_QK.dtype).min), dim=-1)
+        probs_QK = probs_QK.masked_fill(masked_QK, 0.0)
+    else:
+        probs_QK = softmax(scores_QK, dim=-1)
+    probs_QK = dropout(probs_QK, dropout_p, training)
     return einsum(probs_QK, v_KD, "... q k, ... k d -> ... q d")
