@@ -225,6 +225,10 @@ def main() -> None:
     require(args.token_gb > 0 and args.text_gb > 0, "--token-gb and --text-gb must be positive.")
     # The text file must hold the 4 MB the tokenizer is trained on, and the token file a training window.
     require(args.text_gb >= 0.005, f"--text-gb must be at least 0.005 (5 MB), got {args.text_gb}.")
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)  # --dir may name a folder to make; its files are removed after
+    except OSError as exc:
+        raise SystemExit(f"cannot use --dir {args.dir} ({exc.strerror}); give a writable directory") from None
     free_gb = shutil.disk_usage(args.dir).free / 1e9
     needed_gb = args.token_gb + args.text_gb * 2.2
     if free_gb < needed_gb + 1:

@@ -96,6 +96,10 @@ CASES: dict[str, Case] = {
     # data files
     "missing trajectory file": Case(train_args(data="{ws}/none.pkl"), "does not exist; create it with"),
     "trajectory path is a directory": Case(train_args(data="{ws}/bad"), "is a directory; pass the .pkl file"),
+    "token files given as trajectories": Case(
+        train_args(data="{ws}/corpus"),
+        "holds token files (`scratchlm data text`), not trajectories; train on it with --set data.kind=tokens",
+    ),
     "text instead of a pickle": Case(train_args(data="{ws}/bad/text.pkl"), "not a readable trajectory pickle"),
     "pickle of a list": Case(train_args(data="{ws}/bad/list.pkl"), "expected a dict with 'states' and 'actions'"),
     "pickle running os.system": Case(train_args(data="{ws}/bad/evil.pkl"), "refusing to load `posix.system`"),
@@ -104,7 +108,7 @@ CASES: dict[str, Case] = {
     "token count differs from meta": Case(train_args(*TOKENS, data="{ws}/short_corpus"), "meta.json records"),
     "missing text input": Case(("data", "text", "--input", "{ws}/none.txt", "--out", "{scratch}/d"), "none.txt"),
     "text that is not UTF-8": Case(
-        ("data", "text", "--input", "{ws}/bad/latin1.txt", "--tokenizer", "char", "--out", "{ws}/corpus"),
+        ("data", "text", "--input", "{ws}/bad/latin1.txt", "--tokenizer", "char", "--out", "{scratch}/corpus"),
         "not valid UTF-8",
     ),
     "empty text": Case(("tokenizer", "train", "--input", "{ws}/bad/empty.txt", "--out", "{ws}/bpe"), "empty"),
@@ -143,7 +147,7 @@ CASES: dict[str, Case] = {
     ),
     "unknown version": Case(("data", "trajectories", "--version", "v9", "--out", "{ws}/traj.pkl"), "'v9' is unknown"),
     # resume conflicts and run directories
-    "resume a missing run": Case(("train", "--resume", "{ws}/none"), "is {ws}/none a run directory?"),
+    "resume a missing run": Case(("train", "--resume", "{ws}/none"), "cannot resume: {ws}/none does not exist; check"),
     "train into an existing run": Case(train_args(out="{ws}/run"), "already holds a run; continue it with --resume"),
     "resume with another config": Case(("train", "--resume", "{ws}/run", "--set", "optim.lr=0.5"), "optim.lr differ"),
     "resume a run in use": Case(("train", "--resume", "{ws}/run"), "is in use by process", EXIT_LOCKED, "run"),
@@ -355,7 +359,7 @@ def test_debug_shows_the_traceback(workspace: Path, server: CommandServer, tmp_p
     result = server.run(["--debug", "train", "--resume", str(workspace / "cut_run")], tmp_path)
     assert result.status == EXIT_BAD_INPUT
     assert result.stderr.startswith("Traceback (most recent call last):")
-    assert result.stderr.strip().splitlines()[-1].startswith("scratchlm: error: checkpoint")
+    assert result.stderr.strip().splitlines()[-1].startswith("scratchlm: error: cannot resume: checkpoint")
     after_command = server.run(["train", "--resume", str(workspace / "cut_run"), "--debug"], tmp_path)
     assert after_command.stderr == result.stderr
 

@@ -142,6 +142,10 @@ def test_missing_truncated_and_foreign_files_are_clear_errors(tmp_path: Path) ->
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(CheckpointError, match="not a scratchlm checkpoint"):
         read_checkpoint(foreign)
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)  # the usual PyTorch habit: the fix is named, not just the failure
+    with pytest.raises(CheckpointError, match=r"bare state dict .* model\.load_state_dict\(torch\.load\(path\)\)"):
+        load_model(bare)
     other = TransformerLM(model_config_from_preset("debug", ["model.d_model=64"]))
     with pytest.raises(CheckpointError, match="do not fit this model"):
         load_checkpoint(good, other)

@@ -55,7 +55,7 @@ def test_train_resume_report_round_trip(tmp_path: Path, data: Path, capsys: pyte
         (["--set", 'data.path="/nonexistent/traj.pkl"'], "does not exist; create it with `scratchlm data trajectories"),
         (["--set", "model.context_length=8"], "raise model.context_length to at least 11"),
         (["--set", "model.vocab_size=100"], "set model.vocab_size >= 256"),
-        (["--set", "train.batch_size=1000"], "batch_size 1000 exceeds the"),
+        (["--set", "train.batch_size=1000"], "set train.batch_size <= 108 or generate more"),
         (["--set", "train.epochs=2"], "exactly one training budget"),  # max_steps=4 is set in the same layer
         (["--set", "optim.betas=[0.9]"], "optim.betas must be a list of 2 floats"),
         (["--set", "train.dtype=fp8"], "train.dtype = 'fp8' is not one of"),
@@ -74,7 +74,7 @@ def test_bad_training_input_is_one_clear_line(
 
 def test_resume_errors(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
-    assert "a run directory?" in one_error_line(capsys)
+    assert "missing does not exist; check the path" in one_error_line(capsys)
     run_dir = tmp_path / "run"
     assert main([*base(data, run_dir), "--stop-after", "1"]) == 0
     capsys.readouterr()

@@ -159,12 +159,19 @@ def test_ranks_draw_their_own_dropout_and_a_resume_continues_each_ranks_stream(t
 
 @needs_dist
 @pytest.mark.slow
-def test_a_bad_data_path_under_torchrun_is_one_error_line(tmp_path: Path) -> None:
-    result = _torchrun("--preset", "debug", "--set", f"data.path={json.dumps(str(tmp_path / 'none.pkl'))}",
-                       "--out", str(tmp_path / "run"))  # fmt: skip
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("data.path={missing}", "does not exist"),  # found in setup, where the ranks agree on one report
+        ("model.foo=1", "unknown model key"),  # found reading the command line, before the process group exists
+    ],
+)
+def test_a_mistake_under_torchrun_is_one_error_line(tmp_path: Path, setting: str, said: str) -> None:
+    setting = setting.format(missing=json.dumps(str(tmp_path / "none.pkl")))
+    result = _torchrun("--preset", "debug", "--set", setting, "--out", str(tmp_path / "run"))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("scratchlm:")]
-    assert len(errors) == 1 and "does not exist" in errors[0], result.stderr[-3000:]
+    assert len(errors) == 1 and said in errors[0], result.stderr[-3000:]
     assert result.stdout == ""
 
 

@@ -94,6 +94,7 @@ def test_a_run_cut_short_is_resumed_and_a_nan_is_recorded_not_raised(
     monkeypatch.setattr(TransformerLM, "forward", poisoned)
     outcome = run_or_reuse(config, tmp_path / "nan")
     assert outcome.diverged and "non-finite" in outcome.reason
+    assert outcome.steps == 1 and outcome.summary["total_steps"] > 1  # for the tables' "steps run" column
     assert read_outcome(tmp_path / "nan").diverged  # a second invocation reuses the verdict
 
 
@@ -113,6 +114,7 @@ def test_an_lr_sweep_marks_the_divergent_rate_and_reports_the_best(tmp_path: Pat
         assert (tmp_path / "sweep" / name).is_file(), name
     text = (tmp_path / "sweep" / "results.md").read_text()
     assert "Best learning rate: **0.003**" in text
+    assert "None" not in text and f"{by_lr[30.0]['steps']} / 16" in text
     assert "with seed 1337 (`train.seed`" in text and "preset `debug`" in text  # which recipe and seed, stated
 
 

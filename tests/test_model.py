@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -228,6 +229,7 @@ def test_input_errors_name_the_argument() -> None:
         ({"d_model": 32.5}, "d_model must be int"),
         ({"causal": "yes"}, "causal must be bool"),
         ({"num_heads": True}, "num_heads must be int"),
+        ({"num_heads": np.bool_(True)}, "num_heads must be int"),
         ({"rope_theta": -1.0}, "rope_theta"),
     ],
 )
@@ -239,6 +241,13 @@ def test_config_validation_gives_one_clear_message(overrides: dict, message: str
 def test_odd_head_dim_is_fine_without_rope_and_ints_become_floats() -> None:
     c = tiny(d_model=36, num_heads=4, positional="sinusoidal", rope_theta=500)
     assert c.head_dim == 9 and isinstance(c.rope_theta, float)
+
+
+def test_numpy_numbers_become_the_python_numbers_they_stand_for() -> None:
+    # Sizes computed with NumPy in a notebook; a checkpoint's config must hold plain values.
+    c = tiny(d_model=np.int64(32), num_heads=np.int32(2), dropout=np.float32(0.25), rope_theta=np.int64(500))
+    assert (type(c.d_model), type(c.num_heads), type(c.dropout), type(c.rope_theta)) == (int, int, float, float)
+    assert c == tiny(d_model=32, num_heads=2, dropout=0.25, rope_theta=500.0)
 
 
 def test_from_dict_rejects_unknown_and_missing_keys_and_round_trips() -> None:

@@ -141,6 +141,9 @@ def test_markdown_and_mdx_escape_and_link_figures(tmp_path: Path) -> None:
     assert "a \\{b\\} &lt;c> `{kept}`" in mdx and "```python\nx = 1\n```" in mdx
     html = to_html(doc)
     assert 'src="data:image/png;base64,' in html and "&lt;c&gt;" in html and "<code>{kept}</code>" in html
+    # The browser's title shows no Markdown; the page's own heading renders it.
+    titled = to_html(Document("Run `demo` **now**", []))
+    assert "<title>Run demo now</title>" in titled and "<h1>Run <code>demo</code> <strong>now</strong></h1>" in titled
 
 
 def test_reports_in_three_formats(runs: Path, tmp_path: Path) -> None:

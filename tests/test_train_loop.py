@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratchlm.analysis.runs_table import runs_table
 from scratchlm.config import OptimConfig, RunConfig
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
@@ -235,6 +236,28 @@ def test_a_nan_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(
     last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["iteration"] == 6
     assert all(torch.isfinite(v).all() for v in last["model"].values())
+    # The run leaves a record of how it ended, which `scratchlm runs` and the experiments read.
+    assert json.loads((run_dir / "outcome.json").read_text()) == {
+        "status": "diverged", "reason": "non-finite loss or gradients at step 8", "step": 8, "total_steps": 12,
+    }  # fmt: skip
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("diverged (non-finite loss or gradients at step 8)", 8, 12)
+
+
+def test_a_nan_before_the_first_checkpoint_still_leaves_a_diverged_run(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TransformerLM.forward
+
+    def poisoned(self: TransformerLM, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
+        logits, loss = original(self, idx, targets, **kw)
+        return logits, (loss * float("nan") if targets is not None and self.training else loss)
+
+    monkeypatch.setattr(TransformerLM, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at step 1 and the run stopped; no checkpoint had been written"):
+        train(debug_config(trajectories), tmp_path / "run")
+    (row,) = runs_table(tmp_path)  # not "not started": nothing else in the directory says it ran
+    assert (row.status, row.steps, row.total_steps) == ("diverged (non-finite loss or gradients at step 1)", 1, 12)
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
@@ -264,7 +287,9 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught(
         train(config, run_dir)
     assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"] == 6
     monkeypatch.setattr(trainer, "clip_grad_norm", original)  # the glitch is gone: resume from the good checkpoint
+    assert (run_dir / "outcome.json").is_file()
     train(config, run_dir, resume=True)
+    assert not (run_dir / "outcome.json").exists()  # the run finished after all: no stale "diverged"
     train(config, tmp_path / "straight")
     resumed, straight = (read_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, tmp_path / "straight"))
     assert all(torch.equal(v, resumed["model"][k]) for k, v in straight["model"].items())
@@ -374,3 +399,27 @@ def test_a_vocabulary_much_larger_than_the_tokenizers_is_warned_about(
         setup(debug_config(char_corpus, "data.kind=tokens", f"model.vocab_size={vocab + 1000}"), tmp_path / "oversized")
     assert f"model.vocab_size is {vocab + 1000} but the data's tokenizer has {vocab} tokens" in caplog.text
     assert f"set model.vocab_size={vocab}" in caplog.text
+
+
+def test_a_resume_refuses_data_that_changed_but_not_the_same_data_saved_again(tmp_path: Path) -> None:
+    data = tmp_path / "traj.pkl"
+    save_trajectories(generate_trajectories(240, seq_length=20, seed=3, fast=True), data)
+    config, run_dir = debug_config(data), tmp_path / "run"
+    train(config, run_dir, stop_after=6)
+    # Written again from the same trajectories: other pickle bytes (torch writes storage addresses), same data.
+    before = data.read_bytes()
+    save_trajectories(generate_trajectories(240, seq_length=20, seed=3, fast=True), data)
+    assert data.read_bytes() != before
+    train(config, run_dir, resume=True, stop_after=3)
+    save_trajectories(generate_trajectories(240, seq_length=20, seed=4, fast=True), data)
+    with pytest.raises(ConfigError, match=r"is not what this run trained on until step 9 .* or start a new run"):
+        train(config, run_dir, resume=True)
+
+
+def test_a_corpus_fingerprint_ignores_how_long_preparing_took_but_not_what_it_made() -> None:
+    from scratchlm.train.datasets import _corpus_fingerprint
+
+    meta = {"vocab_size": 500, "splits": {"train": {"tokens": 100}}, "timings_s": {"encode": 1.0}, "created_by": "a"}
+    again = {**meta, "timings_s": {"encode": 2.5}, "created_by": "b"}
+    other = {**meta, "splits": {"train": {"tokens": 101}}}
+    assert _corpus_fingerprint(meta) == _corpus_fingerprint(again) != _corpus_fingerprint(other)

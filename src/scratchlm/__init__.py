@@ -1,6 +1,16 @@
 """scratchlm: decoder-only transformer LMs built from scratch, for text and robot-action tokens.
 
-The top-level names load lazily, so tokenizer-only users never import torch.
+    from scratchlm import ModelConfig, TransformerLM, generate, load_model
+
+    model = TransformerLM(ModelConfig(vocab_size=256, context_length=128, d_model=128, num_layers=4, num_heads=4))
+    logits_BTV, loss = model(idx_BT, targets_BT)
+    out = generate(model, [[1, 2, 3]], max_new_tokens=20, temperature=0.8, top_k=50, seed=0)
+    model = load_model("runs/NAME")                 # a checkpoint file or a run directory
+
+Elsewhere: scratchlm.optim (AdamW, get_lr_cosine_schedule, clip_grad_norm, weight_decay_param_groups),
+scratchlm.tokenizers (Tokenizer: byte-level BPE, Tokenizer.from_gpt2_files; CharTokenizer; load_tokenizer),
+scratchlm.train.checkpoint (save_checkpoint, load_checkpoint), scratchlm.errors (every error is a
+ScratchLMError). The top-level names load lazily, so tokenizer-only users never import torch.
 """
 
 from __future__ import annotations
@@ -26,6 +36,11 @@ if TYPE_CHECKING:
     from scratchlm.infer.generate import generate
     from scratchlm.model import TransformerLM
     from scratchlm.train.checkpoint import load_model
+
+
+def __dir__() -> list[str]:
+    # The lazy names live only in __getattr__; listing them lets dir() and notebook completion find them.
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ model. Presets, config files and `--set` overrides are resolved into a RunConfig
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ class _Section:
     SECTION: ClassVar[str]
 
     def _check_types(self) -> None:
-        """Check each field against its annotation; ints are accepted (and converted) where floats are expected."""
+        """Check each field against its annotation; ints are accepted (and converted) where floats are expected,
+        and NumPy's numbers (sizes computed in a notebook) become the Python int or float they stand for."""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
@@ -39,8 +41,8 @@ class _Section:
                     continue
                 base = next(a for a in typing.get_args(base) if a is not type(None))
             origin = typing.get_origin(base) or base
-            if origin is float and isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, f.name, float(value))
+            if origin in (int, float) and _is(value, origin) and type(value) is not origin:
+                setattr(self, f.name, origin(value))
             elif origin is tuple and isinstance(value, (list, tuple)):
                 elem = typing.get_args(base)[0]
                 if len(value) != len(typing.get_args(base)) or not all(_is(v, elem) for v in value):
@@ -103,10 +105,11 @@ def _elsewhere(keys: list[str], cls: type) -> str:
 
 
 def _is(value: Any, kind: Any) -> bool:
+    # numbers.Integral / Real also hold NumPy's scalars; bools (NumPy's are not Integral) are no numbers here.
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
@@ -394,6 +397,13 @@ class RunConfig:
 
     @classmethod
     def from_tables(cls, tables: dict[str, Any]) -> RunConfig:
+        # `lr = 0.1` above every [section] header of a TOML file is a key outside any section, not a section.
+        loose = sorted(key for key, value in tables.items() if key not in cls.SECTIONS and not isinstance(value, dict))
+        if loose:
+            raise ConfigError(
+                f"config key(s) {loose} are outside any [section]{_elsewhere(loose, cls)}; move them under their "
+                f"section's header (valid sections: {', '.join(cls.SECTIONS)})."
+            )
         unknown = sorted(set(tables) - set(cls.SECTIONS))
         if unknown:
             raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(cls.SECTIONS)}.")

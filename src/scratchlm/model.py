@@ -16,6 +16,7 @@ returns no logits (None): the full (B, T, V) tensor is what the fusion avoids.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,13 @@ INDEX_DTYPES = (torch.int64, torch.int32)  # what indexing and the loss take as 
 
 def _is_integer(dtype: torch.dtype) -> bool:
     return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 class Block(nn.Module):
@@ -111,7 +119,22 @@ class Block(nn.Module):
 
 
 class TransformerLM(nn.Module):
-    """Token embeddings -> num_layers Blocks -> final norm -> LM head, built from one ModelConfig."""
+    """Token embeddings -> num_layers Blocks -> final norm -> LM head, built from one ModelConfig.
+
+    TransformerLM(config, device=None, dtype=None): `device`/`dtype` place the parameters at construction
+    (or build on "meta" and call `to_empty()` + `reset_parameters()`). The model keeps its own validated copy
+    of `config`, so changing the caller's config afterwards does not change the model.
+
+        config = ModelConfig(vocab_size=50257, context_length=256, d_model=256, num_layers=4, num_heads=8)
+        model = TransformerLM(config)
+        logits_BTV, loss = model(idx_BT, targets_BT)    # loss is None without targets
+        model.num_params()                               # distinct parameters
+
+    `config.fast = True` is the fused fast path over the same state dict (with targets it returns no
+    logits). Train with `scratchlm.optim` (AdamW, get_lr_cosine_schedule, clip_grad_norm), save with
+    `scratchlm.train.checkpoint.save_checkpoint`, rebuild from a checkpoint or run directory alone with
+    `scratchlm.load_model`, and sample with `scratchlm.generate`.
+    """
 
     def __init__(
         self,
@@ -125,8 +148,9 @@ class TransformerLM(nn.Module):
                 f"TransformerLM takes a ModelConfig, got {type(config).__name__}; build one with "
                 "ModelConfig(**values) or ModelConfig.from_dict(values)."
             )
-        self.config = config
-        c = config
+        # A dataclass can be changed after it was checked (config.positional = "alibi" would silently build a
+        # model without positions); checking a copy again costs nothing and keeps the model's own fixed.
+        c = self.config = dataclasses.replace(config)
         self.token_embeddings = Embedding(c.vocab_size, c.d_model, device=device, dtype=dtype)
         # One RoPE table shared by every layer: the rotation depends only on position.
         rope = (
@@ -277,10 +301,17 @@ class TransformerLM(nn.Module):
             )
         if targets is not None and targets.shape != idx.shape:
             raise ShapeError(f"`targets` shape {tuple(targets.shape)} must equal `idx` shape {tuple(idx.shape)}.")
+        if token_positions is not None and not _broadcasts_to(token_positions.shape, idx.shape):
+            raise ShapeError(
+                f"`token_positions` shape {tuple(token_positions.shape)} does not fit `idx` shape {tuple(idx.shape)}; "
+                f"pass ({idx.shape[-1]},) positions shared by every row, or {tuple(idx.shape)}, one per token."
+            )
         if not self.check_token_ids or torch.compiler.is_compiling():
             return
         if idx.is_cuda and torch.cuda.is_current_stream_capturing():
             return  # value checks are data-dependent; eager runs catch bad ids before compiled/graphed ones
+        if idx.numel() == 0:
+            return  # an empty batch holds no ids to check (and min() of nothing is an error); it gives empty logits
         # Every bound in one host transfer: one sync per step on a GPU, not one per bound.
         bounds = [idx.min(), idx.max()]
         if targets is not None:

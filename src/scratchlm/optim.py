@@ -6,12 +6,15 @@ Only the `torch.optim.Optimizer` base class is used from torch.optim (the handou
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from scratchlm.errors import ConfigError
+
+__all__ = ["AdamW", "clip_grad_norm", "get_lr_cosine_schedule", "weight_decay_param_groups"]
 
 
 class AdamW(torch.optim.Optimizer):
@@ -46,8 +49,19 @@ class AdamW(torch.optim.Optimizer):
         foreach: bool | None = None,
         fused: bool = False,
     ) -> None:
+        if isinstance(params, nn.Module):
+            raise ConfigError(
+                f"AdamW takes parameters, not a {type(params).__name__}; pass model.parameters() "
+                "(or weight_decay_param_groups(model, weight_decay))."
+            )
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if not _is_number(value):
+                raise ConfigError(f"AdamW: {name} must be a number, got {value!r} ({type(value).__name__}).")
         if not lr >= 0.0:
             raise ConfigError(f"AdamW: lr must be >= 0, got {lr}.")
+        # A third beta would be silently ignored, a lone float fail deep inside; (b1, b2) is the only form.
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_number(b) for b in betas)):
+            raise ConfigError(f"AdamW: betas must be a pair of numbers (beta1, beta2), got {betas!r}.")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ConfigError(f"AdamW: betas must each be in [0, 1), got {betas}.")
         if not eps >= 0.0:
@@ -148,6 +162,13 @@ class AdamW(torch.optim.Optimizer):
             )
 
 
+def _is_number(value: object) -> bool:
+    """A real number (Python, NumPy) or a 0-d tensor (torch.optim takes a tensor lr); not a bool."""
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and value.is_floating_point()
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices (embeddings, projections, head) decay; vectors (norm gains, biases) do not."""
     params = {id(p): p for p in model.parameters() if p.requires_grad}.values()
@@ -167,8 +188,16 @@ def get_lr_cosine_schedule(
     """Learning rate at iteration `it`: linear warmup, cosine decay to the minimum, then the minimum.
 
     Warmup (it < Tw): it/Tw · max. Cosine (Tw <= it <= Tc): min + (1 + cos(pi (it-Tw)/(Tc-Tw)))/2 · (max-min).
-    After (it > Tc): min. So the rate is exactly the minimum at it = Tc.
+    After (it > Tc): min. So the rate is exactly the minimum at it = Tc, and 0 at it = 0 when Tw > 0.
+    Tc counts from 0, not from the end of warmup: it must be >= Tw (ConfigError otherwise).
     """
+    if not 0 <= warmup_iters <= cosine_cycle_iters:
+        # Tc < Tw would drop from the warmup straight to the minimum, with no cosine phase at all.
+        raise ConfigError(
+            f"the cosine schedule needs 0 <= warmup_iters <= cosine_cycle_iters, got warmup_iters {warmup_iters} "
+            f"and cosine_cycle_iters {cosine_cycle_iters}; cosine_cycle_iters is the iteration the decay ends at, "
+            "counted from 0 (warmup included)."
+        )
     if it < warmup_iters:
         return it / warmup_iters * max_learning_rate
     if it > cosine_cycle_iters:
@@ -180,12 +209,23 @@ def get_lr_cosine_schedule(
 
 
 @torch.no_grad()
-def clip_grad_norm(parameters: Iterable[Tensor], max_l2_norm: float, eps: float = 1e-6) -> Tensor:
+def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_l2_norm: float, eps: float = 1e-6) -> Tensor:
     """Scale all gradients in place so their global l2 norm is at most `max_l2_norm`; return the pre-clip norm.
 
-    The scale is max/(norm + eps) when norm exceeds max, else 1 (the result lands just under the maximum).
-    It is applied as a tensor, so no host sync is needed; a NaN norm propagates for the caller to detect.
+    `parameters`: an iterable of tensors or a single tensor (as torch.nn.utils.clip_grad_norm_ takes).
+    `max_l2_norm` must be > 0; math.inf measures the norm without clipping. The scale is max/(norm + eps)
+    when norm exceeds max, else 1 (the result lands just under the maximum). It is applied as a tensor, so
+    no host sync is needed; a NaN norm propagates for the caller to detect.
     """
+    if not (_is_number(max_l2_norm) and max_l2_norm > 0):
+        # 0 would zero every gradient (not "no clipping", as optim.grad_clip = 0 means), a negative value
+        # would flip them all: both silently stop training.
+        raise ConfigError(
+            f"clip_grad_norm: max_l2_norm must be > 0, got {max_l2_norm!r}; pass math.inf to measure the norm "
+            "without clipping, or skip the call."
+        )
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]  # iterating one tensor would yield its rows, which have no .grad
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())

@@ -162,7 +162,7 @@ def to_html(doc: Document) -> str:
     body = "\n".join(_html_block(block) for block in doc.blocks)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(doc.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        f"<title>{html.escape(plain_text(doc.title))}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>{_html_text(doc.title)}</h1>\n{body}\n</body>\n</html>\n"
     )
 
@@ -186,6 +186,11 @@ def _html_block(block: Block) -> str:
         source = f"<p><code>{html.escape(block.source)}</code>:</p>" if block.source else ""
         return f"{source}<pre><code>{html.escape(block.text)}</code></pre>"
     raise TypeError(f"unknown block {block!r}")
+
+
+def plain_text(text: str) -> str:
+    """Inline Markdown (`code`, **bold**) as the words alone: a browser tab's title shows no markup."""
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", re.sub(r"`([^`]*)`", r"\1", text))
 
 
 def _html_text(text: str) -> str:

@@ -112,8 +112,8 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         preset=preset,
         changes=changes,
         status=status,
-        steps=rows[-1]["step"] if rows else 0,
-        total_steps=summary.get("total_steps"),
+        steps=outcome.steps if outcome is not None and outcome.steps is not None else rows[-1]["step"] if rows else 0,
+        total_steps=(outcome.summary if outcome is not None else summary).get("total_steps"),
         best_val_loss=min(vals) if vals else None,
         elapsed_s=rows[-1].get("elapsed_s") if rows else None,
     )

@@ -5,12 +5,13 @@ read back instead of trained again, a run cut short (killed, or stopped by `--st
 and a run that diverged stays diverged. A directory holding a run with another config is refused, so an
 edited study never mixes old and new results silently.
 
-Divergence is recorded, not raised: a NaN/Inf (`NonFiniteLossError`) writes `outcome.json` next to the
-run, and a monitor's stop (an exploding loss) is the summary's "stopped" reason.
+Divergence is recorded, not raised: a NaN/Inf (`NonFiniteLossError`) leaves the trainer's `outcome.json`
+next to the run, and a monitor's stop (an exploding loss) is the summary's "stopped" reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,13 +21,10 @@ from typing import Any
 
 from scratchlm.config import RunConfig, with_defaults
 from scratchlm.errors import ConfigError, DataError, NonFiniteLossError
-from scratchlm.fileio import atomic_write
 from scratchlm.presets import load_toml_file
-from scratchlm.train.trainer import Monitor, train
+from scratchlm.train.trainer import OUTCOME_FILE, Monitor, train
 
 log = logging.getLogger(__name__)
-
-OUTCOME_FILE = "outcome.json"
 
 
 @dataclass
@@ -42,6 +40,11 @@ class RunOutcome:
     @property
     def diverged(self) -> bool:
         return self.status == "diverged"
+
+    @property
+    def steps(self) -> int | None:
+        """Steps run: the summary's count, or the step a NaN/Inf stopped at (which no metrics row may show)."""
+        return self.summary.get("steps", self.summary.get("step"))
 
     @property
     def final_val_loss(self) -> float:
@@ -80,12 +83,11 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
     resume = (run_dir / "checkpoints" / "last.pt").is_file() or saved_config.is_file()
     try:
         summary = train(config, run_dir, resume=resume, monitor=monitor)
-    except NonFiniteLossError as exc:
-        record = {"status": "diverged", "reason": f"non-finite loss or gradients at step {exc.step}", "step": exc.step}
-        with atomic_write(run_dir / OUTCOME_FILE, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-        log.warning("%s diverged: %s", run_dir, record["reason"])
-        return RunOutcome(run_dir, "diverged", record["reason"], record, reused=False)
+    except NonFiniteLossError:
+        outcome = read_outcome(run_dir)  # the trainer's outcome.json
+        assert outcome is not None and outcome.diverged
+        log.warning("%s diverged: %s", run_dir, outcome.reason)
+        return dataclasses.replace(outcome, reused=False)
     return _from_summary(run_dir, summary, reused=False)
 
 

@@ -205,7 +205,7 @@ def _summarize(outcomes: dict[float, RunOutcome], factor: float) -> dict[str, An
                 "run_dir": str(outcome.run_dir),
                 "status": outcome.status,
                 "reason": outcome.reason,
-                "steps": rows[-1]["step"] if rows else 0,
+                "steps": outcome.steps if outcome.steps is not None else rows[-1]["step"] if rows else 0,
                 "total_steps": outcome.summary.get("total_steps"),
                 "final_train_loss": train[-1] if train else None,
                 "final_val_loss": None if outcome.diverged else outcome.final_val_loss,

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpt2-dir", help="directory with GPT-2's encoder.json and vocab.bpe (for --tokenizer gpt2)")
     parser.add_argument("--workers", type=int, help="worker processes (default: all CPUs for large inputs)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output data directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace another corpus already in --out (the same command run again needs no flag)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
 
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         gpt2_dir=args.gpt2_dir,
         num_workers=args.workers,
         progress=False if args.no_progress else None,
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(meta))

@@ -98,17 +98,16 @@ def run(args: argparse.Namespace) -> int:
     if args.cuda_graph and device.type != "cuda":
         raise ConfigError(f"--cuda-graph needs a CUDA device, but the model is on {device}; give --device cuda.")
     seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
-    if args.seed is None and temperature > 0:
-        logger.info("sampling with --seed %d", seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     sampling = {"temperature": temperature, "top_k": args.top_k, "top_p": args.top_p, "generator": generator}
     if text_mode or args.prompt_actions is not None:  # the token-by-token modes also take the step options
         sampling.update(compile=args.compile, cuda_graph=args.cuda_graph)
-    if text_mode:
-        return _text(args, loaded, sampling)
-    if args.prompt_actions is not None:
-        return _prompt_actions(args, loaded, sampling)
-    return _rollout(args, loaded, sampling)
+    mode = _text if text_mode else _prompt_actions if args.prompt_actions is not None else _rollout
+    status = mode(args, loaded, sampling)
+    # Said after the output, not before: a bad argument found while decoding then gets its one error line alone.
+    if args.seed is None and temperature > 0:
+        logger.info("sampled with --seed %d (pass it to draw the same tokens again)", seed)
+    return status
 
 
 def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scratchlm.tokenizers.base import TextTokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input:
         from scratchlm.data.token_files import load_token_file
 
+        check_corpus_tokenizer(Path(args.input), Path(args.tokenizer), tokenizer)
         ids = load_token_file(args.input, tokenizer.vocab_size).tolist()
     else:
         words = [w for arg in args.ids for w in arg.replace(",", " ").split()]
@@ -30,3 +37,34 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--ids must be integers, got {bad!r}.") from None
     print(tokenizer.decode(ids))
     return 0
+
+
+def check_corpus_tokenizer(token_file: Path, tokenizer_dir: Path, tokenizer: TextTokenizer) -> None:
+    """When `token_file` is a split of a corpus directory, refuse a tokenizer other than the corpus's own:
+    ids of another vocabulary decode without error, to other text."""
+    from scratchlm.errors import DataError
+    from scratchlm.tokenizers import load_tokenizer
+
+    meta_path = token_file.resolve().parent / "meta.json"
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        files = {split["file"] for split in meta["splits"].values()}
+        own_name = meta["tokenizer"]["dir"]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):  # not a corpus description
+        return
+    own_dir = meta_path.parent / str(own_name)
+    # Only a directory inside the corpus (as `load_token_dir` insists), whatever a stranger's meta.json says.
+    if token_file.name not in files or Path(str(own_name)).name != own_name or own_name in ("", ".", ".."):
+        return
+    if not (own_dir / "tokenizer.json").is_file() or own_dir.resolve() == tokenizer_dir.resolve():
+        return
+    own = load_tokenizer(own_dir)
+    size = tokenizer.vocab_size
+    same = own.vocab_size == size and all(own.id_to_token(i) == tokenizer.id_to_token(i) for i in range(size))
+    if not same:
+        raise DataError(
+            f"{token_file} was written with the corpus's own tokenizer, {own_dir}, not this one; pass "
+            f"--tokenizer {own_dir}."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -30,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.input is not None:
         source = TextSource(args.input)
         size = total_size([source])
+        if args.out and os.path.exists(args.out) and os.path.samefile(args.input, args.out):
+            raise ConfigError(
+                f"--out {args.out} is the input file itself, and writing ids there would destroy the text; choose "
+                "another --out."
+            )
         if args.out:
             dtype = token_dtype(tokenizer.vocab_size)
             count = encode_sources(tokenizer, [source], args.out, dtype, num_workers=args.workers)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 training text file(s)")
     parser.add_argument("--kind", choices=("bpe", "char"), default="bpe", help="tokenizer kind (default bpe)")
-    parser.add_argument("--vocab-size", type=int, default=10000, help="BPE vocabulary size (default 10000)")
+    parser.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 10000)")
     parser.add_argument(
         "--special-tokens",
         nargs="*",
@@ -23,17 +25,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from scratchlm.errors import ConfigError
     from scratchlm.tokenizers import CharTokenizer, Tokenizer, train_bpe
 
+    if args.kind == "char" and args.vocab_size is not None:
+        raise ConfigError("--vocab-size only applies to --kind bpe; a char tokenizer's vocabulary is its alphabet.")
+    check_out(Path(args.out))  # before training, which can take minutes
     t_start = time.perf_counter()
     if args.kind == "char":
         tokenizer = CharTokenizer.train(args.input, args.special_tokens)
     else:
         specials = ["<|endoftext|>"] if args.special_tokens is None else args.special_tokens
         progress = False if args.no_progress else None
-        vocab, merges = train_bpe(args.input, args.vocab_size, specials, num_workers=args.workers, progress=progress)
+        vocab_size = 10000 if args.vocab_size is None else args.vocab_size
+        vocab, merges = train_bpe(args.input, vocab_size, specials, num_workers=args.workers, progress=progress)
         tokenizer = Tokenizer(vocab, merges, specials)
     duration_s = time.perf_counter() - t_start
     tokenizer.save(args.out)
     print(f"trained a {args.kind} tokenizer with {tokenizer.vocab_size} ids in {duration_s:.2f} s; saved to {args.out}")
     return 0
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file, or the tokenizer of a corpus: that corpus's token files were made
+    with it, and a new tokenizer saved there would decode them to other text."""
+    from scratchlm.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give the path of a directory to save the tokenizer in.")
+    corpus_meta = out.resolve().parent / "meta.json"
+    if not corpus_meta.is_file():
+        return
+    try:
+        tokenizer_dir = json.loads(corpus_meta.read_text(encoding="utf-8"))["tokenizer"]["dir"]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):  # not a corpus description
+        return
+    if tokenizer_dir == out.resolve().name:
+        raise ConfigError(
+            f"--out {out} is the tokenizer of the corpus in {corpus_meta.parent}, whose token files need it; "
+            "save the new tokenizer in another directory."
+        )

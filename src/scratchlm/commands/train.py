@@ -26,32 +26,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scratchlm.config import RunConfig
-    from scratchlm.errors import ConfigError
-    from scratchlm.presets import resolve_run_config
-    from scratchlm.train.distributed import is_main_process
+    from scratchlm.train.distributed import is_main_process, reported_by_local_rank_zero
     from scratchlm.train.tracking import dumps_strict
     from scratchlm.train.trainer import train
 
-    if args.resume:
-        if args.out:
+    # Before the process group exists the ranks cannot agree on who reports; every rank of a node reads the
+    # same command line and files, so a mistake in them is said once per node, not once per process.
+    with reported_by_local_rank_zero():
+        config, run_dir = _resolve(args)
+    summary = train(config, run_dir, resume=args.resume is not None, stop_after=args.stop_after)
+    if is_main_process():  # under torchrun every rank gets the summary; one copy on stdout is enough
+        print(dumps_strict(summary))
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The run's config and directory from the command line (a new run, or the run --resume continues)."""
+    from scratchlm.config import RunConfig
+    from scratchlm.errors import ConfigError
+    from scratchlm.presets import resolve_run_config
+
+    # `is not None`: an empty --resume or --out (an unset shell variable) must not fall back to a default.
+    if args.resume is not None:
+        if args.out is not None:
             raise ConfigError(
                 f"--resume continues the run in {args.resume} itself, so --out {args.out} cannot go with it; "
                 "drop --out, or drop --resume to start a new run there."
             )
-        run_dir = Path(args.resume)
+        run_dir = _resume_dir(args.resume)
         config = RunConfig.from_tables(_resumed_tables(run_dir, args))
     else:
         if not (args.preset or args.config):
             raise ConfigError("say what to train: --preset NAME (see `scratchlm presets`) and/or --config FILE.toml.")
         config = resolve_run_config(args.preset, args.config, args.set)
-        run_dir = Path(args.out or f"runs/{args.preset or Path(args.config).stem}")
+        run_dir = _out_dir(args.out, args.preset or Path(args.config).stem)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be a positive number of steps, got {args.stop_after}.")
-    summary = train(config, run_dir, resume=bool(args.resume), stop_after=args.stop_after)
-    if is_main_process():  # under torchrun every rank gets the summary; one copy on stdout is enough
-        print(dumps_strict(summary))
-    return 0
+    return config, run_dir
+
+
+def _out_dir(out: str | None, default_name: str) -> Path:
+    """The new run's directory: --out, else runs/<preset or config name>."""
+    from scratchlm.errors import ConfigError
+
+    if out is None:
+        return Path(f"runs/{default_name}")
+    if not out:
+        raise ConfigError(f"--out is empty; name the run directory (or leave --out out for runs/{default_name}).")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose a directory for the run.")
+    return Path(out)
+
+
+def _resume_dir(resume: str) -> Path:
+    """--resume's run directory, with the fix for the usual slips: a missing path, a checkpoint file or the
+    run's checkpoints/ folder given instead of the run directory."""
+    from scratchlm.errors import ConfigError
+
+    path = Path(resume)
+    if not resume:
+        raise ConfigError("--resume is empty; give it the directory of the run to continue.")
+    if not path.exists():
+        raise ConfigError(f"cannot resume: {path} does not exist; check the path (--resume takes a run directory).")
+    checkpoints_dir = path.parent if path.is_file() else path
+    if checkpoints_dir.name == "checkpoints" and (checkpoints_dir.parent / "config.toml").is_file():
+        raise ConfigError(
+            f"--resume takes the run directory, not its checkpoints: use --resume {checkpoints_dir.parent} "
+            "(it continues from checkpoints/last.pt)."
+        )
+    if path.is_file():
+        raise ConfigError(f"cannot resume: {path} is a file, not a run directory; check the path.")
+    return path
 
 
 def _resumed_tables(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:

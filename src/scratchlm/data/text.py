@@ -11,6 +11,7 @@ so a failed run leaves the output directory as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,9 +29,10 @@ from scratchlm import __version__
 from scratchlm.data.token_files import load_token_file, token_dtype
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import atomic_write, refuse_special_file
-from scratchlm.tokenizers.base import TextTokenizer, load_tokenizer
+from scratchlm.tokenizers.base import END_OF_TEXT, TextTokenizer, load_tokenizer
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, next_safe_cut, read_range, total_size
-from scratchlm.tokenizers.counting import plan_workers, pool_context, progress_bar
+from scratchlm.tokenizers.counting import plan_workers, progress_bar, worker_pool
+from scratchlm.tokenizers.pretokenize import check_special_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ def prepare_text_corpus(
     gpt2_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Tokenize text files into `out_dir` (layout in the module docstring); returns the meta dict.
 
@@ -113,16 +116,19 @@ def prepare_text_corpus(
     default `<|endoftext|>`), "char" (the alphabet of all inputs), "gpt2" (GPT-2's `encoder.json` and
     `vocab.bpe` from `gpt2_dir`), or the path of a saved tokenizer directory. Validation text comes from
     `val_inputs`, or else from the last `val_fraction` of the inputs, cut at a line or special-token boundary.
+    An `out_dir` that already holds another corpus (other inputs, split or tokenizer) is refused before any
+    work unless `overwrite`; the same preparation run again rewrites it with the same files.
     """
     timings: dict[str, float] = {}
     train_sources, val_sources, val_split = _split_sources(inputs, val_inputs, val_fraction, special_tokens)
+    tokenizer_source, specials = _tokenizer_plan(tokenizer, vocab_size, special_tokens, gpt2_dir)
+    out_dir = Path(out_dir)
+    source_paths = [os.path.abspath(path) for path in _unique_paths([*train_sources, *val_sources])]
+    _check_out_dir(out_dir, _recipe(source_paths, val_split, tokenizer_source, specials), overwrite)
     t_start = time.perf_counter()
-    tok, tokenizer_source = _make_tokenizer(
-        tokenizer, train_sources, val_sources, vocab_size, special_tokens, gpt2_dir, num_workers, progress
-    )
+    tok = _make_tokenizer(tokenizer_source, specials, train_sources, val_sources, num_workers, progress)
     timings["tokenizer"] = time.perf_counter() - t_start
     dtype = token_dtype(tok.vocab_size)
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
@@ -215,7 +221,7 @@ def encode_sources(
                     count += len(ids)
                     bar.update(nbytes)
             else:
-                with pool_context().Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+                with worker_pool(workers, _init_worker, (tokenizer,)) as pool:
                     for ids, nbytes in pool.imap(_encode_range, tasks):
                         fh.write(ids.tobytes())
                         count += len(ids)
@@ -267,29 +273,17 @@ def _val_cut(path: str, position: int, size: int, special_tokens: Sequence[str])
     return cut if cut is not None and 0 < cut < size else None
 
 
-def _make_tokenizer(
-    choice: str,
-    train_sources: list[TextSource],
-    val_sources: list[TextSource],
-    vocab_size: int | None,
-    special_tokens: Sequence[str] | None,
-    gpt2_dir: str | os.PathLike | None,
-    num_workers: int | None,
-    progress: bool | None,
-) -> tuple[TextTokenizer, dict]:
-    from scratchlm.tokenizers.bpe import train_bpe
-    from scratchlm.tokenizers.char import CharTokenizer
-    from scratchlm.tokenizers.tokenizer import Tokenizer
-
+def _tokenizer_plan(
+    choice: str, vocab_size: int | None, special_tokens: Sequence[str] | None, gpt2_dir: str | os.PathLike | None
+) -> tuple[dict, list[str]]:
+    """What `choice` asks for, checked before any work: (meta.json's `tokenizer.source`, its special tokens)."""
     if vocab_size is not None and choice != "bpe":
         raise ConfigError(f"--vocab-size only applies to --tokenizer bpe; {choice!r} has a fixed vocabulary.")
     if choice == "bpe":
-        specials = ["<|endoftext|>"] if special_tokens is None else list(special_tokens)
-        size = 10000 if vocab_size is None else vocab_size
-        vocab, merges = train_bpe(train_sources, size, specials, num_workers=num_workers, progress=progress)
-        return Tokenizer(vocab, merges, specials), {"trained": "bpe", "vocab_size_requested": size}
+        specials = [END_OF_TEXT] if special_tokens is None else check_special_tokens(special_tokens)
+        return {"trained": "bpe", "vocab_size_requested": 10000 if vocab_size is None else vocab_size}, specials
     if choice == "char":
-        return CharTokenizer.train([*train_sources, *val_sources], special_tokens), {"trained": "char"}
+        return {"trained": "char"}, check_special_tokens(special_tokens)
     if choice == "gpt2":
         if special_tokens is not None:
             raise ConfigError("--special-tokens does not apply to --tokenizer gpt2 (its only one is <|endoftext|>).")
@@ -299,21 +293,109 @@ def _make_tokenizer(
                 "--tokenizer gpt2 needs GPT-2's encoder.json and vocab.bpe: pass --gpt2-dir DIR "
                 "(or set SCRATCHLM_GPT2_DIR)."
             )
-        directory = Path(directory)
-        tok = Tokenizer.from_gpt2_files(directory / "encoder.json", directory / "vocab.bpe")
-        return tok, {"gpt2_files": os.fspath(directory.resolve())}
+        return {"gpt2_files": os.fspath(Path(directory).resolve())}, [END_OF_TEXT]
     path = Path(choice)
     if not path.is_dir():
         raise ConfigError(
             f"--tokenizer must be one of {', '.join(TOKENIZER_CHOICES)} or a saved tokenizer directory; "
             f"{choice!r} is neither."
         )
-    tok = load_tokenizer(path)
-    if special_tokens is not None and list(special_tokens) != list(tok.special_tokens):
-        raise ConfigError(
-            f"the saved tokenizer has special tokens {tok.special_tokens}; drop --special-tokens or retrain it."
+    from scratchlm.tokenizers.tokenizer import read_tokenizer_meta
+
+    saved = read_tokenizer_meta(path).get("special_tokens", [])
+    if special_tokens is not None and check_special_tokens(special_tokens) != saved:
+        raise ConfigError(f"the saved tokenizer has special tokens {saved}; drop --special-tokens or retrain it.")
+    return {"loaded": os.fspath(path.resolve())}, saved
+
+
+def _make_tokenizer(
+    source: dict,
+    specials: list[str],
+    train_sources: list[TextSource],
+    val_sources: list[TextSource],
+    num_workers: int | None,
+    progress: bool | None,
+) -> TextTokenizer:
+    """Train or load the tokenizer `_tokenizer_plan` described."""
+    from scratchlm.tokenizers.bpe import train_bpe
+    from scratchlm.tokenizers.char import CharTokenizer
+    from scratchlm.tokenizers.tokenizer import Tokenizer
+
+    if source.get("trained") == "bpe":
+        size = source["vocab_size_requested"]
+        vocab, merges = train_bpe(train_sources, size, specials, num_workers=num_workers, progress=progress)
+        return Tokenizer(vocab, merges, specials)
+    if source.get("trained") == "char":
+        return CharTokenizer.train([*train_sources, *val_sources], specials)
+    if "gpt2_files" in source:
+        directory = Path(source["gpt2_files"])
+        return Tokenizer.from_gpt2_files(directory / "encoder.json", directory / "vocab.bpe")
+    return load_tokenizer(source["loaded"])
+
+
+# ---- an existing output directory ---------------------------------------------------------------------------
+_OUTPUT_NAMES = ("meta.json", "train.bin", "val.bin", "tokenizer")
+
+
+def _recipe(sources: list[str], val_split: dict, tokenizer_source: dict, special_tokens: list[str]) -> dict:
+    """What makes two corpora the same: inputs, validation split, tokenizer (the byte offset and timings
+    follow from these)."""
+    if val_split.get("kind") == "fraction":
+        val = ("fraction", val_split.get("fraction"))
+    else:
+        val = ("files", len(val_split.get("paths") or ()))
+    return {"sources": sources, "val": val, "tokenizer": tokenizer_source, "special_tokens": special_tokens}
+
+
+def _recipe_of(meta: object) -> dict | None:
+    """The recipe of an existing meta.json, or None when it is not a corpus description."""
+    try:
+        return _recipe(
+            [entry["path"] for entry in meta["sources"]],
+            meta["val_split"],
+            meta["tokenizer"]["source"],
+            meta["tokenizer"]["special_tokens"],
         )
-    return tok, {"loaded": os.fspath(path.resolve())}
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _check_out_dir(out_dir: Path, planned: dict, overwrite: bool) -> None:
+    """Refuse, before any work, to replace what `out_dir` holds unless it is this same corpus (a re-run,
+    which rewrites the same files) or `overwrite` is set: token files of another corpus may be what a
+    run trains on, and a directory of other files is not ours to rewrite."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give the path of a directory for the corpus.")
+    present = [name for name in _OUTPUT_NAMES if (out_dir / name).exists()] if out_dir.is_dir() else []
+    if overwrite or not present:
+        return
+    existing = None
+    if (out_dir / "meta.json").is_file():  # not a FIFO or device, which could block the read
+        with contextlib.suppress(OSError, ValueError, RecursionError):  # unreadable: not a corpus we know
+            existing = _recipe_of(json.loads((out_dir / "meta.json").read_text(encoding="utf-8")))
+    if existing is None:
+        raise DataError(
+            f"{out_dir} already holds {', '.join(present)} but no corpus meta.json; choose another --out, or "
+            "pass --overwrite to replace them."
+        )
+    if existing != planned:
+        names = ", ".join(os.path.basename(str(path)) for path in existing["sources"])
+        raise DataError(
+            f"{out_dir} already holds another corpus ({_tokenizer_words(existing['tokenizer'])} on {names}); "
+            "choose another --out, or pass --overwrite to replace it."
+        )
+
+
+def _tokenizer_words(source: object) -> str:
+    """meta.json's `tokenizer.source` in words, for messages."""
+    source = source if isinstance(source, dict) else {}
+    if source.get("trained") == "bpe":
+        return f"a {source.get('vocab_size_requested')}-token BPE"
+    if source.get("trained") == "char":
+        return "a char tokenizer"
+    if "gpt2_files" in source:
+        return "GPT-2's tokenizer"
+    return f"the tokenizer from {source.get('loaded', 'elsewhere')}"
 
 
 def _unique_paths(sources: Sequence[TextSource]) -> list[str]:

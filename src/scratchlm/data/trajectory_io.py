@@ -81,6 +81,11 @@ def load_trajectories(
             f"trajectory file {source!r} does not exist; create it with `scratchlm data trajectories --out {source}`."
         ) from None
     except IsADirectoryError:
+        if (Path(source) / "meta.json").is_file() and (Path(source) / "train.bin").is_file():
+            raise DataError(
+                f"{source!r} holds token files (`scratchlm data text`), not trajectories; train on it with "
+                "--set data.kind=tokens (and model.vocab_size at least its tokenizer's)."
+            ) from None
         raise DataError(f"trajectory path {source!r} is a directory; pass the .pkl file inside it.") from None
     if raw.startswith(b"PK\x03\x04"):
         raise DataError(

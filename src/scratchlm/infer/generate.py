@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scratchlm.config import ModelConfig
 from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.infer.kv_cache import KVCache
 from scratchlm.infer.sampling import check_sampling_args, sample_next_token
@@ -38,7 +39,8 @@ from scratchlm.model import TransformerLM
 
 logger = logging.getLogger(__name__)
 
-Prompts = Sequence[Sequence[int]] | Tensor
+# B prompts as id lists or a (B, T) tensor, or one prompt as a flat list of ids or a (T,) tensor (NumPy arrays too).
+Prompts = Sequence[Sequence[int]] | Sequence[int] | Tensor
 PAD_ID = 0  # what fills padding slots; any valid id works, as the mask hides them
 # Static caches come in multiples of 16 slots (capped at the context): aligned rows for the fused attention
 # kernels, and generations of nearby lengths share one compiled step. Unused slots are masked out.
@@ -88,9 +90,22 @@ def generate(
     cuda_graph: bool = False,
     compile: bool = False,
 ) -> Generation:
-    """Continue every prompt by up to max_new_tokens tokens; arguments as in `decode_steps`.
+    """Continue every prompt by up to max_new_tokens tokens; returns a Generation (`.tokens`, `.sequences()`).
+
+    prompts: B non-empty lists of token ids, a (B, T) tensor, or one prompt (a list of ids or a (T,)
+    tensor); prompts of different lengths are left-padded into one batch. The longest prompt plus
+    max_new_tokens must fit in context_length (there is no sliding window). temperature 0 is greedy;
+    top_k keeps the k most likely tokens, top_p the smallest set whose probability reaches p. stop_tokens
+    (an id or a list of ids) end a row, and are left out of its tokens. seed: draw from a fresh
+    torch.Generator seeded with it (or pass your own `generator`; not both).
+    vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
+    use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
+    decode step over a static cache (see cuda_graph.py). compile runs the decode step through torch.compile
+    (compiled_step.py; compile time is logged apart); with cuda_graph too, the compiled step is what the
+    graph captures. The model is in eval mode while generating, and back in its own mode after.
 
     Tokens stay on the device until the end, so without stop tokens there is no host sync per step.
+    `decode_steps` takes the same arguments and yields each step as it is drawn (streaming).
     """
     rows = as_token_lists(prompts)
     stop_tokens = as_stop_tokens(stop_tokens)
@@ -137,18 +152,12 @@ def decode_steps(
     cuda_graph: bool = False,
     compile: bool = False,
 ) -> Iterator[DecodeStep]:
-    """An iterator of one DecodeStep per generated token (for streaming); arguments are checked right away.
+    """An iterator of one DecodeStep per generated token (for streaming); arguments as in `generate`.
 
-    prompts: B non-empty lists of token ids, a (B, T) tensor, or one prompt (a list of ids or a (T,)
-    tensor). temperature 0 is greedy; top_k keeps the k most likely tokens, top_p the smallest set whose
-    probability reaches p. stop_tokens (an id or a list of ids) end a row. seed: draw from a fresh
-    torch.Generator seeded with it (or pass your own `generator`; not both).
-    vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
-    use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
-    decode step over a static cache (see cuda_graph.py). compile runs the decode step through torch.compile
-    (compiled_step.py; compile time is logged apart); with cuda_graph too, the compiled step is what the
-    graph captures. The model is in eval mode while the iterator runs.
+    The arguments are checked right away, not at the first step. The model is in eval mode while the
+    iterator runs. A row's steps go on after its stop token until every row has stopped (see `done_B`).
     """
+    check_model(model)
     rows = as_token_lists(prompts)
     stops = as_stop_tokens(stop_tokens)
     check_generation_args(model, rows, max_new_tokens, temperature, top_k, top_p, stops, vocab_limit)
@@ -331,6 +340,15 @@ def as_stop_tokens(stop_tokens: Sequence[int] | int) -> list[int]:
     if isinstance(stop_tokens, (str, bytes)) or not all(_is_token_id(t) for t in stop_tokens):
         raise ConfigError(f"stop_tokens must be a token id or a list of ids, got {stop_tokens!r}.")
     return [int(token) for token in stop_tokens]
+
+
+def check_model(model: object) -> None:
+    """A TransformerLM (or a wrapper that forwards its attributes, as torch.compile's does)."""
+    if not isinstance(getattr(model, "config", None), ModelConfig):
+        raise ConfigError(
+            f"generate takes a scratchlm TransformerLM, got {type(model).__name__}; build one from a ModelConfig "
+            "or load one with scratchlm.load_model(path)."
+        )
 
 
 def check_generation_args(

@@ -1,12 +1,16 @@
 """Cut a text file into byte ranges that can be pre-tokenized (or encoded) independently and exactly.
 
 A cut at byte `q` is safe when pre-tokenizing (or encoding) the two sides separately gives the same
-pre-tokens as the whole. Two kinds of position qualify:
+pre-tokens as the whole. Three kinds of position qualify:
   * the start of a special token, since text is split at special tokens before anything else;
   * just after a newline that has a printable, non-space ASCII character on both sides (`x\\ny`): the GPT-2
     pattern always ends a pre-token at such a newline (it cannot join a newline to a word, and the lone
-    newline between two non-space characters is its own pre-token either way).
-Either way no special-token occurrence may straddle `q`. Ranges are found by scanning the file in small
+    newline between two non-space characters is its own pre-token either way);
+  * between the two bytes of a Windows line break with such characters around it (`x\\r|\\ny`): whole, the
+    pattern splits `\\r\\n` before a word into `\\r` and `\\n` (`\\s+(?!\\S)` gives back the last space), just as
+    the two sides do apart; after the `\\n` would not do, since `x\\r\\n` alone ends in the one pre-token `\\r\\n`.
+    Without this a CRLF file with no special tokens had no safe cut at all and was read, and encoded, whole.
+In each case no special-token occurrence may straddle `q`. Ranges are found by scanning the file in small
 windows, so memory stays bounded however large the file is; the file is never decoded here (UTF-8 is
 self-synchronizing, so byte-level search for a special token's encoding finds exactly its occurrences).
 """
@@ -22,7 +26,7 @@ from typing import BinaryIO
 from scratchlm.errors import DataError
 
 _WINDOW_BYTES = 1 << 16  # bytes scanned per look; the window slides on when it holds no safe cut
-_NEWLINE_CUT = re.compile(rb"(?<=[\x21-\x7e]\n)(?=[\x21-\x7e])")
+_NEWLINE_CUT = re.compile(rb"(?<=[\x21-\x7e]\n)(?=[\x21-\x7e])|(?<=[\x21-\x7e]\r)(?=\n[\x21-\x7e])")
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ def total_size(sources: Sequence[TextSource]) -> int:
                 f"the input {source.path[:40]!r}... looks like text, not a file path; training reads files: write "
                 "the text to a file and pass its path."
             )
+        if os.path.isdir(source.path):
+            raise DataError(f"input {source.path} is a directory, not a text file; pass the file(s) inside it.")
         if not os.path.isfile(source.path):
             raise DataError(f"input file {source.path} does not exist (or is not a file); check the path.")
         total += source.stop() - source.start

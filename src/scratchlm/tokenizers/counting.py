@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
+import signal
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, read_range, total_size
 from scratchlm.tokenizers.pretokenize import count_pretokens, special_pattern
@@ -46,6 +49,36 @@ def pool_context() -> multiprocessing.context.BaseContext:
     """Fork where available: workers inherit the imported modules instead of re-importing torch."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+@contextmanager
+def worker_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()
+) -> Iterator[multiprocessing.pool.Pool]:
+    """A process pool whose workers end gracefully: `close()` and `join()` after the work, `terminate()` on error.
+
+    `Pool.__exit__` would terminate the workers with SIGTERM even after a clean run. That ends a worker only
+    under the default disposition: a Python-level handler (the CLI installs one) is inherited through fork
+    and runs only between bytecodes, so a worker blocked on the task queue's lock slept on and the parent's
+    `join()` waited forever (about 1 run in 15 of `scratchlm tokenizer train` on 2 MiB). Workers therefore
+    restore the default action first, and a clean run sends no signal at all.
+    """
+    pool = pool_context().Pool(workers, initializer=_start_worker, initargs=(initializer, initargs))
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that terminate() ends this worker wherever it is
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _count_range(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[Counter[str], int]:
@@ -83,7 +116,7 @@ def count_files(
                 bar.update(nbytes)
         else:
             logger.debug("pre-tokenizing %d bytes with %d processes, ~%d-byte chunks", total, workers, target)
-            with pool_context().Pool(workers) as pool:
+            with worker_pool(workers) as pool:
                 for chunk_counts, nbytes in pool.imap_unordered(_count_range, tasks):
                     counts.update(chunk_counts)
                     bar.update(nbytes)

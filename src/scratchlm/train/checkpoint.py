@@ -110,10 +110,20 @@ def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "
                 f"checkpoint {name!r} cannot be loaded safely: it refers to `{refused.group(1)}`, which a checkpoint "
                 "of tensors and plain values never needs; it was refused and nothing in it ran."
             ) from None
+        # torch's first sentence says what failed; its zip reader goes on with advice cut off mid-sentence.
+        what = first_line(exc).split(". ")[0]
         raise CheckpointError(
-            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}: {first_line(exc)}); "
+            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}: {what}); "
             "it is truncated, corrupt, or holds objects other than tensors and plain values."
         ) from None
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        # torch.save(model.state_dict(), path): weights without the config that would rebuild their model.
+        raise CheckpointError(
+            f"{name!r} is not a scratchlm checkpoint but a bare state dict (weights, no config to rebuild their "
+            "model from); load it with "
+            "model.load_state_dict(torch.load(path)) into a TransformerLM of its ModelConfig, or save with "
+            "scratchlm.train.checkpoint.save_checkpoint."
+        )
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {name!r} is not a scratchlm checkpoint (no 'model' entry).")
     if not isinstance(state["model"], dict):

@@ -8,10 +8,13 @@ and the data's own validation metrics.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,6 +38,9 @@ class TrainingData:
     batches_per_epoch: int | None = None  # per-rank batches in one pass over the training split
     metrics: Callable[[Tensor, Tensor], dict[str, float]] = _no_metrics  # per-target-token means, "val_*" keys
     info: dict[str, Any] = field(default_factory=dict)  # facts for reports (split sizes, loss floor, ...)
+    # A digest of what the data holds (not of file bytes or dates): checkpoints record it, and a resume refuses
+    # data that changed under the same data.path, which would silently break the exact-resume promise.
+    fingerprint: str | None = None
 
 
 def build_training_data(config: RunConfig, device: torch.device, dist: DistInfo) -> TrainingData:
@@ -51,17 +57,44 @@ def _token_data(config: RunConfig, device: torch.device, dist: DistInfo) -> Trai
     for split, tokens in (("train", corpus.train), ("val", corpus.val)):
         if len(tokens) <= context:
             raise_short(split, len(tokens), context, config.data.path)
-    train = TokenWindows(corpus.train, t.batch_size, context, device, t.seed, dist.rank, dist.world_size)
+    train_check, val_check = (_ids_to_check(tokens, corpus.vocab_size) for tokens in (corpus.train, corpus.val))
+    train = TokenWindows(
+        corpus.train, t.batch_size, context, device, t.seed, dist.rank, dist.world_size, check_ids_below=train_check
+    )
     # Validation uses global-batch-sized batches (rank 0 evaluates alone), so its set does not depend on
     # how many processes train.
     val_batch = t.batch_size * dist.world_size
     return TrainingData(
         train=train,
-        val_batches=lambda: fixed_windows(corpus.val, val_batch, context, t.eval_batches, device),
+        val_batches=lambda: fixed_windows(corpus.val, val_batch, context, t.eval_batches, device, val_check),
         seq_len=context,
         vocab_size=corpus.vocab_size,
         info={"train_tokens": len(corpus.train), "val_tokens": len(corpus.val)},
+        fingerprint=_corpus_fingerprint(corpus.meta),
     )
+
+
+def _corpus_fingerprint(meta: dict[str, Any]) -> str:
+    """meta.json names the sources (by sha256), the tokenizer and the split, and counts the tokens: the same
+    command on the same text gives the same digest. Its timings and writer version are left out."""
+    kept = {key: value for key, value in meta.items() if key not in ("timings_s", "created_by")}
+    return "sha256:" + hashlib.sha256(json.dumps(kept, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _trajectory_fingerprint(states_NTS: np.ndarray, actions_NT: np.ndarray) -> str:
+    """The arrays themselves: a regenerated pickle of the same trajectories has other bytes (torch writes
+    storage addresses into it) but the same digest."""
+    digest = hashlib.sha256(f"{states_NTS.dtype}{states_NTS.shape}{actions_NT.dtype}{actions_NT.shape}".encode())
+    for array in (states_NTS, actions_NT):
+        digest.update(np.ascontiguousarray(array).data)
+    return "sha256:" + digest.hexdigest()
+
+
+def _ids_to_check(tokens: Any, vocab_size: int) -> int | None:
+    """The bound each batch's ids are checked against: set only for a file opened with a sampled id check."""
+    from scratchlm.data import token_files
+
+    return vocab_size if len(tokens) > token_files.FULL_CHECK_TOKENS else None
 
 
 def raise_short(split: str, num_tokens: int, context: int, path: str) -> None:
@@ -93,6 +126,7 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     else:
         layout = ActionLayout()
     train_seq, val_seq = make_sequences(train_split, layout), make_sequences(val_split, layout)
+    _check_batch_fits(len(train_seq), t.batch_size, dist.world_size, d.path)
     # Every rank walks the same global batch order and keeps its own rows (see sources.py).
     global_batches = EpochBatches(train_seq, t.batch_size * dist.world_size, seed=t.seed, device="cpu")
     train = RankSlice(global_batches, dist.rank, t.batch_size, device, tokens_per_row=train_seq.seq_len - 1)
@@ -119,6 +153,21 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
             "loss_floor": floor,
             "layout": layout.to_dict(),
         },
+        fingerprint=_trajectory_fingerprint(trajectories.states_NTS, trajectories.actions_NT),
+    )
+
+
+def _check_batch_fits(num_train: int, batch_size: int, world_size: int, path: str) -> None:
+    """Every step takes a whole (global) batch of distinct training trajectories, so it needs that many."""
+    from scratchlm.errors import ConfigError
+
+    if batch_size * world_size <= num_train:
+        return
+    processes = f" x {world_size} processes" if world_size > 1 else ""
+    raise ConfigError(
+        f"train.batch_size = {batch_size}{processes} needs {batch_size * world_size} training trajectories per "
+        f"step, but {path} has {num_train} in its training split; set train.batch_size <= "
+        f"{max(num_train // world_size, 1)} or generate more trajectories."
     )
 
 

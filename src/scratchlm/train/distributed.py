@@ -11,7 +11,8 @@ CLI turns into its exit status without a message.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,6 +70,18 @@ def shutdown_distributed(*, wait_for_all: bool = False) -> None:
 def is_main_process() -> bool:
     """Rank 0 of a torchrun job, or a plain single process (readable before the process group exists)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def reported_by_local_rank_zero() -> Iterator[None]:
+    """A ScratchLMError raised inside is reported by each node's local rank 0 alone (the others exit with its
+    status, quietly): for work done before the process group exists, which every rank of a node does alike."""
+    try:
+        yield
+    except ScratchLMError as exc:
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+            raise ReportedElsewhere(exc.exit_code) from None
+        raise
 
 
 def all_ranks_agree(info: DistInfo, fn: Callable[[], T]) -> T:

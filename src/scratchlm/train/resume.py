@@ -16,7 +16,7 @@ import torch
 from scratchlm.config import RunConfig, with_defaults
 from scratchlm.errors import CheckpointError, ConfigError, first_line
 from scratchlm.fileio import atomic_copy
-from scratchlm.presets import without_budget
+from scratchlm.presets import load_toml_file, without_budget
 from scratchlm.train.checkpoint import read_checkpoint
 from scratchlm.train.run import Run, TrainState, budget_of, lr_at, total_steps_for, write_config
 from scratchlm.train.state import rank_seed, restore_rng_state
@@ -35,12 +35,7 @@ def check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
     mine, theirs = without_budget(config.to_tables()), without_budget(with_defaults(saved))
     if mine == theirs:
         return
-    changed = sorted(
-        f"{section}.{key}"
-        for section, values in mine.items()
-        for key, value in values.items()
-        if not isinstance(theirs.get(section), dict) or theirs[section].get(key) != value
-    )
+    changed = _changed_keys(mine, theirs)
     raise ConfigError(
         f"the run in {run_dir} was started with a different config ({', '.join(changed)} differ); "
         "resume it without overrides (only the budget, train.max_steps / max_tokens / epochs, may change), or "
@@ -115,9 +110,14 @@ def _processes(n: int) -> str:
 
 
 def restore(run: Run, path: Path) -> None:
-    ckpt = read_checkpoint(path, map_location=run.device)
+    ckpt = _read_last(path, run)
     saved = check_world_size(run, ckpt, ckpt.get("run_config"))
-    check_same_config(saved, run.config, run.run_dir)
+    try:
+        check_same_config(saved, run.config, run.run_dir)
+    except ConfigError:
+        check_checkpoint_is_the_runs(saved, path, run.run_dir)  # a more exact report when it is not
+        raise
+    check_same_data(run, ckpt.get("data_fingerprint"), int(ckpt.get("iteration", 0)))
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -142,6 +142,61 @@ def restore(run: Run, path: Path) -> None:
     changed = saved is not ckpt.get("run_config") or old_budget != budget_of(run.config.to_tables())
     if changed and run.dist.is_main:
         write_config(run)  # the new budget or batch_size; last.pt records it too from the next save on
+
+
+def check_same_data(run: Run, saved: Any, step: int) -> None:
+    """Refuse data that changed under the run's data.path since the checkpoint (a corpus prepared again with
+    another tokenizer, other trajectories): resuming on it would train on data the steps so far never saw.
+    Checkpoints written before fingerprints were kept (None) are not checked."""
+    if saved is None or run.data.fingerprint is None or saved == run.data.fingerprint:
+        return
+    path = run.config.data.path
+    raise ConfigError(
+        f"the data at {path} is not what this run trained on until step {step} (its content changed since); "
+        f"put that data back at {path} to resume, or start a new run on the new data with --out."
+    )
+
+
+def _read_last(path: Path, run: Run) -> dict[str, Any]:
+    """The run's last.pt; an unreadable one says which earlier checkpoint of the run can take its place."""
+    try:
+        return read_checkpoint(path, map_location=run.device)
+    except CheckpointError as exc:
+        steps = sorted(run.checkpoint_dir.glob("step_*.pt"))
+        instead = (
+            f"to resume from the newest earlier checkpoint, copy it over: cp {steps[-1]} {path}"
+            if steps
+            else "the run has no earlier checkpoint to resume from, so start a new run with --out"
+        )
+        raise CheckpointError(f"cannot resume: {str(exc).rstrip('.')}; {instead}.") from None
+
+
+def check_checkpoint_is_the_runs(saved: Any, path: Path, run_dir: Path) -> None:
+    """Refuse a last.pt whose config differs from the config.toml beside it: it was copied in from another run,
+    so the differences are not the command line's (which `check_same_config` would blame)."""
+    config_path = run_dir / "config.toml"
+    if not isinstance(saved, dict) or not config_path.is_file():
+        return
+    on_disk = without_budget(with_defaults(load_toml_file(str(config_path))))
+    in_checkpoint = without_budget(with_defaults(saved))
+    changed = sorted({*_changed_keys(on_disk, in_checkpoint), *_changed_keys(in_checkpoint, on_disk)})
+    if changed:
+        raise CheckpointError(
+            f"{path} was written by a run with another config than {config_path} ({', '.join(changed)} differ), "
+            "so the directory mixes files of two runs; put back the run's own last.pt (or copy one of its "
+            "step_*.pt over it), or start a new run with --out."
+        )
+
+
+def _changed_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """`section.key` of every value in `mine` that `theirs` lacks or holds differently."""
+    return sorted(
+        f"{section}.{key}"
+        for section, values in mine.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if not isinstance(theirs.get(section), dict) or theirs[section].get(key) != value
+    )
 
 
 def check_budget(run: Run, old_total: int) -> None:

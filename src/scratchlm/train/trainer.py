@@ -34,12 +34,13 @@ from scratchlm.errors import (
     OutOfMemoryError,
     PeerLostError,
     ReportedElsewhere,
+    Terminated,
 )
 from scratchlm.fileio import atomic_copy, atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
 from scratchlm.optim import AdamW, clip_grad_norm, weight_decay_param_groups
-from scratchlm.presets import load_toml_file
+from scratchlm.presets import load_toml_file, to_toml
 from scratchlm.train.checkpoint import save_checkpoint
 from scratchlm.train.compile import compile_for_training
 from scratchlm.train.datasets import build_training_data
@@ -68,6 +69,9 @@ from scratchlm.train.state import rank_seed
 from scratchlm.train.tracking import MetricsLogger, dumps_strict, strict_json, truncate_metrics_after
 
 log = logging.getLogger(__name__)
+
+# Beside a run that a NaN/Inf stopped (summary.json is written only by a run that ended otherwise).
+OUTCOME_FILE = "outcome.json"
 
 __all__ = [
     "Monitor",
@@ -104,6 +108,9 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
     """
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        _refuse_checkpoints_without_last(run_dir)
+        _refuse_files_of_no_run(run_dir, config)
     if resume and not last.is_file():
         saved_config = run_dir / "config.toml"
         if not saved_config.is_file():
@@ -173,6 +180,45 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
         write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
     return run
+
+
+def _refuse_checkpoints_without_last(run_dir: Path) -> None:
+    """Refuse a run directory that holds step_*.pt or best.pt but no last.pt (deleted or lost after a save).
+
+    Every save writes last.pt first, so such a directory is no fresh start: treating it as one (a new run,
+    or a resume "from step 0") would overwrite its best.pt, its step_*.pt and its metrics.
+    """
+    checkpoints = run_dir / "checkpoints"
+    steps = sorted(checkpoints.glob("step_*.pt")) if checkpoints.is_dir() else []
+    newest = steps[-1] if steps else checkpoints / "best.pt"
+    if not newest.is_file():
+        return
+    raise CheckpointError(
+        f"{run_dir} holds checkpoints but no {checkpoints / 'last.pt'}, and starting over would overwrite them; "
+        f"to continue from the newest, copy it (cp {newest} {checkpoints / 'last.pt'}) and run --resume {run_dir}, "
+        "or choose another --out."
+    )
+
+
+def _refuse_files_of_no_run(run_dir: Path, config: RunConfig) -> None:
+    """Refuse to overwrite a config.toml or metrics.jsonl that no run wrote, e.g. `--config exp/config.toml
+    --out exp`: a run makes checkpoints/ before it writes either, so without checkpoints/ they are the user's.
+
+    A config.toml identical to the one the run would write (a run's config copied in) is no loss and is allowed.
+    """
+    if (run_dir / "checkpoints").is_dir():
+        return
+    config_path, metrics_path = run_dir / "config.toml", run_dir / "metrics.jsonl"
+    if config_path.is_file() and config_path.read_bytes() != to_toml(config.to_tables()).encode("utf-8"):
+        raise ConfigError(
+            f"{config_path} was not written by a run ({run_dir} has no checkpoints/), and this run would overwrite "
+            "it with its resolved config; keep your file elsewhere (pass it with --config) or choose another --out."
+        )
+    if metrics_path.exists():
+        raise ConfigError(
+            f"{metrics_path} was not written by a run ({run_dir} has no checkpoints/), and this run would replace "
+            "it; move it away or choose another --out."
+        )
 
 
 def wrap_for_ddp(run: Run) -> None:
@@ -319,6 +365,7 @@ def save(run: Run, *, periodic: bool, best: bool) -> None:
         "sampler": run.data.train.state_dict(),
         "rng_per_rank": rng,  # [rank 0's] alone in a single process; older checkpoints hold "rng"
         "world_size": run.dist.world_size,  # with train.batch_size, the global batch a resume must keep
+        "data_fingerprint": run.data.fingerprint,  # a resume checks the data is still the same
     }
     if run.scaler is not None:
         extra["scaler"] = run.scaler.state_dict()
@@ -403,6 +450,7 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
             if bad_step >= 0 and t.on_nonfinite == "stop":
                 if not main:  # every rank stops at the same step; rank 0, which saved, says so
                     raise ReportedElsewhere(NonFiniteLossError.exit_code)
+                _record_divergence(run, bad_step)
                 raise NonFiniteLossError(_nonfinite_message(run, bad_step), step=bad_step)
             run.state.elapsed_s += window.lap()
             if not do_log:  # stopping between log steps: keep the partial window so a resume logs the same rows
@@ -435,7 +483,21 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
     if main:
         with atomic_write(run.run_dir / "summary.json", "w", encoding="utf-8") as fh:
             fh.write(dumps_strict(summary, indent=2))
+        (run.run_dir / OUTCOME_FILE).unlink(missing_ok=True)  # a resume got past an earlier divergence
     return summary
+
+
+def _record_divergence(run: Run, bad_step: int) -> None:
+    """Leave `outcome.json` beside a run stopped by NaN/Inf, so `scratchlm runs` and the experiments can tell
+    it from a run that never started (one stopped before its first checkpoint has nothing else to show)."""
+    record = {
+        "status": "diverged",
+        "reason": f"non-finite loss or gradients at step {bad_step}",
+        "step": bad_step,
+        "total_steps": run.total_steps,
+    }
+    with atomic_write(run.run_dir / OUTCOME_FILE, "w", encoding="utf-8") as fh:
+        fh.write(dumps_strict(record, indent=2))
 
 
 def _summary(run: Run, stopped: str | None) -> dict[str, Any]:
@@ -521,6 +583,10 @@ def train(
                     raise ReportedElsewhere(PeerLostError.exit_code) from None
                 raise _peer_lost_error(run, run_dir) from None
             raise
+        except (KeyboardInterrupt, Terminated):
+            if run is not None and info.is_main:
+                log.warning(_interrupted_hint(run, run_dir))
+            raise
         finally:
             if run is not None and run.logger is not None:
                 run.logger.close()
@@ -560,6 +626,19 @@ def _peer_lost_error(run: Run | None, run_dir: Path) -> PeerLostError:
     )
 
 
+def _interrupted_hint(run: Run, run_dir: Path) -> str:
+    """What a Ctrl-C / SIGTERM leaves behind and how to continue (the CLI's own line only says "interrupted")."""
+    if run.saved_step is None:
+        return (
+            f"stopped at step {run.state.step} before the first checkpoint; `scratchlm train --resume {run_dir}` "
+            "starts the run again from step 0"
+        )
+    return (
+        f"stopped at step {run.state.step}; the checkpoint of step {run.saved_step} is intact: continue from it "
+        f"with `scratchlm train --resume {run_dir}`"
+    )
+
+
 def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
     if run is None:
         counts = param_counts(config.model)
@@ -568,10 +647,24 @@ def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError
             "smaller model (model.d_model, model.num_layers, model.vocab_size) or a device with more memory."
         )
     t = config.train
+    if t.batch_size > 1:
+        same = "the same" if t.batch_size % 2 == 0 else "about the same"  # an odd batch does not halve exactly
+        fix = (
+            f"lower it (e.g. --set train.batch_size={t.batch_size // 2} --set train.grad_accum={t.grad_accum * 2} "
+            f"keeps {same} tokens per step)"
+        )
+    else:  # halving the batch is no longer possible: what is left is the sequence and the model
+        fix = (
+            "it cannot go lower, so shorten model.context_length, choose a smaller model (model.d_model, "
+            "model.num_layers) or use a device with more memory"
+        )
+    kept = (
+        f"Checkpoints already in {run.checkpoint_dir} (the newest at step {run.saved_step}) are intact."
+        if run.saved_step is not None
+        else "No checkpoint had been written yet."
+    )
     return OutOfMemoryError(
-        f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; lower it "
-        f"(e.g. --set train.batch_size={max(1, t.batch_size // 2)} --set train.grad_accum={t.grad_accum * 2} "
-        f"keeps the same tokens per step). Checkpoints already in {run.checkpoint_dir} are intact."
+        f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; {fix}. {kept}"
     )
 
 

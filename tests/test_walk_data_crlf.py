@@ -1,0 +1,48 @@
+"""A text file with Windows line breaks and no special tokens is cut into ranges like any other (so it is
+counted, encoded and split for validation in bounded pieces), and the cuts change no pre-token or id."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from scratchlm.data.text import load_token_dir, prepare_text_corpus
+from scratchlm.tokenizers import counting
+from scratchlm.tokenizers.chunks import TextSource, iter_ranges, read_range
+from scratchlm.tokenizers.pretokenize import PRETOKEN_RE
+
+LINES = ["Once upon a time,", "there was a cat.", "  It's   indented!", "", "x", "42 apples", "\tTabbed 'll"]
+
+
+@pytest.fixture
+def crlf(tmp_path: Path) -> Path:
+    rng = random.Random(0)
+    path = tmp_path / "windows.txt"
+    path.write_bytes("\r\n".join(rng.choice(LINES) for _ in range(3000)).encode("utf-8") + b"\r\n")
+    return path
+
+
+def test_a_crlf_file_is_cut_between_the_two_bytes_of_its_line_breaks(crlf: Path) -> None:
+    data = crlf.read_bytes()
+    ranges = list(iter_ranges(TextSource(str(crlf)), [], 4096))
+    assert len(ranges) > 5  # before: one range, the whole file
+    assert all(data[end - 1 : end + 1] == b"\r\n" for _, end in ranges[:-1])
+    pieces = [PRETOKEN_RE.findall(read_range(crlf, start, end)) for start, end in ranges]
+    assert [token for piece in pieces for token in piece] == PRETOKEN_RE.findall(data.decode("utf-8"))
+
+
+def test_crlf_counts_encodings_and_the_validation_cut_match_one_pass(
+    crlf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counting, "MIN_CHUNK_BYTES", 2048)
+    assert counting.count_files([crlf], [], num_workers=2) == counting.count_files([crlf], [], num_workers=1)
+    text = crlf.read_bytes().decode("utf-8")  # ASCII: character offsets are byte offsets
+    data = tmp_path / "data"
+    meta = prepare_text_corpus(crlf, data, "bpe", vocab_size=300, val_fraction=0.25, special_tokens=[], num_workers=2)
+    cut = meta["val_split"]["byte_offset"]
+    assert text[cut - 1 : cut + 1] == "\r\n"  # a line break, not the middle of a word as before
+    corpus = load_token_dir(data, full_check=True)
+    tokenizer = corpus.tokenizer()
+    assert corpus.train.tolist() == tokenizer.encode(text[:cut]) and corpus.val.tolist() == tokenizer.encode(text[cut:])

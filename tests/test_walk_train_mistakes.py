@@ -1,0 +1,254 @@
+"""`scratchlm train` given the mistakes a user makes: each is one error line naming the problem and the fix,
+and nothing a run already saved is overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scratchlm.cli import main
+from scratchlm.data import token_files
+from scratchlm.data.text import prepare_text_corpus
+from scratchlm.data.trajectories import generate_trajectories
+from scratchlm.data.trajectory_io import save_trajectories
+from scratchlm.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, DataError
+from scratchlm.model import TransformerLM
+from scratchlm.presets import resolve_run_config, to_toml
+from scratchlm.train import trainer
+from scratchlm.train.sources import checked_windows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("d") / "traj.pkl"
+    save_trajectories(generate_trajectories(120, seq_length=12, seed=1, fast=True), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    """A finished 4-step run with step_*.pt every 2 steps, best.pt and last.pt; tests copy it."""
+    run_dir = tmp_path_factory.mktemp("r") / "run"
+    assert main(base(data, run_dir, "--set", "train.checkpoint_interval=2")) == 0
+    return run_dir
+
+
+def base(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--preset", "debug", "--out", str(out), "--set", f"data.path={json.dumps(str(data))}",
+        "--set", "train.progress=false", "--set", "train.max_steps=4", "--set", "train.eval_interval=2", *extra,
+    ]  # fmt: skip
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("scratchlm: error:")]
+    assert len(errors) == 1 and not any("Traceback" in line for line in err), err
+    return errors[0]
+
+
+def digest(run_dir: Path) -> dict[str, str]:
+    files = (p for p in run_dir.rglob("*") if p.is_file())
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def copy_run(finished: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    return run_dir
+
+
+def test_checkpoints_without_last_pt_are_neither_restarted_nor_overwritten(
+    tmp_path: Path, data: Path, finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Say last.pt was deleted after a "truncated" report: step_*.pt, best.pt and 4 metrics rows are left.
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    before = digest(run_dir)
+    newest = run_dir / "checkpoints" / "step_000000004.pt"
+    for argv in (base(data, run_dir), ["train", "--resume", str(run_dir)]):
+        assert main(argv) == 2
+        line = one_error_line(capsys)
+        assert "holds checkpoints but no" in line and f"cp {newest} {run_dir / 'checkpoints' / 'last.pt'}" in line
+        assert digest(run_dir) == before
+
+
+def test_an_unreadable_last_pt_names_the_checkpoint_to_copy_over_it(
+    tmp_path: Path, finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(finished, tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    before = digest(run_dir)
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=6"]) == 2
+    line = one_error_line(capsys)
+    assert f"copy it over: cp {run_dir / 'checkpoints' / 'step_000000004.pt'} {last}." in line
+    assert "high likelihood" not in line  # torch's advice, cut off mid-sentence, is left out
+    assert digest(run_dir) == before
+
+
+def test_a_checkpoint_copied_in_from_another_run_is_named_as_such(
+    tmp_path: Path, data: Path, finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "wide"
+    assert main(base(data, other, "--set", "model.d_model=64", "--set", "train.checkpoint_interval=2")) == 0
+    run_dir = copy_run(finished, tmp_path)
+    shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    before = digest(run_dir)
+    assert main(["train", "--resume", str(run_dir), "--set", "train.max_steps=6"]) == 2
+    line = one_error_line(capsys)
+    assert "(model.d_model differ), so the directory mixes files of two runs" in line
+    assert "resume it without overrides" not in line  # no override changed anything
+    assert digest(run_dir) == before
+
+
+def test_out_of_memory_at_batch_size_one_suggests_what_can_still_shrink(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(self: TransformerLM, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes")
+
+    monkeypatch.setattr(TransformerLM, "forward", exhausted)
+    assert main(base(data, tmp_path / "run", "--set", "train.batch_size=1")) == EXIT_OUT_OF_MEMORY
+    line = one_error_line(capsys)
+    assert "train.batch_size=1; it cannot go lower, so shorten model.context_length" in line
+    assert "--set train.batch_size=1 " not in line and line.endswith("No checkpoint had been written yet.")
+    assert main(base(data, tmp_path / "odd", "--set", "train.batch_size=9")) == EXIT_OUT_OF_MEMORY
+    assert "train.batch_size=4 --set train.grad_accum=2 keeps about the same tokens" in one_error_line(capsys)
+
+
+def test_empty_paths_do_not_fall_back_to_a_default_run_directory(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where runs/debug would appear
+    argv = base(data, tmp_path)
+    argv[argv.index("--out") + 1] = ""  # --out "$RUN_DIR" with the variable unset
+    assert main(argv) == 2
+    assert "--out is empty; name the run directory" in one_error_line(capsys)
+    assert main(["train", "--resume", ""]) == 2
+    assert "--resume is empty" in one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_given_a_checkpoint_or_a_file_names_the_run_directory(
+    tmp_path: Path, data: Path, finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for wrong in (finished / "checkpoints" / "last.pt", finished / "checkpoints"):
+        assert main(["train", "--resume", str(wrong)]) == 2
+        assert f"not its checkpoints: use --resume {finished} " in one_error_line(capsys)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert main(["train", "--resume", str(a_file)]) == 2
+    assert "is a file, not a run directory" in one_error_line(capsys)
+    assert main(base(data, a_file)) == 2
+    assert f"--out {a_file} is a file, not a directory" in one_error_line(capsys)
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_key_above_every_section_is_named_with_its_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("lr = 0.01\n\n[train]\nmax_steps = 3\n")
+    assert main(["train", "--preset", "debug", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "['lr'] are outside any [section] (did you mean optim.lr?)" in one_error_line(capsys)
+
+
+def test_ctrl_c_says_which_checkpoint_survives_and_how_to_resume(
+    tmp_path: Path,
+    data: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    step = trainer.train_step
+
+    def ctrl_c_at_step_3(run: trainer.Run) -> object:
+        if run.state.step == 3:
+            raise KeyboardInterrupt
+        return step(run)
+
+    monkeypatch.setattr(trainer, "train_step", ctrl_c_at_step_3)
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert main(base(data, run_dir)) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "scratchlm: interrupted"
+    assert (
+        f"stopped at step 3; the checkpoint of step 2 is intact: continue from it with `scratchlm train --resume "
+        f"{run_dir}`"
+    ) in caplog.messages
+    monkeypatch.setattr(trainer, "train_step", step)
+    assert main(["train", "--resume", str(run_dir)]) == 0
+
+
+def corrupt_corpus(tmp_path: Path, position: int) -> Path:
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat\n" * 400, encoding="utf-8")
+    corpus = tmp_path / "corpus"
+    prepare_text_corpus(text, corpus, "char", progress=False)
+    tokens = np.memmap(corpus / "train.bin", dtype=np.uint16, mode="r+")
+    tokens[position] = 500
+    tokens.flush()
+    return corpus
+
+
+def test_an_id_past_the_vocabulary_where_opening_did_not_look_is_refused_on_the_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file too large to check whole is checked in sampled blocks; here the blocks miss token 4000, and on a
+    # GPU the model's own id check is off, so the batches must be checked before they reach the device.
+    corpus = corrupt_corpus(tmp_path, 4000)
+    monkeypatch.setattr(token_files, "FULL_CHECK_TOKENS", 100)
+    monkeypatch.setattr(token_files, "_SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(token_files, "_SAMPLE_BLOCK_TOKENS", 16)
+    argv = base(corpus, tmp_path / "run", "--set", "data.kind=tokens", "--set", "model.vocab_size=20")
+    assert main([*argv, "--set", "train.max_steps=200", "--set", "train.batch_size=32"]) == 2
+    assert f"{corpus / 'train.bin'}: token 4000 has id 500, not below the vocabulary size" in one_error_line(capsys)
+
+
+def test_checked_windows_match_the_unchecked_ones() -> None:
+    tokens = np.arange(100, dtype=np.uint16) % 5
+    tokens[95] = 9
+    starts, cpu = np.array([0, 50, 90]), torch.device("cpu")
+    checked, unchecked = checked_windows(tokens, starts, 8, cpu, 10), checked_windows(tokens, starts, 8, cpu, None)
+    assert all(got.equal(want) for got, want in zip(checked, unchecked, strict=True))
+    with pytest.raises(DataError, match="token 95 has id 9, not below the vocabulary size 5"):
+        checked_windows(tokens, starts, 8, cpu, 5)
+
+
+def test_a_config_file_or_metrics_no_run_wrote_are_not_overwritten(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp"  # `--config exp/config.toml --out exp`: the user's own file in the run directory
+    exp.mkdir()
+    resolved = resolve_run_config("debug", None, [f"data.path={json.dumps(str(data))}", "train.progress=false"])
+    mine = "# the debug preset at a lower lr\n" + to_toml(resolved.to_tables()).replace("lr = 0.003", "lr = 0.002")
+    (exp / "config.toml").write_text(mine)
+    for argv in (["train", "--config", str(exp / "config.toml"), "--out", str(exp)], ["train", "--resume", str(exp)]):
+        assert main(argv) == 2
+        assert "config.toml was not written by a run" in one_error_line(capsys)
+    assert (exp / "config.toml").read_text() == mine and not (exp / "checkpoints").exists()
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    (logged / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert main(base(data, logged)) == 2
+    assert "metrics.jsonl was not written by a run" in one_error_line(capsys)
+    assert (logged / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_run_stopped_before_its_first_checkpoint_still_starts_again(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main([*base(data, run_dir, "--set", "train.eval_interval=100"), "--stop-after", "1"]) == 0
+    (run_dir / "checkpoints" / "last.pt").unlink()  # as if killed before the first save
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert main(base(data, tmp_path / "copied", "--config", str(run_dir / "config.toml"))) == 0
