@@ -14,6 +14,7 @@ CUDA-only checks (the compiled step captured as a CUDA graph) skip on machines w
 from __future__ import annotations
 
 import gc
+import types
 import weakref
 from collections.abc import Callable
 
@@ -121,6 +122,17 @@ def test_compiled_greedy_decoding_equals_eager_cached_and_uncached_decoding_and_
         assert_same_decoding(fallback, list(decode_steps(model, prompts, **options)))
     assert compiled_graphs() == 1
     assert caplog.text.count("decodes eagerly") == 1
+
+
+def test_the_recompile_limit_warning_reads_the_older_torch_name_too(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch before 2.7 names the limit cache_size_limit and has no recompile_limit (pyproject allows 2.4).
+    monkeypatch.setattr(torch._dynamo, "config", types.SimpleNamespace(cache_size_limit=2))
+    monkeypatch.setattr(compiled_step, "_compiled_shapes", lambda: 2)
+    with caplog.at_level("WARNING", "scratchlm"):
+        compiled_step._warn_at_recompile_limit()
+    assert "torch._dynamo.config.cache_size_limit = 4" in caplog.text
 
 
 def test_packed_weights_see_every_kind_of_weight_change_and_only_changes() -> None:

@@ -121,5 +121,5 @@ def test_preparing_a_corpus_holds_a_bounded_slice_of_it(text_file: tuple[Path, P
     grown = peak_growth_mb(prepare)
     assert meta["splits"]["train"]["tokens"] > 24 * MB // 8
     # The whole 24 MB fits in one encoding task here; its ids must still not all be Python ints at once
-    # (3M+ ints in a list: ~110 MB on their own). Measured growth is ~50-65 MB, more on a loaded machine.
+    # (~14M ids, most above the small-int cache: ~400 MB in a list). Measured growth: ~50-65 MB.
     assert grown < 80, f"preparing a 24 MB corpus raised resident memory by {grown:.0f} MB"

@@ -416,10 +416,23 @@ def test_a_resume_refuses_data_that_changed_but_not_the_same_data_saved_again(tm
         train(config, run_dir, resume=True)
 
 
-def test_a_corpus_fingerprint_ignores_how_long_preparing_took_but_not_what_it_made() -> None:
+def test_a_corpus_fingerprint_is_its_content_not_its_paths_or_timings(tmp_path: Path) -> None:
     from scratchlm.train.datasets import _corpus_fingerprint
 
-    meta = {"vocab_size": 500, "splits": {"train": {"tokens": 100}}, "timings_s": {"encode": 1.0}, "created_by": "a"}
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "vocab.json").write_text("[1, 2]")
+    meta = {
+        "vocab_size": 500, "splits": {"train": {"tokens": 100}}, "timings_s": {"encode": 1.0}, "created_by": "a",
+        "sources": [{"path": "/a/text.txt", "bytes": 9, "sha256": "ab"}],
+        "val_split": {"kind": "fraction", "fraction": 0.1, "file": "/a/text.txt", "byte_offset": 8},
+    }  # fmt: skip
+    fingerprint = _corpus_fingerprint(meta, tokenizer)
     again = {**meta, "timings_s": {"encode": 2.5}, "created_by": "b"}
-    other = {**meta, "splits": {"train": {"tokens": 101}}}
-    assert _corpus_fingerprint(meta) == _corpus_fingerprint(again) != _corpus_fingerprint(other)
+    moved = {**meta, "sources": [{"path": "/b/copy.txt", "bytes": 9, "sha256": "ab"}],
+             "val_split": {**meta["val_split"], "file": "/b/copy.txt"}}  # fmt: skip
+    assert _corpus_fingerprint(again, tokenizer) == _corpus_fingerprint(moved, tokenizer) == fingerprint
+    assert _corpus_fingerprint({**meta, "splits": {"train": {"tokens": 101}}}, tokenizer) != fingerprint
+    assert _corpus_fingerprint({**meta, "sources": [{**meta["sources"][0], "sha256": "cd"}]}, tokenizer) != fingerprint
+    (tokenizer / "vocab.json").write_text("[1, 3]")  # a tokenizer retrained in place
+    assert _corpus_fingerprint(meta, tokenizer) != fingerprint

@@ -11,7 +11,7 @@ import pytest
 from scratchlm.data.text import load_token_dir, prepare_text_corpus
 from scratchlm.tokenizers import counting
 from scratchlm.tokenizers.chunks import TextSource, iter_ranges, read_range
-from scratchlm.tokenizers.pretokenize import PRETOKEN_RE
+from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, special_pattern, split_specials
 
 LINES = ["Once upon a time,", "there was a cat.", "  It's   indented!", "", "x", "42 apples", "\tTabbed 'll"]
 
@@ -46,3 +46,25 @@ def test_crlf_counts_encodings_and_the_validation_cut_match_one_pass(
     corpus = load_token_dir(data, full_check=True)
     tokenizer = corpus.tokenizer()
     assert corpus.train.tolist() == tokenizer.encode(text[:cut]) and corpus.val.tolist() == tokenizer.encode(text[cut:])
+
+
+def test_no_cut_between_the_bytes_of_a_line_break_before_a_special_token(tmp_path: Path) -> None:
+    # Before a special token `\r\n` ends its piece and is one pre-token; cut between `\r` and `\n` it was two.
+    rng = random.Random(1)
+    path = tmp_path / "documents.txt"
+    docs = ("\r\n".join(rng.choice(LINES[:3]) for _ in range(rng.randint(1, 4))) for _ in range(600))
+    path.write_bytes("".join(f"{doc}\r\n<|endoftext|>" for doc in docs).encode("utf-8"))
+    specials = ["<|endoftext|>"]
+    pattern = special_pattern(specials)
+
+    def pretokens(text: str) -> list[str]:
+        return [
+            t
+            for piece, special in split_specials(text, pattern)
+            for t in ([piece] if special else PRETOKEN_RE.findall(piece))
+        ]
+
+    ranges = list(iter_ranges(TextSource(str(path)), specials, 256))
+    assert len(ranges) > 5
+    pieces = [token for start, end in ranges for token in pretokens(read_range(path, start, end))]
+    assert pieces == pretokens(path.read_bytes().decode("utf-8"))

@@ -45,24 +45,27 @@ def test_another_corpus_is_refused_before_training(
     prepare_text_corpus(stories, out, "bpe", vocab_size=300)
     before = _files(out)
     monkeypatch.setattr(bpe, "train_bpe", _no_training)
-    for kwargs in (
-        {"inputs": other, "vocab_size": 300},  # other text
-        {"inputs": stories, "vocab_size": 320},  # other vocabulary
-        {"inputs": stories, "vocab_size": 300, "val_fraction": 0.2},  # other split
-        {"inputs": stories, "vocab_size": 300, "special_tokens": []},  # other special tokens
+    for kwargs, differ in (
+        ({"inputs": other, "vocab_size": 300}, "input files"),
+        ({"inputs": stories, "vocab_size": 320}, "tokenizer"),
+        ({"inputs": stories, "vocab_size": 300, "val_fraction": 0.2}, "validation split"),
+        ({"inputs": stories, "vocab_size": 300, "special_tokens": []}, "special tokens"),
     ):
-        with pytest.raises(DataError, match=r"already holds another corpus .* pass --overwrite"):
+        with pytest.raises(DataError, match=rf"another corpus .*this command differs in its {differ}.* --overwrite"):
             prepare_text_corpus(out_dir=out, tokenizer="bpe", **kwargs)
     with pytest.raises(DataError, match="already holds another corpus"):
         prepare_text_corpus(stories, out, "char")
     assert _files(out) == before
 
 
-def test_the_same_preparation_again_rewrites_the_same_files(stories: Path, tmp_path: Path) -> None:
+def test_the_same_preparation_again_rewrites_the_same_files(
+    stories: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "data"
     prepare_text_corpus(stories, out, "bpe", vocab_size=300)
     before = {name: data for name, data in _files(out).items() if name != "meta.json"}
-    prepare_text_corpus(str(stories), out, "bpe", vocab_size=300)  # the path spelled differently is the same
+    monkeypatch.chdir(stories.parent)
+    prepare_text_corpus(stories.name, out, "bpe", vocab_size=300)  # a relative spelling of the same path
     assert {name: data for name, data in _files(out).items() if name != "meta.json"} == before
 
 
@@ -102,5 +105,5 @@ def test_cli_refuses_in_one_line_and_overwrites_when_asked(
     capsys.readouterr()
     assert main([*base, "--input", str(other)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "already holds another corpus (a char tokenizer on stories.txt)" in err
+    assert len(err.splitlines()) == 1 and "already holds another corpus (a char tokenizer on stories.txt; this" in err
     assert main([*base, "--input", str(other), "--overwrite"]) == 0

@@ -16,13 +16,13 @@ import torch
 from scratchlm.cli import main
 from scratchlm.data import token_files
 from scratchlm.data.text import prepare_text_corpus
+from scratchlm.data.tokens import windows_at
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
 from scratchlm.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, DataError
 from scratchlm.model import TransformerLM
 from scratchlm.presets import resolve_run_config, to_toml
 from scratchlm.train import trainer
-from scratchlm.train.sources import checked_windows
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +214,14 @@ def test_an_id_past_the_vocabulary_where_opening_did_not_look_is_refused_on_the_
     assert f"{corpus / 'train.bin'}: token 4000 has id 500, not below the vocabulary size" in one_error_line(capsys)
 
 
-def test_checked_windows_match_the_unchecked_ones() -> None:
+def test_checked_windows_match_the_unchecked_ones_and_name_a_bad_id() -> None:
     tokens = np.arange(100, dtype=np.uint16) % 5
     tokens[95] = 9
     starts, cpu = np.array([0, 50, 90]), torch.device("cpu")
-    checked, unchecked = checked_windows(tokens, starts, 8, cpu, 10), checked_windows(tokens, starts, 8, cpu, None)
+    checked, unchecked = windows_at(tokens, starts, 8, cpu, 10), windows_at(tokens, starts, 8, cpu)
     assert all(got.equal(want) for got, want in zip(checked, unchecked, strict=True))
     with pytest.raises(DataError, match="token 95 has id 9, not below the vocabulary size 5"):
-        checked_windows(tokens, starts, 8, cpu, 5)
+        windows_at(tokens, starts, 8, cpu, 5)
 
 
 def test_a_config_file_or_metrics_no_run_wrote_are_not_overwritten(

@@ -383,10 +383,11 @@ def _code_highlights() -> list[Block]:
         Paragraph(
             "The causal mask is a boolean matrix, True where a query may attend; it is applied to the scores "
             "before the softmax (a masked score gets the dtype's lowest value, so a fully masked row cannot turn "
-            "into NaNs). Queries are aligned bottom-right, so the same mask serves training and cached decoding."
+            "into NaNs, and its output is then zeroed). Queries are aligned bottom-right, so the same mask serves "
+            "training and cached decoding."
         ),
         _source(causal_mask),
-        _source(scaled_dot_product_attention, lines=("scores_QK =", "return einsum")),
+        _source(scaled_dot_product_attention, lines=("scores_QK =", "return out_QD * mask_QK")),
         Paragraph(
             "RoPE rotates each interleaved pair of query/key features by position x frequency; since rotations "
             "compose, the score of a query at m and a key at n depends on n - m only (derived in `docs/rope.md`)."

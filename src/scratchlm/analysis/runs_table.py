@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.document import Table, format_seconds
-from scratchlm.analysis.study_runs import read_outcome
+from scratchlm.analysis.study_runs import read_outcome, steps_run
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError, ScratchLMError
 from scratchlm.presets import list_presets, load_toml_file, resolve_run_config
@@ -112,7 +112,7 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         preset=preset,
         changes=changes,
         status=status,
-        steps=outcome.steps if outcome is not None and outcome.steps is not None else rows[-1]["step"] if rows else 0,
+        steps=steps_run(outcome, rows),
         total_steps=(outcome.summary if outcome is not None else summary).get("total_steps"),
         best_val_loss=min(vals) if vals else None,
         elapsed_s=rows[-1].get("elapsed_s") if rows else None,

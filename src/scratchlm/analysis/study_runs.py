@@ -57,6 +57,13 @@ class RunOutcome:
         return math.nan if value is None else float(value)
 
 
+def steps_run(outcome: RunOutcome | None, metrics_rows: list[dict[str, Any]]) -> int:
+    """A run's steps for a table: what its outcome records, else its last logged step (0 before any)."""
+    if outcome is not None and outcome.steps is not None:
+        return int(outcome.steps)
+    return int(metrics_rows[-1]["step"]) if metrics_rows else 0
+
+
 def check_reusable(config: RunConfig, run_dir: str | Path) -> None:
     """Refuse a run directory that holds a run of another config (experiments call this for every run before
     training any, so an edited experiment fails at once, not after hours of training its first runs)."""
@@ -83,9 +90,11 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
     resume = (run_dir / "checkpoints" / "last.pt").is_file() or saved_config.is_file()
     try:
         summary = train(config, run_dir, resume=resume, monitor=monitor)
-    except NonFiniteLossError:
-        outcome = read_outcome(run_dir)  # the trainer's outcome.json
-        assert outcome is not None and outcome.diverged
+    except NonFiniteLossError as exc:
+        outcome = read_outcome(run_dir)  # the trainer's outcome.json, or what the error says if it is missing
+        if outcome is None or not outcome.diverged:
+            reason = f"non-finite loss or gradients at step {exc.step}"
+            outcome = RunOutcome(run_dir, "diverged", reason, {"step": exc.step}, reused=False)
         log.warning("%s diverged: %s", run_dir, outcome.reason)
         return dataclasses.replace(outcome, reused=False)
     return _from_summary(run_dir, summary, reused=False)

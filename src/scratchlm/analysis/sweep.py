@@ -35,7 +35,14 @@ import torch
 
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
-from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, recipe_phrase, run_or_reuse
+from scratchlm.analysis.study_runs import (
+    RunOutcome,
+    check_reusable,
+    claim_out_dir,
+    recipe_phrase,
+    run_or_reuse,
+    steps_run,
+)
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import resolve_run_config
@@ -205,7 +212,7 @@ def _summarize(outcomes: dict[float, RunOutcome], factor: float) -> dict[str, An
                 "run_dir": str(outcome.run_dir),
                 "status": outcome.status,
                 "reason": outcome.reason,
-                "steps": outcome.steps if outcome.steps is not None else rows[-1]["step"] if rows else 0,
+                "steps": steps_run(outcome, rows),
                 "total_steps": outcome.summary.get("total_steps"),
                 "final_train_loss": train[-1] if train else None,
                 "final_val_loss": None if outcome.diverged else outcome.final_val_loss,

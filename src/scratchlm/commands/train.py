@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scratchlm.config import RunConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> tuple[Any, Path]:
+def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     """The run's config and directory from the command line (a new run, or the run --resume continues)."""
     from scratchlm.config import RunConfig
     from scratchlm.errors import ConfigError

@@ -380,10 +380,21 @@ def _check_out_dir(out_dir: Path, planned: dict, overwrite: bool) -> None:
         )
     if existing != planned:
         names = ", ".join(os.path.basename(str(path)) for path in existing["sources"])
+        differ = [_RECIPE_WORDS[key] for key in _RECIPE_WORDS if existing.get(key) != planned.get(key)]
         raise DataError(
-            f"{out_dir} already holds another corpus ({_tokenizer_words(existing['tokenizer'])} on {names}); "
-            "choose another --out, or pass --overwrite to replace it."
+            f"{out_dir} already holds another corpus ({_tokenizer_words(existing['tokenizer'])} on {names}; "
+            f"this command differs in its {' and '.join(differ)}); choose another --out, or pass --overwrite to "
+            "replace it."
         )
+
+
+# How a message names each part of `_recipe` that differs.
+_RECIPE_WORDS = {
+    "sources": "input files (or their order)",
+    "val": "validation split",
+    "tokenizer": "tokenizer",
+    "special_tokens": "special tokens",
+}
 
 
 def _tokenizer_words(source: object) -> str:

@@ -29,6 +29,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
+def fully_checked(num_tokens: int) -> bool:
+    """Whether opening a file of this many tokens checks every id (else evenly spaced samples of them)."""
+    return num_tokens <= FULL_CHECK_TOKENS
+
+
 def load_token_file(
     path: str | os.PathLike,
     meta_or_vocab_size: Mapping | int,
@@ -79,7 +84,7 @@ def load_token_file(
             f"{path} holds {len(tokens)} tokens but meta.json records {expected_tokens}; the directory is "
             "inconsistent -- prepare it again."
         )
-    _check_ids(path, dt, len(tokens), vocab_size, full_check or len(tokens) <= FULL_CHECK_TOKENS)
+    _check_ids(path, dt, len(tokens), vocab_size, full_check or fully_checked(len(tokens)))
     return tokens
 
 

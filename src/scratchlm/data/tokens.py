@@ -51,15 +51,34 @@ def get_batch(
 
 
 def windows_at(
-    x: np.ndarray, starts_B: np.ndarray, context_length: int, device: torch.device
+    x: np.ndarray, starts_B: np.ndarray, context_length: int, device: torch.device, ids_below: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets), each (B, T) int64 on `device`, for windows starting at `starts_B`."""
+    """(inputs, targets), each (B, T) int64 on `device`, for windows starting at `starts_B`.
+
+    `ids_below`: refuse an id >= it (DataError), checked on the host before the copy. The trainer asks for
+    it on files that opening checked only in samples (`token_files.fully_checked`), where a bad id would
+    otherwise reach a GPU, whose model skips its own id check (a host sync per step), as a device assert.
+    """
     # One read of (B, T+1) tokens; inputs and targets are two views of it.
-    window_BT1 = torch.from_numpy(_read_windows(x, starts_B, context_length + 1).astype(np.int64))
+    raw_BT1 = _read_windows(x, starts_B, context_length + 1)
+    if ids_below is not None:
+        _check_window_ids(x, raw_BT1, starts_B, ids_below)
+    window_BT1 = torch.from_numpy(raw_BT1.astype(np.int64))
     # Pinned host memory lets the copy to a GPU overlap with compute.
     pinned = device.type == "cuda"
     window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(device, non_blocking=pinned)
     return window_BT1[:, :-1], window_BT1[:, 1:]
+
+
+def _check_window_ids(x: np.ndarray, raw_BT1: np.ndarray, starts_B: np.ndarray, ids_below: int) -> None:
+    bad = np.argwhere(raw_BT1 >= ids_below)
+    if len(bad):
+        row, col = (int(i) for i in bad[0])
+        raise DataError(
+            f"{getattr(x, 'filename', 'the token array')}: token {int(starts_B[row]) + col} has id "
+            f"{int(raw_BT1[row, col])}, not below the vocabulary size {ids_below}; the file was made with another "
+            "tokenizer -- prepare it again."
+        )
 
 
 def _read_windows(x: np.ndarray, starts_B: np.ndarray, length: int) -> np.ndarray:

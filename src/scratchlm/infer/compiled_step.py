@@ -66,20 +66,31 @@ def _compiled_shapes() -> int | None:
 
 
 @functools.cache
-def _warn_once(shapes: int) -> None:
+def _warn_once(shapes: int, setting: str) -> None:
     logger.warning(
-        "the compiled decode step now holds %d shapes, torch._dynamo.config.recompile_limit: any further "
+        "the compiled decode step now holds %d shapes, the limit torch._dynamo.config.%s: any further "
         "batch size or cache length in this process decodes eagerly (same tokens, slower); reuse shapes or "
-        "raise the limit, e.g. torch._dynamo.config.recompile_limit = %d.",
+        "raise the limit, e.g. torch._dynamo.config.%s = %d.",
         shapes,
+        setting,
+        setting,
         2 * shapes,
     )
 
 
+def _recompile_limit() -> tuple[str, int] | None:
+    """dynamo's per-function limit and its name: `recompile_limit`, `cache_size_limit` in older torch."""
+    for setting in ("recompile_limit", "cache_size_limit"):
+        limit = getattr(torch._dynamo.config, setting, None)
+        if isinstance(limit, int):
+            return setting, limit
+    return None
+
+
 def _warn_at_recompile_limit() -> None:
-    shapes = _compiled_shapes()
-    if shapes is not None and shapes >= torch._dynamo.config.recompile_limit:
-        _warn_once(shapes)
+    shapes, limit = _compiled_shapes(), _recompile_limit()
+    if shapes is not None and limit is not None and shapes >= limit[1]:
+        _warn_once(shapes, limit[0])
 
 
 class CompiledDecodeStep:

@@ -155,13 +155,13 @@ def scaled_dot_product_attention(
     if mask_QK is not None:
         if mask_QK.dtype != torch.bool:
             raise ShapeError(f"attention: `mask` must be boolean (True = may attend), got {mask_QK.dtype}.")
-        # A finite fill instead of -inf, so a query with every key masked (a left-padding query) softmaxes
-        # to a uniform row instead of NaNs that would poison the whole batch; zeroing the masked
-        # probabilities afterwards then makes that query read nothing (output 0), as torch's sdpa returns.
-        masked_QK = ~mask_QK
-        probs_QK = softmax(scores_QK.masked_fill(masked_QK, torch.finfo(scores_QK.dtype).min), dim=-1)
-        probs_QK = probs_QK.masked_fill(masked_QK, 0.0)
-    else:
-        probs_QK = softmax(scores_QK, dim=-1)
-    probs_QK = dropout(probs_QK, dropout_p, training)
-    return einsum(probs_QK, v_KD, "... q k, ... k d -> ... q d")
+        # A finite fill instead of -inf: a query with every key masked (a left-padding query) softmaxes to a
+        # uniform row instead of NaNs that would poison the whole batch (other masked keys get exactly 0).
+        scores_QK = scores_QK.masked_fill(~mask_QK, torch.finfo(scores_QK.dtype).min)
+    probs_QK = dropout(softmax(scores_QK, dim=-1), dropout_p, training)
+    out_QD = einsum(probs_QK, v_KD, "... q k, ... k d -> ... q d")
+    if mask_QK is None:
+        return out_QD
+    # ...and that query then reads nothing (output 0), as torch's sdpa returns: zeroed on the (Q, D) output,
+    # not on the (Q, K) probabilities, which would cost a second full-size pass on every training step.
+    return out_QD * mask_QK.any(dim=-1, keepdim=True)

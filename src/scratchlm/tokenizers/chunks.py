@@ -10,6 +10,8 @@ pre-tokens as the whole. Three kinds of position qualify:
     pattern splits `\\r\\n` before a word into `\\r` and `\\n` (`\\s+(?!\\S)` gives back the last space), just as
     the two sides do apart; after the `\\n` would not do, since `x\\r\\n` alone ends in the one pre-token `\\r\\n`.
     Without this a CRLF file with no special tokens had no safe cut at all and was read, and encoded, whole.
+    Not before a special token, though (`x\\r|\\n<|endoftext|>`): the piece before it then ends in `\\r\\n`, one
+    pre-token, which the cut would split in two.
 In each case no special-token occurrence may straddle `q`. Ranges are found by scanning the file in small
 windows, so memory stays bounded however large the file is; the file is never decoded here (UTF-8 is
 self-synchronizing, so byte-level search for a special token's encoding finds exactly its occurrences).
@@ -95,9 +97,14 @@ def next_safe_cut(fh: BinaryIO, position: int, size: int, specials: Sequence[byt
                 occurrences.append((begin, begin + len(match.group(1))))
             candidates.extend(begin for begin, _ in occurrences)
         candidates.extend(window_start + m.start() for m in _NEWLINE_CUT.finditer(window))
+        starts = {begin for begin, _ in occurrences}
         for cut in sorted(c for c in candidates if lower <= c <= upper and 0 < c < size):
-            if not any(begin < cut < end for begin, end in occurrences):
-                return cut
+            if any(begin < cut < end for begin, end in occurrences):
+                continue
+            # `x\r|\n<special>`: whole, the `\r\n` ends its piece and is one pre-token; cut, it would be two.
+            if cut + 1 in starts and window[cut - window_start - 1 : cut - window_start + 1] == b"\r\n":
+                continue
+            return cut
         if window_end >= size:
             return None
         lower = upper + 1

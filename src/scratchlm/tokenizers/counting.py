@@ -60,7 +60,7 @@ def worker_pool(
     `Pool.__exit__` would terminate the workers with SIGTERM even after a clean run. That ends a worker only
     under the default disposition: a Python-level handler (the CLI installs one) is inherited through fork
     and runs only between bytecodes, so a worker blocked on the task queue's lock slept on and the parent's
-    `join()` waited forever (about 1 run in 15 of `scratchlm tokenizer train` on 2 MiB). Workers therefore
+    `join()` waited forever (1 in 15 to 1 in 40 looped runs of `scratchlm tokenizer train` on 2 MiB). Workers therefore
     restore the default action first, and a clean run sends no signal at all.
     """
     pool = pool_context().Pool(workers, initializer=_start_worker, initargs=(initializer, initargs))

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,14 +71,32 @@ def _token_data(config: RunConfig, device: torch.device, dist: DistInfo) -> Trai
         seq_len=context,
         vocab_size=corpus.vocab_size,
         info={"train_tokens": len(corpus.train), "val_tokens": len(corpus.val)},
-        fingerprint=_corpus_fingerprint(corpus.meta),
+        fingerprint=_corpus_fingerprint(corpus.meta, corpus.tokenizer_dir),
     )
 
 
-def _corpus_fingerprint(meta: dict[str, Any]) -> str:
-    """meta.json names the sources (by sha256), the tokenizer and the split, and counts the tokens: the same
-    command on the same text gives the same digest. Its timings and writer version are left out."""
-    kept = {key: value for key, value in meta.items() if key not in ("timings_s", "created_by")}
+def _corpus_fingerprint(meta: dict[str, Any], tokenizer_dir: Path) -> str:
+    """What a corpus holds, from meta.json and its tokenizer's files: the sources by content (sha256, not
+    path, so a copy of the same text elsewhere is the same corpus), the split, the token counts and the
+    tokenizer itself (retrained in place, it is another corpus). Timings and writer version are left out."""
+    sources = [entry for entry in meta.get("sources") or [] if isinstance(entry, dict)]
+    sha_of = {entry.get("path"): entry.get("sha256") for entry in sources}
+    val_split = dict(meta.get("val_split") or {})
+    if "file" in val_split:
+        val_split["file"] = sha_of.get(val_split["file"], val_split["file"])
+    if "paths" in val_split:
+        val_split["paths"] = [sha_of.get(path, path) for path in val_split["paths"]]
+    tokenizer = hashlib.sha256()
+    for path in sorted(p for p in tokenizer_dir.rglob("*") if p.is_file()):
+        tokenizer.update(path.relative_to(tokenizer_dir).as_posix().encode() + b"\0" + path.read_bytes())
+    kept = {
+        "vocab_size": meta.get("vocab_size"),
+        "dtype": meta.get("dtype"),
+        "splits": meta.get("splits"),
+        "sources": [[entry.get("sha256"), entry.get("bytes")] for entry in sources],
+        "val_split": val_split,
+        "tokenizer": tokenizer.hexdigest(),
+    }
     return "sha256:" + hashlib.sha256(json.dumps(kept, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -94,7 +113,7 @@ def _ids_to_check(tokens: Any, vocab_size: int) -> int | None:
     """The bound each batch's ids are checked against: set only for a file opened with a sampled id check."""
     from scratchlm.data import token_files
 
-    return vocab_size if len(tokens) > token_files.FULL_CHECK_TOKENS else None
+    return None if token_files.fully_checked(len(tokens)) else vocab_size
 
 
 def raise_short(split: str, num_tokens: int, context: int, path: str) -> None:
@@ -164,10 +183,14 @@ def _check_batch_fits(num_train: int, batch_size: int, world_size: int, path: st
     if batch_size * world_size <= num_train:
         return
     processes = f" x {world_size} processes" if world_size > 1 else ""
+    fix = (
+        f"set train.batch_size <= {num_train // world_size}"
+        if num_train >= world_size
+        else f"run on at most {num_train} processes"
+    )
     raise ConfigError(
         f"train.batch_size = {batch_size}{processes} needs {batch_size * world_size} training trajectories per "
-        f"step, but {path} has {num_train} in its training split; set train.batch_size <= "
-        f"{max(num_train // world_size, 1)} or generate more trajectories."
+        f"step, but {path} has {num_train} in its training split; {fix} or generate more trajectories."
     )
 
 

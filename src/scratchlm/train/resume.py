@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from scratchlm.config import RunConfig, with_defaults
-from scratchlm.errors import CheckpointError, ConfigError, first_line
+from scratchlm.errors import CheckpointError, ConfigError, ScratchLMError, first_line
 from scratchlm.fileio import atomic_copy
 from scratchlm.presets import load_toml_file, without_budget
 from scratchlm.train.checkpoint import read_checkpoint
-from scratchlm.train.run import Run, TrainState, budget_of, lr_at, total_steps_for, write_config
+from scratchlm.train.run import Run, TrainState, budget_of, fallback_checkpoint, lr_at, total_steps_for, write_config
 from scratchlm.train.state import rank_seed, restore_rng_state
 from scratchlm.train.tracking import truncate_metrics_after
 
@@ -162,10 +162,10 @@ def _read_last(path: Path, run: Run) -> dict[str, Any]:
     try:
         return read_checkpoint(path, map_location=run.device)
     except CheckpointError as exc:
-        steps = sorted(run.checkpoint_dir.glob("step_*.pt"))
+        earlier = fallback_checkpoint(run.checkpoint_dir)
         instead = (
-            f"to resume from the newest earlier checkpoint, copy it over: cp {steps[-1]} {path}"
-            if steps
+            f"to resume from {earlier.name}, copy it over: cp {earlier} {path}"
+            if earlier is not None
             else "the run has no earlier checkpoint to resume from, so start a new run with --out"
         )
         raise CheckpointError(f"cannot resume: {str(exc).rstrip('.')}; {instead}.") from None
@@ -177,7 +177,10 @@ def check_checkpoint_is_the_runs(saved: Any, path: Path, run_dir: Path) -> None:
     config_path = run_dir / "config.toml"
     if not isinstance(saved, dict) or not config_path.is_file():
         return
-    on_disk = without_budget(with_defaults(load_toml_file(str(config_path))))
+    try:
+        on_disk = without_budget(with_defaults(load_toml_file(str(config_path))))
+    except ScratchLMError:
+        return  # a damaged config.toml: the config mismatch being reported stands on its own
     in_checkpoint = without_budget(with_defaults(saved))
     changed = sorted({*_changed_keys(on_disk, in_checkpoint), *_changed_keys(in_checkpoint, on_disk)})
     if changed:

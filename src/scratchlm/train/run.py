@@ -129,6 +129,17 @@ def budget_of(tables: dict[str, Any]) -> dict[str, Any]:
     return {key: train.get(key) for key in BUDGET_KEYS} if isinstance(train, dict) else {}
 
 
+def fallback_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """What can stand in for a lost or damaged last.pt: the newest step_*.pt (their zero-padded names sort
+    by step), else best.pt, else None. best.pt may be newer than every step_*.pt, but it is not always
+    the run's latest state, so it is only the last resort."""
+    steps = sorted(checkpoint_dir.glob("step_*.pt")) if checkpoint_dir.is_dir() else []
+    for path in [*reversed(steps), checkpoint_dir / "best.pt"]:
+        if path.is_file():
+            return path
+    return None
+
+
 def write_config(run: Run) -> None:
     """The run's fully resolved config.toml (rewritten when a resume changes the budget)."""
     with atomic_write(run.run_dir / "config.toml", "w", encoding="utf-8") as fh:

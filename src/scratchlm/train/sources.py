@@ -60,7 +60,7 @@ class TokenWindows:
         starts_G = self.rng.integers(0, num_starts, size=self.batch_size * self.world_size)
         starts_B = starts_G[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         self.batches_drawn += 1
-        return checked_windows(self.tokens, starts_B, self.context_length, self.device, self.check_ids_below)
+        return windows_at(self.tokens, starts_B, self.context_length, self.device, self.check_ids_below)
 
     def epoch(self) -> float:
         """Tokens drawn so far over the corpus size: 'epochs' in the loose sense used for random windows."""
@@ -74,34 +74,6 @@ class TokenWindows:
         self.batches_drawn = state["batches_drawn"]
 
 
-def checked_windows(
-    tokens: np.ndarray, starts_B: np.ndarray, context_length: int, device: torch.device, ids_below: int | None
-) -> tuple[Tensor, Tensor]:
-    """`windows_at`, refusing ids >= `ids_below` (None: no check) on the CPU, before they reach the device.
-
-    A file too large to check whole when it was opened had only a sample of its ids checked, and the trainer
-    turns the model's own id check off on GPUs (a host sync per step): an id past the vocabulary there would
-    be a device-side assert, not a message. The check here is on the host copy, so it costs no device sync.
-    """
-    if ids_below is None:
-        return windows_at(tokens, starts_B, context_length, device)
-    inputs, targets = windows_at(tokens, starts_B, context_length, torch.device("cpu"))
-    window_BT1 = torch.cat([inputs, targets[:, -1:]], dim=1)
-    bad = (window_BT1 >= ids_below).nonzero()
-    if len(bad):
-        row, col = (int(i) for i in bad[0])
-        from scratchlm.errors import DataError
-
-        raise DataError(
-            f"{getattr(tokens, 'filename', 'the token array')}: token {int(starts_B[row]) + col} has id "
-            f"{int(window_BT1[row, col])}, not below the vocabulary size {ids_below}; the file was made with another "
-            "tokenizer -- prepare it again."
-        )
-    pinned = device.type == "cuda"  # pinned host memory lets the copy overlap with compute
-    window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(device, non_blocking=pinned)
-    return window_BT1[:, :-1], window_BT1[:, 1:]
-
-
 def fixed_windows(
     tokens: np.ndarray,
     batch_size: int,
@@ -112,7 +84,7 @@ def fixed_windows(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """The validation batches: evenly spaced windows, identical at every evaluation.
 
-    num_batches = 0 covers the whole array with non-overlapping windows; `check_ids_below`: see `checked_windows`.
+    num_batches = 0 covers the whole array with non-overlapping windows; `check_ids_below`: see `windows_at`.
     """
     last_start = len(tokens) - context_length - 1
     if num_batches == 0:
@@ -120,4 +92,4 @@ def fixed_windows(
     else:
         starts = np.linspace(0, last_start, num=min(num_batches * batch_size, last_start + 1)).astype(np.int64)
     for i in range(0, len(starts), batch_size):
-        yield checked_windows(tokens, starts[i : i + batch_size], context_length, device, check_ids_below)
+        yield windows_at(tokens, starts[i : i + batch_size], context_length, device, check_ids_below)

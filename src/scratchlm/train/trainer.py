@@ -59,6 +59,7 @@ from scratchlm.train.resume import check_same_config, redo_checkpoint_copies, re
 from scratchlm.train.run import (
     Run,
     TrainState,
+    fallback_checkpoint,
     lr_at,
     resolve_autocast_dtype,
     step_peak_flops,
@@ -189,14 +190,13 @@ def _refuse_checkpoints_without_last(run_dir: Path) -> None:
     or a resume "from step 0") would overwrite its best.pt, its step_*.pt and its metrics.
     """
     checkpoints = run_dir / "checkpoints"
-    steps = sorted(checkpoints.glob("step_*.pt")) if checkpoints.is_dir() else []
-    newest = steps[-1] if steps else checkpoints / "best.pt"
-    if not newest.is_file():
+    instead = fallback_checkpoint(checkpoints)
+    if instead is None:
         return
     raise CheckpointError(
         f"{run_dir} holds checkpoints but no {checkpoints / 'last.pt'}, and starting over would overwrite them; "
-        f"to continue from the newest, copy it (cp {newest} {checkpoints / 'last.pt'}) and run --resume {run_dir}, "
-        "or choose another --out."
+        f"to continue from {instead.name}, copy it (cp {instead} {checkpoints / 'last.pt'}) and run --resume "
+        f"{run_dir}, or choose another --out."
     )
 
 
