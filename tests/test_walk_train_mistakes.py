@@ -23,6 +23,7 @@ from scratchlm.errors import EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, DataError
 from scratchlm.model import TransformerLM
 from scratchlm.presets import resolve_run_config, to_toml
 from scratchlm.train import trainer
+from tests.test_cli_train import base, one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +39,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
     run_dir = tmp_path_factory.mktemp("r") / "run"
     assert main(base(data, run_dir, "--set", "train.checkpoint_interval=2")) == 0
     return run_dir
-
-
-def base(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train", "--preset", "debug", "--out", str(out), "--set", f"data.path={json.dumps(str(data))}",
-        "--set", "train.progress=false", "--set", "train.max_steps=4", "--set", "train.eval_interval=2", *extra,
-    ]  # fmt: skip
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith("scratchlm: error:")]
-    assert len(errors) == 1 and not any("Traceback" in line for line in err), err
-    return errors[0]
 
 
 def digest(run_dir: Path) -> dict[str, str]:

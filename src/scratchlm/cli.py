@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,6 +87,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 DEBUG_HELP = "show the full traceback of an error"
+QUIET_RANK_GRACE_S = 5.0  # how long a rank that does not report lets the reporting one print and exit first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +140,9 @@ def run_guarded(fn: Callable[[], int], debug: bool, prog: str = "scratchlm") -> 
         with _sigterm_raises():
             return fn()
     except ReportedElsewhere as exc:  # under torchrun: another rank prints the one error line
+        # torchrun stops the whole job at the first process that exits: a quiet rank that left before the
+        # reporting one had printed would leave the job without its error line.
+        time.sleep(QUIET_RANK_GRACE_S)
         return exc.exit_code
     except ScratchLMError as exc:
         return _fail(str(exc), exc.exit_code, debug, prefix=error)

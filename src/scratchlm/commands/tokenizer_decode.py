@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,21 +41,19 @@ def run(args: argparse.Namespace) -> int:
 def check_corpus_tokenizer(token_file: Path, tokenizer_dir: Path, tokenizer: TextTokenizer) -> None:
     """When `token_file` is a split of a corpus directory, refuse a tokenizer other than the corpus's own:
     ids of another vocabulary decode without error, to other text."""
+    from scratchlm.data.text import read_corpus_meta
     from scratchlm.errors import DataError
     from scratchlm.tokenizers import load_tokenizer
 
-    meta_path = token_file.resolve().parent / "meta.json"
-    if not meta_path.is_file():
+    corpus_dir = token_file.resolve().parent
+    if not (corpus_dir / "meta.json").is_file():
         return
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        files = {split["file"] for split in meta["splits"].values()}
-        own_name = meta["tokenizer"]["dir"]
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):  # not a corpus description
+        meta = read_corpus_meta(corpus_dir)
+    except DataError:  # not a corpus description we can trust: nothing to compare with
         return
-    own_dir = meta_path.parent / str(own_name)
-    # Only a directory inside the corpus (as `load_token_dir` insists), whatever a stranger's meta.json says.
-    if token_file.name not in files or Path(str(own_name)).name != own_name or own_name in ("", ".", ".."):
+    own_dir = corpus_dir / meta["tokenizer"]["dir"]
+    if token_file.resolve().name not in {meta["splits"][name]["file"] for name in ("train", "val")}:
         return
     if not (own_dir / "tokenizer.json").is_file() or own_dir.resolve() == tokenizer_dir.resolve():
         return

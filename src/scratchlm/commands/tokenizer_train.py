@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -53,15 +52,18 @@ def check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a directory to save the tokenizer in.")
-    corpus_meta = out.resolve().parent / "meta.json"
-    if not corpus_meta.is_file():
+    from scratchlm.data.text import read_corpus_meta
+    from scratchlm.errors import DataError
+
+    corpus_dir = out.resolve().parent
+    if not (corpus_dir / "meta.json").is_file():
         return
     try:
-        tokenizer_dir = json.loads(corpus_meta.read_text(encoding="utf-8"))["tokenizer"]["dir"]
-    except (OSError, ValueError, RecursionError, KeyError, TypeError):  # not a corpus description
+        tokenizer_dir = read_corpus_meta(corpus_dir)["tokenizer"]["dir"]
+    except DataError:  # not a corpus description
         return
     if tokenizer_dir == out.resolve().name:
         raise ConfigError(
-            f"--out {out} is the tokenizer of the corpus in {corpus_meta.parent}, whose token files need it; "
+            f"--out {out} is the tokenizer of the corpus in {corpus_dir}, whose token files need it; "
             "save the new tokenizer in another directory."
         )

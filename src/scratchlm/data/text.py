@@ -61,6 +61,18 @@ class TokenCorpus:
 def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) -> TokenCorpus:
     """Open a directory written by `prepare_text_corpus` (checking both token files against meta.json)."""
     directory = Path(directory)
+    meta = read_corpus_meta(directory)
+    splits = {
+        name: load_token_file(directory / meta["splits"][name]["file"], meta, full_check=full_check)
+        for name in ("train", "val")
+    }
+    return TokenCorpus(directory, splits["train"], splits["val"], meta, int(meta["vocab_size"]))
+
+
+def read_corpus_meta(directory: str | os.PathLike) -> dict:
+    """A corpus directory's meta.json, checked: its format, and split files and tokenizer directory that are
+    plain names inside it. DataError (naming the fix) for anything else."""
+    directory = Path(directory)
     meta_path = directory / "meta.json"
     refuse_special_file(meta_path, "corpus description")
     try:
@@ -76,18 +88,16 @@ def load_token_dir(directory: str | os.PathLike, *, full_check: bool = False) ->
         raise DataError(f"{meta_path} is not valid JSON ({exc}); prepare the directory again.") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise DataError(f"{meta_path} is not a format-{META_FORMAT} text corpus description; prepare it again.")
-    splits = {}
     for name in ("train", "val"):
         entry = meta["splits"].get(name) if isinstance(meta.get("splits"), dict) else None
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise DataError(f"{meta_path} lacks the {name!r} split; prepare the directory again.")
         _check_plain_name(entry["file"], f"the {name} split's file", meta_path)
-        splits[name] = load_token_file(directory / entry["file"], meta, full_check=full_check)
     tokenizer = meta.get("tokenizer")
     if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("dir"), str):
         raise DataError(f"{meta_path} lacks the tokenizer entry {{'dir': ...}}; prepare the directory again.")
     _check_plain_name(tokenizer["dir"], "the tokenizer directory", meta_path)
-    return TokenCorpus(directory, splits["train"], splits["val"], meta, int(meta["vocab_size"]))
+    return meta
 
 
 def _check_plain_name(name: str, what: str, meta_path: Path) -> None:

@@ -11,7 +11,6 @@ CLI turns into its exit status without a message.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,9 +72,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-QUIET_RANK_GRACE_S = 5.0  # how long a quiet rank lets the reporting one print and exit first
-
-
 @contextmanager
 def reported_by_local_rank_zero() -> Iterator[None]:
     """A ScratchLMError raised inside is reported by each node's local rank 0 alone (the others exit with its
@@ -84,9 +80,6 @@ def reported_by_local_rank_zero() -> Iterator[None]:
         yield
     except ScratchLMError as exc:
         if int(os.environ.get("LOCAL_RANK", "0")) != 0:
-            # torchrun stops the whole job at the first process that exits: a quiet rank that exits before
-            # local rank 0 has printed would leave the job with no error line at all.
-            time.sleep(QUIET_RANK_GRACE_S)
             raise ReportedElsewhere(exc.exit_code) from None
         raise
 
