@@ -101,3 +101,12 @@ def test_account_prints_small_memory_in_small_units_and_the_training_flops(capsy
     assert main(["account", "--preset", "debug", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["train_flops_per_token"] == 6 * report["params"]["matmul"] + 12 * 2 * 4 * 8 * 64
+
+
+def test_info_prints_the_n_its_flops_use_when_the_head_is_tied(capsys: pytest.CaptureFixture[str]) -> None:
+    # With a tied head N counts the V x D matrix the non-embedding count leaves out: the 6N must be readable.
+    assert main(["info", "--preset", "debug", "--set", "model.tie_embeddings=true"]) == 0
+    out = capsys.readouterr().out
+    n = 28_832  # 2 layers x (4·32² + 3·32·64 + 2·32) + final norm 32 + the tied 256 x 32 head
+    assert f"N = {n:,} in matmuls" in out
+    assert f"{6 * n + 12 * 2 * 4 * 8 * 64:.4g} (6N + 12·L·H·Q·T at T=64)" in out

@@ -29,6 +29,10 @@ def test_the_command_writes_the_requested_dataset(tmp_path, extra):
         (["--num-trajectories", "-5"], "num_trajectories must be a positive integer"),
         (["--seq-length", "1"], "seq_length must be an integer >= 2"),
         (["--version", "v3"], "version 'v3' is unknown"),
+        # NumPy's own ValueError for these used to surface as an "internal error" with exit status 1.
+        (["--seed", "-1"], "seed must be an integer from 0 to 2**32 - 1"),
+        (["--seed", str(2**32)], "seed must be an integer from 0 to 2**32 - 1"),
+        (["--seed", "-1", "--fast"], "seed must be a non-negative integer"),
     ],
 )
 def test_bad_arguments_print_one_line_and_leave_the_old_file(tmp_path, capsys, args, needle):
@@ -38,3 +42,10 @@ def test_bad_arguments_print_one_line_and_leave_the_old_file(tmp_path, capsys, a
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scratchlm: error: ") and needle in err[0]
     assert out.read_bytes() == b"previous contents"
+
+
+def test_fast_mode_keeps_seeds_past_the_legacy_generators_range(tmp_path):
+    out = tmp_path / "t.pkl"
+    argv = ["data", "trajectories", "--num-trajectories", "3", "--seq-length", "4", "--no-progress"]
+    assert main([*argv, "--fast", "--seed", str(2**40), "--out", str(out)]) == 0
+    assert load_trajectories(out).actions_NT.shape == (3, 4)

@@ -47,3 +47,28 @@ def test_a_seeded_generator_reproduces_draws_and_frequencies_follow_the_softmax(
 def test_bad_sampling_arguments_are_rejected(kwargs):
     with pytest.raises(ConfigError):
         sample_next_token(torch.zeros(1, 3), **kwargs)
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), 1e39, 1e38])
+def test_top_k_one_is_the_argmax_at_any_temperature(temperature):
+    # A huge temperature flattens the tempered logits into ties; the ranking must still be the model's.
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.5]]).expand(200, 4)
+    draws = sample_next_token(logits, temperature=temperature, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert draws.tolist() == [1] * 200
+    two = sample_next_token(logits, temperature=temperature, top_k=2, generator=torch.Generator().manual_seed(0))
+    assert set(two.tolist()) == {1, 3}  # the two best, about uniformly at this temperature
+
+
+def test_the_nucleus_of_a_flattened_distribution_takes_the_model_s_best_tokens():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.5]]).expand(400, 4)
+    draws = sample_next_token(logits, temperature=float("inf"), top_p=0.5, generator=torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == {1, 3}  # uniform probabilities: half the mass is the two best tokens
+
+
+def test_an_infinite_temperature_with_a_filter_never_draws_nan():
+    logits = torch.tensor([[0.0, 3.0, float("-inf"), 2.5]])
+    counts = torch.zeros(4)
+    for seed in range(50):
+        generator = torch.Generator().manual_seed(seed)
+        counts[sample_next_token(logits, temperature=float("inf"), top_k=3, generator=generator)] += 1
+    assert counts[2] == 0 and counts[[0, 1, 3]].min() > 5

@@ -369,7 +369,7 @@ def test_the_script_logs_one_strict_row_per_step_and_per_epoch(tiny_run):
     assert rows[9] == epoch_rows[0]  # the epoch row follows its last step
     for r in step_rows:
         assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
-        assert r["lr"] == pytest.approx(3e-4) and r["grad_norm"] > 0
+        assert r["lr"] == pytest.approx(1e-4) and r["grad_norm"] > 0
     assert step_rows[0]["grad_norm"] > 1.0  # before clipping to 1.0
     for r in epoch_rows:
         assert r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"]))
@@ -395,7 +395,7 @@ def test_the_script_saves_a_checkpoint_every_save_every_global_steps(tiny_run):
         model.load_state_dict(state["model_state_dict"])
         optimizer = AdamW(model.parameters())
         optimizer.load_state_dict(state["optimizer_state_dict"])
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
         assert all(s["step"] == step for s in optimizer.state_dict()["state"].values())
 
 

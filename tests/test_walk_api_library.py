@@ -3,6 +3,7 @@ optimizer pieces, and the argument errors each give one sentence naming the fix.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -54,6 +55,20 @@ def test_positions_that_do_not_fit_the_input_name_the_shapes() -> None:
         model(idx, token_positions=torch.zeros(3, 6, dtype=torch.long))
     for positions in (torch.arange(6), torch.arange(6).expand(2, 6), torch.arange(6)[None]):
         model(idx, token_positions=positions)  # shared, per row, or broadcast from one row
+
+
+def test_the_position_shape_rule_is_torch_broadcasting() -> None:
+    from scratchlm.model import _broadcasts_to
+
+    def torch_rule(shape: torch.Size, target: torch.Size) -> bool:
+        try:
+            return torch.broadcast_shapes(shape, target) == target
+        except RuntimeError:
+            return False
+
+    shapes = [torch.Size(dims) for rank in range(4) for dims in itertools.product((1, 2, 3), repeat=rank)]
+    for shape, target in itertools.product(shapes, shapes):
+        assert _broadcasts_to(shape, target) == torch_rule(shape, target), (shape, target)
 
 
 def test_generate_refuses_a_module_that_is_not_a_transformer_lm() -> None:

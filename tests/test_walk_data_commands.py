@@ -4,6 +4,7 @@ with another tokenizer; and an input directory is named as such."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,34 @@ def test_decode_of_a_corpus_split_needs_the_corpus_tokenizer(text: Path, tmp_pat
 def test_an_input_directory_is_named_as_one(tmp_path: Path, capsys) -> None:
     err = _error(capsys, ["tokenizer", "train", "--input", str(tmp_path), "--out", str(tmp_path / "t")])
     assert "is a directory, not a text file; pass the file(s) inside it" in err
+
+
+def test_a_corpus_re_encoded_with_its_own_tokenizer_is_a_re_run(text: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "corpus"
+    first = prepare_text_corpus(text, out, "char")
+    argv = ["data", "text", "--input", str(text), "--tokenizer", str(out / "tokenizer"), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0, capsys.readouterr().err
+    again = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    # meta.json still says how the tokenizer was made, not "loaded from the directory just replaced"
+    assert again["tokenizer"]["source"] == first["tokenizer"]["source"] == {"trained": "char"}
+    assert again["splits"] == first["splits"]
+    # another input is another corpus, however its tokenizer is chosen
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.upper(), encoding="utf-8")
+    argv[3] = str(other)
+    assert "already holds another corpus" in _error(capsys, argv)
+
+
+def test_a_built_in_tokenizer_name_shadowing_a_directory_is_named(
+    text: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    CharTokenizer.train([text]).save(tmp_path / "char")
+    with caplog.at_level("WARNING"):
+        meta = prepare_text_corpus(text, tmp_path / "corpus", "char")
+    assert meta["tokenizer"]["source"] == {"trained": "char"}
+    assert "pass --tokenizer ./char" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        meta = prepare_text_corpus(text, tmp_path / "corpus2", "./char")
+    assert "loaded" in meta["tokenizer"]["source"] and "built-in" not in caplog.text

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from scratchlm.analysis.study_runs import EXPERIMENT_AGAIN, run_or_reuse
 from scratchlm.cli import main
 from scratchlm.data import token_files
 from scratchlm.data.text import prepare_text_corpus
@@ -169,11 +170,17 @@ def test_ctrl_c_says_which_checkpoint_survives_and_how_to_resume(
         assert main(base(data, run_dir)) == EXIT_INTERRUPTED
     assert capsys.readouterr().err.strip().splitlines()[-1] == "scratchlm: interrupted"
     assert (
-        f"stopped at step 3; the checkpoint of step 2 is intact: continue from it with `scratchlm train --resume "
-        f"{run_dir}`"
+        f"stopped at step 3; the checkpoint of step 2 is intact: run `scratchlm train --resume {run_dir}` to continue"
     ) in caplog.messages
     monkeypatch.setattr(trainer, "train_step", step)
     assert main(["train", "--resume", str(run_dir)]) == 0
+    # A run of an experiment is continued by the experiment's command, which also reuses its finished runs.
+    monkeypatch.setattr(trainer, "train_step", ctrl_c_at_step_3)
+    config = resolve_run_config("debug", None, base(data, run_dir)[5:][1::2])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        run_or_reuse(config, tmp_path / "study" / "run")
+    assert f"intact: {EXPERIMENT_AGAIN} to continue" in caplog.text
 
 
 def corrupt_corpus(tmp_path: Path, position: int) -> Path:
@@ -239,3 +246,16 @@ def test_a_run_stopped_before_its_first_checkpoint_still_starts_again(
     (run_dir / "checkpoints" / "last.pt").unlink()  # as if killed before the first save
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert main(base(data, tmp_path / "copied", "--config", str(run_dir / "config.toml"))) == 0
+
+
+def test_a_resume_may_show_or_hide_the_progress_bar_but_not_change_the_run(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # base() hides the bar; the run is resumed with it shown, then hidden again with --no-progress.
+    run_dir = tmp_path / "run"
+    assert main([*base(data, run_dir, "--set", "train.max_steps=6"), "--stop-after", "2"]) == 0
+    assert main(["train", "--resume", str(run_dir), "--set", "train.progress=true", "--stop-after", "2"]) == 0
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 6
+    assert main(["train", "--resume", str(run_dir), "--set", "train.log_interval=3", "--no-progress"]) == 2
+    assert "train.log_interval differ" in one_error_line(capsys)

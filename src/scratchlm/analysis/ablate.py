@@ -3,8 +3,9 @@ final and best validation loss (mean ± standard deviation over seeds, and the r
 parameter counts, and the validation curves of every run overlaid (one color per variant).
 
 A study is resumable: runs that finished are read back (`study_runs.run_or_reuse`), so an interrupted
-study continues where it stopped and adding a seed trains only the new runs. A run that diverges is
-reported as such and left out of the means.
+study continues where it stopped and adding a seed trains only the new runs. A run that diverges by the
+learning-rate sweep's rules (`sweep.DivergenceMonitor`, `sweep.judge_end`: NaN/Inf, or a loss that blows up
+past where it started) is stopped, reported as such and left out of the means.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from scratchlm.analysis.accounting import param_counts
 from scratchlm.analysis.document import Document, Figure, Paragraph, Table, write_results
 from scratchlm.analysis.plots import plot_training_curves, pyplot, save_figure
 from scratchlm.analysis.study_runs import RunOutcome, check_reusable, claim_out_dir, run_or_reuse
+from scratchlm.analysis.sweep import DivergenceMonitor, judge_end, start_loss
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
 from scratchlm.presets import parse_override, resolve_run_config, toml_value
@@ -81,8 +83,11 @@ def parse_grid(assignments: list[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
-        if not sep or not raw.strip():
-            raise ConfigError(f"--grid expects section.key=v1,v2,..., got {assignment!r}.")
+        # Checked here, not left to parse_override, whose message would name --set, a flag the user did not give.
+        if not sep or not raw.strip() or len(key.split(".")) < 2 or not all(p.strip() for p in key.split(".")):
+            raise ConfigError(
+                f"--grid expects section.key=v1,v2,... (e.g. model.norm=rmsnorm,layernorm), got {assignment!r}."
+            )
         values = [parse_override(f"{key}={item}")[1] for item in _split_values(raw)]
         path, _ = parse_override(f"{key}=0")
         name = ".".join(path)
@@ -103,6 +108,23 @@ def check_grid(grid: dict[str, list[Any]]) -> None:
         repeated = sorted({toml_value(v) for v in values if sum(toml_value(w) == toml_value(v) for w in values) > 1})
         if repeated:
             raise ConfigError(f"--grid {key} lists {', '.join(repeated)} more than once; give each value once.")
+
+
+def check_overrides(study: Study) -> None:
+    """Refuse a --set that no run would get: the seed is each run's own, and a key that every variant sets is
+    replaced in every run, while the results would still list the --set as part of the recipe."""
+    for item in study.overrides:
+        path, _ = parse_override(item)
+        key = ".".join(path)
+        if key == "train.seed":
+            raise ConfigError(
+                f"--set {item} would be replaced by each run's seed; give the seeds with --seeds N instead."
+            )
+        if study.variants and all(key in v.values for v in study.variants):
+            raise ConfigError(
+                f"--set {item} would be replaced in every run: every variant sets {key} itself; drop the --set "
+                "(to try that value, add it to the variants)."
+            )
 
 
 def _split_values(raw: str) -> list[str]:
@@ -168,6 +190,7 @@ def run_name(variant: Variant, seed: int) -> str:
 def run_study(study: Study, out_dir: str | Path, *, command: str = "") -> dict[str, Any]:
     """Train (or reuse) every variant x seed under out_dir; write results.json, results.md and curves.{png,svg}."""
     out_dir = Path(out_dir)
+    check_overrides(study)
     configs = {}
     for variant in study.variants:  # resolve every config first: a typo fails before hours of training
         for seed in study.seeds:
@@ -183,8 +206,12 @@ def run_study(study: Study, out_dir: str | Path, *, command: str = "") -> dict[s
     outcomes: dict[tuple[str, int], RunOutcome] = {}
     for i, ((variant_name, seed), config) in enumerate(configs.items()):
         log.info("study %s: run %d of %d (%s, seed %d)", study.name, i + 1, len(configs), variant_name, seed)
-        variant = next(v for v in study.variants if v.name == variant_name)
-        outcomes[(variant_name, seed)] = run_or_reuse(config, out_dir / run_name(variant, seed))
+        # The sweep's divergence rules: a variant (a learning rate, say) whose loss blows up far past where it
+        # started finishes without a NaN, and its loss would otherwise enter the means as a result.
+        start = start_loss(config)
+        monitor = DivergenceMonitor(config.optim.warmup_steps, start_loss=start)
+        outcome = run_or_reuse(config, out_dir / names[(variant_name, seed)], monitor=monitor)
+        outcomes[(variant_name, seed)] = judge_end(outcome, start)
     results = _summarize(study, configs, outcomes)
     results["experiment"] = "ablation"
     results["command"] = command

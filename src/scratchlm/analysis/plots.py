@@ -138,15 +138,19 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
             raise DataError(f"{run} has no metrics.jsonl; pass run directories (runs/NAME) that have trained.")
     written: list[Path] = []
     suffix = "_log" if log_scale else ""
-    for run in runs:
-        floor = _loss_floor(run)
+    floors = [_loss_floor(run) for run in runs]
+    for run, floor in zip(runs, floors, strict=True):
         written += plot_training_curves(
             [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, floor=floor, title=run.name
         )
     if len(runs) > 1:
         name = f"compare_{x}{suffix}_" + "_".join(r.name for r in runs)[:80]
         title = " vs ".join(r.name for r in runs)
-        first = plot_training_curves(runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, title=title)
+        # One floor line only when every run has the same one: runs on other data have no common floor.
+        shared = floors[0] if len(set(floors)) == 1 else None
+        first = plot_training_curves(
+            runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, floor=shared, title=title
+        )
         written += first
         for run in runs[1:]:  # the same figure in every run's plots/: drawn once, copied
             for path in first:

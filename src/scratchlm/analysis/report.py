@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import inspect
 import json
+import math
 import re
 import shutil
 import statistics
@@ -28,6 +29,8 @@ import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from scratchlm.analysis.accounting import param_counts
 from scratchlm.analysis.attention import describe_attention
@@ -41,6 +44,7 @@ from scratchlm.analysis.document import (
     Heading,
     Paragraph,
     Table,
+    format_seconds,
     to_html,
     to_markdown,
 )
@@ -70,6 +74,10 @@ class RunFacts:
     config: RunConfig
     summary: dict[str, Any]
     rows: list[dict[str, Any]]
+
+    # Why the run is not a finished one (interrupted, cut short, diverged), said at the top of the page; None
+    # when it ran its whole budget.
+    status: str | None = None
 
     @property
     def text(self) -> bool:
@@ -136,19 +144,93 @@ def write_report(
 
 
 def read_run(run_dir: str | Path) -> RunFacts:
-    """config.toml, summary.json and metrics.jsonl of a finished run, with clear errors when they are not."""
+    """config.toml, summary.json and metrics.jsonl of a run, with clear errors when they are missing or bad.
+
+    A run without summary.json (stopped by Ctrl-C or a kill, or by NaN/Inf) is reported from its metrics and
+    checkpoints, with a status sentence saying so; one that never wrote a checkpoint has no model to show."""
     run_dir = Path(run_dir)
     config_path, summary_path = run_dir / "config.toml", run_dir / "summary.json"
-    if not config_path.is_file() or not summary_path.is_file():
-        raise DataError(f"{run_dir} is not a finished run (no config.toml or summary.json); train it first.")
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir} does not exist; give the directory of a trained run (runs/NAME).")
+    if not config_path.is_file():
+        raise DataError(
+            f"{run_dir} is not a finished run (no config.toml); give the directory `scratchlm train --out` wrote."
+        )
     try:
         config = RunConfig.from_tables(tomllib.loads(config_path.read_text(encoding="utf-8")))
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
     except (ValueError, RecursionError) as exc:  # TOML/JSON/UTF-8 decoding errors are ValueErrors
         raise DataError(f"{run_dir}: config.toml or summary.json is damaged ({exc}); train the run again.") from None
-    if not isinstance(summary, dict):
+    if summary is not None and not isinstance(summary, dict):
         raise DataError(f"{summary_path} is not a JSON object; train the run again.")
-    return RunFacts(run_dir, config, summary, read_metrics(run_dir / "metrics.jsonl"))
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    if summary is None:
+        summary, status = _unfinished_summary(run_dir, config, rows)
+    else:
+        status = _cut_short(run_dir, summary)
+    return RunFacts(run_dir, config, summary, rows, status)
+
+
+def _cut_short(run_dir: Path, summary: dict[str, Any]) -> str | None:
+    """The status of a run that wrote summary.json but did not run its budget (--stop-after, a sweep's stop)."""
+    stopped = summary.get("stopped")
+    if stopped:
+        return f"This run was stopped as diverged ({stopped}) at step {summary.get('steps')}."
+    steps, total = summary.get("steps"), summary.get("total_steps")
+    if isinstance(steps, int) and isinstance(total, int) and steps < total:
+        return (
+            f"This run stopped at step {steps} of {total} (`--stop-after`); `scratchlm train --resume {run_dir}` "
+            "continues it, and these numbers are those of the steps run so far."
+        )
+    return None
+
+
+def _unfinished_summary(run_dir: Path, config: RunConfig, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """What summary.json would hold, read back from metrics.jsonl (and outcome.json), for a run that ended
+    without one; and the sentence that says how it ended."""
+    from scratchlm.analysis.study_runs import read_outcome
+
+    outcome = read_outcome(run_dir)
+    record = outcome.summary if outcome is not None else {}
+    last = rows[-1] if rows else {}
+    step = last.get("step", 0)  # the step of the numbers below (a NaN/Inf step after it logged nothing)
+    if outcome is not None:
+        how = f"diverged ({outcome.reason or 'non-finite loss'})"
+        then = (
+            "Lower `optim.lr` or raise `optim.warmup_steps` in a new run (`--out`); the figures below come from its "
+            "last good checkpoint."
+        )
+    else:
+        how = f"stopped at step {step} (interrupted, or still training)"
+        then = f"`scratchlm train --resume {run_dir}` continues it; these numbers are those of the steps run so far."
+    if not any((run_dir / "checkpoints" / name).is_file() for name in ("best.pt", "last.pt")):
+        raise DataError(
+            f"{run_dir} {how} before its first checkpoint, so there is no model to report on; "
+            + ("train it again with a lower optim.lr (--out NEW)." if outcome is not None
+               else f"`scratchlm train --resume {run_dir}` starts it again.")
+        )  # fmt: skip
+    evals = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    summary: dict[str, Any] = {
+        "steps": step,
+        "total_steps": record.get("total_steps"),
+        "tokens": last.get("tokens", 0),
+        "elapsed_s": last.get("elapsed_s", 0.0),
+        "best_val_loss": min(evals) if evals else None,
+        "data": _data_facts(config),
+    }
+    return summary, f"**This run did not finish**: it {how}. {then}"
+
+
+def _data_facts(config: RunConfig) -> dict[str, Any]:
+    """The data section summary.json records (split sizes, loss floor), rebuilt from the run's data; empty when
+    the data cannot be read (the page then leaves out what depends on it)."""
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    try:
+        return dict(build_training_data(config, torch.device("cpu"), DistInfo()).info)
+    except DataError:
+        return {}
 
 
 def _write(path: Path, text: str) -> Path:
@@ -325,7 +407,9 @@ def _summary_blocks(facts: RunFacts) -> list[Block]:
     )
     table: list[list[str]] = []
     if final:
-        table.append(["final validation loss", f"{final['val_loss']:.4f} (perplexity {final['val_ppl']:.3f})"])
+        table.append(
+            ["final validation loss", f"{final['val_loss']:.4f} (perplexity {perplexity_text(final['val_loss'])})"]
+        )
     best = summary.get("best_val_loss")  # None (JSON null) when no evaluation has run yet
     table.append(["best validation loss", f"{best:.4f}" if best is not None else "none yet (no evaluation ran)"])
     if floor is not None and final:
@@ -335,14 +419,18 @@ def _summary_blocks(facts: RunFacts) -> list[Block]:
         table.append(["next-action accuracy, within ±2 bins", f"{final['val_action_within2']:.2%}"])
     if speeds:
         table.append(["training throughput (median of log intervals)", f"{statistics.median(speeds):,.0f} tokens/s"])
+    status = [Paragraph(facts.status)] if facts.status else []
     return [
+        *status,
         Paragraph(
             f"Model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, d_ff {m.d_ff}, {m.positional} "
             f"positions, {m.norm} ({m.norm_position}), {m.ffn}{'' if m.causal else ', **no causal mask**'}; "
             f"{counts.total:,} parameters ({counts.non_embedding:,} non-embedding)."
         ),
         Paragraph(f"Data: {config.data.kind} from `{config.data.path}`{split}"),
-        Paragraph(f"Training: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['elapsed_s']:.1f} s."),
+        Paragraph(
+            f"Training: {summary['steps']} steps, {summary['tokens']:,} tokens, {format_seconds(summary['elapsed_s'])}."
+        ),
         Table(["metric", "value"], table),
     ]
 
@@ -355,8 +443,8 @@ def _convergence(facts: RunFacts) -> str:
         return "The run logged no training rows."
     last = train[-1]
     text = (
-        f"The model trained for {summary['steps']} iterations ({last.get('epoch', 0):.1f} epochs, "
-        f"{summary['tokens']:,} tokens, {summary['elapsed_s']:.0f} s); the final training loss is "
+        f"The model trained for {summary['steps']} iterations ({_epochs(last.get('epoch', 0))} epochs, "
+        f"{summary['tokens']:,} tokens, {format_seconds(summary['elapsed_s'])}); the final training loss is "
         f"{last['train_loss']:.3f} (from {train[0]['train_loss']:.3f} in the first log interval)"
     )
     if evals:
@@ -371,7 +459,29 @@ def _convergence(facts: RunFacts) -> str:
                 f". Over the last {len(recent)} evaluations (steps {recent[0]['step']}-{recent[-1]['step']}) the "
                 f"validation loss moved by {recent[-1]['val_loss'] - recent[0]['val_loss']:+.4f}"
             )
-    return text + "."
+    text += "."
+    if last["train_loss"] > train[0]["train_loss"]:
+        # A loss that ends above its first log interval has not converged but diverged, whatever the curve's end does.
+        text += (
+            " The training loss ended above where it started: the run diverged (lower `optim.lr` or raise "
+            "`optim.warmup_steps`)."
+        )
+    return text
+
+
+def perplexity_text(loss: float) -> str:
+    """exp(loss) for a page: three decimals when readable, else three significant digits (a diverged loss of
+    hundreds of nats), and a bound where exp overflows. The logged val_ppl is capped, so it is not used."""
+    try:
+        value = math.exp(loss)
+    except OverflowError:
+        return f"over {sys.float_info.max:.1e}"
+    return f"{value:.3f}" if value < 1e6 else f"{value:.3g}"
+
+
+def _epochs(epoch: float) -> str:
+    """Epochs with a digit that is not zero: a short text run has trained 0.03 epochs, not 0.0."""
+    return f"{epoch:.1f}" if epoch >= 1 or epoch == 0 else f"{epoch:.2g}"
 
 
 def _code_highlights() -> list[Block]:

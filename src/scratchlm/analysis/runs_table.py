@@ -99,8 +99,14 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     rows = read_metrics(run_dir / "metrics.jsonl")
     vals = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
     summary = _summary(run_dir)
-    outcome = read_outcome(run_dir) if valid else None
-    if outcome is not None:
+    try:
+        outcome = read_outcome(run_dir) if valid else None
+        damaged = outcome is not None and not isinstance(outcome.steps, (int, type(None)))
+    except DataError:  # one run's damaged summary.json or outcome.json must not take the whole log with it
+        outcome, damaged = None, True
+    if damaged:
+        outcome, status = None, "damaged (unreadable summary.json or outcome.json)"
+    elif outcome is not None:
         status = outcome.status if not outcome.reason else f"diverged ({outcome.reason})"
     elif (run_dir / ".lock").exists():
         status = "running or killed"

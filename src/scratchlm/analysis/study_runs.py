@@ -57,6 +57,10 @@ class RunOutcome:
         return math.nan if value is None else float(value)
 
 
+# How an interrupted experiment run is continued: its finished runs are reused, this one resumed.
+EXPERIMENT_AGAIN = "run the same experiment command again (it reuses finished runs and resumes this one)"
+
+
 def steps_run(outcome: RunOutcome | None, metrics_rows: list[dict[str, Any]]) -> int:
     """A run's steps for a table: what its outcome records, else its last logged step (0 before any)."""
     if outcome is not None and outcome.steps is not None:
@@ -89,7 +93,8 @@ def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | N
             return done
     resume = (run_dir / "checkpoints" / "last.pt").is_file() or saved_config.is_file()
     try:
-        summary = train(config, run_dir, resume=resume, monitor=monitor)
+        # Continued by the experiment's own command (which resumes this run), not by a bare `train --resume`.
+        summary = train(config, run_dir, resume=resume, monitor=monitor, continue_with=EXPERIMENT_AGAIN)
     except NonFiniteLossError as exc:
         outcome = read_outcome(run_dir)  # the trainer's outcome.json, or what the error says if it is missing
         if outcome is None or not outcome.diverged:
@@ -121,12 +126,9 @@ def claim_out_dir(out_dir: str | Path, experiment: str, run_names: list[str]) ->
     a study's variants or seeds, a scaling study's sizes), would lose that table. Extending an experiment (more
     seeds, rates or sizes) is fine: the new table includes every old run."""
     path = Path(out_dir) / "results.json"
-    if not path.is_file():
+    old = read_results(out_dir)
+    if old is None:
         return
-    try:
-        old = _read_json(path)
-    except DataError:
-        return  # a damaged table is no result to keep: this invocation rewrites it from the runs
     old_kind = old.get("experiment") or _infer_experiment(old)
     fix = f"write this one to another --out, or delete {path} to replace it"
     if old_kind is not None and old_kind != experiment:
@@ -143,6 +145,18 @@ def claim_out_dir(out_dir: str | Path, experiment: str, run_names: list[str]) ->
             f"{out_dir} holds {EXPERIMENT_NAMES[experiment]} whose results include runs this one leaves out "
             f"({shown}); include them again, or {fix}."
         )
+
+
+def read_results(out_dir: str | Path) -> dict[str, Any] | None:
+    """The results.json an earlier invocation wrote in out_dir; None if there is none or it is damaged (a damaged
+    table is no result to keep: this invocation rewrites it from the runs)."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        return _read_json(path)
+    except DataError:
+        return None
 
 
 def _infer_experiment(results: dict[str, Any]) -> str | None:

@@ -39,13 +39,14 @@ from scratchlm.analysis.study_runs import (
     RunOutcome,
     check_reusable,
     claim_out_dir,
+    read_results,
     recipe_phrase,
     run_or_reuse,
     steps_run,
 )
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
-from scratchlm.presets import resolve_run_config
+from scratchlm.presets import parse_override, resolve_run_config
 from scratchlm.train.tracking import read_metrics
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,15 @@ def lr_sweep(
 ) -> dict[str, Any]:
     """One run per learning rate under out_dir; writes results.json, results.md, curves.{png,svg} and
     lr_vs_loss.{png,svg}; returns the results (what results.json holds)."""
-    if not values or any(v <= 0 for v in values):
-        raise ConfigError(f"--values must be positive learning rates, got {values}.")
-    if factor <= 1:
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):  # nan passes a plain `v <= 0` test
+        raise ConfigError(f"--values must be positive learning rates and finite numbers, got {values}.")
+    if not factor > 1:  # written so that nan fails too: a nan factor would silently never stop a run
         raise ConfigError(f"the explosion factor must be > 1, got {factor}.")
+    for item in overrides:  # each run's rate is the sweep's: the --set would only mislead the recipe line
+        if ".".join(parse_override(item)[0]) == "optim.lr":
+            raise ConfigError(f"--set {item} would be replaced by each rate of the sweep; give the rates to --values.")
     out_dir = Path(out_dir)
+    _check_same_factor(out_dir, factor)
     values = sorted(set(values))
     names: dict[str, float] = {}
     for lr in values:  # run directories are named at 3 significant digits: two rates must not share one
@@ -199,6 +204,18 @@ def lr_sweep(
     results["figures"] = _plots(outcomes, out_dir)
     write_results(out_dir, "results", results, Document("Learning-rate sweep", sweep_blocks(results, out_dir)))
     return results
+
+
+def _check_same_factor(out_dir: Path, factor: float) -> None:
+    """Refuse a factor other than the one the sweep in out_dir judged its runs by: its reused runs keep the
+    outcome the old factor gave them, while results.md would state the new one."""
+    old = read_results(out_dir)
+    recorded = old.get("explode_factor") if old else None
+    if isinstance(recorded, (int, float)) and recorded != factor:
+        raise ConfigError(
+            f"{out_dir} holds a sweep whose runs were judged with --explode-factor {recorded:g}, not {factor:g}; "
+            f"give --explode-factor {recorded:g} to extend it, or write this sweep to another --out."
+        )
 
 
 def _summarize(outcomes: dict[float, RunOutcome], factor: float) -> dict[str, Any]:

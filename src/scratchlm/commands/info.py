@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for key, value in config.to_dict().items():
         print(f"  {key:18s} {value}")
-    print(f"  parameters         {counts.total:,} total, {counts.non_embedding:,} non-embedding")
+    # N is printed because it, not the non-embedding count, is the 6N of the FLOPs line (they differ when tied).
+    print(
+        f"  parameters         {counts.total:,} total, {counts.non_embedding:,} non-embedding, "
+        f"N = {counts.matmul:,} in matmuls"
+    )
     print(f"  train FLOPs/token  {train_flops:.4g} (6N + 12·L·H·Q·T at T={config.context_length})")
     return 0

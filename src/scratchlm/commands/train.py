@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop-after", type=int, metavar="STEPS", help="checkpoint and exit after this many more steps"
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (as --set train.progress=false)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +52,8 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     from scratchlm.errors import ConfigError
     from scratchlm.presets import resolve_run_config
 
+    if args.no_progress:
+        args.set = [*args.set, "train.progress=false"]
     # `is not None`: an empty --resume or --out (an unset shell variable) must not fall back to a default.
     if args.resume is not None:
         if args.out is not None:

@@ -328,7 +328,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="data/trajectories.pkl")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument(
+        "--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, as the scratch1 preset)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint-dir", default="checkpoints")
     parser.add_argument("--seed", type=int, default=42, help="seeds random, NumPy and torch (default 42)")

@@ -31,6 +31,8 @@ from scratchlm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
+SCRIPT = "scratchlm.compat.scratch1_data"
+
 
 def forward_kinematics_7dof(joint_angles: np.ndarray) -> np.ndarray:
     """End-effector position (3,) of the course's 7-link arm for 7 joint angles."""
@@ -54,7 +56,7 @@ def generate_trajectory(
 
 def generate_dataset(num_trajectories: int = 10000, seq_length: int = 50, seed: int = 42) -> dict[str, torch.Tensor]:
     """The course's dataset: {'states': float32 (N, T, 10), 'actions': int64 (N, T)} tensors."""
-    check_generation_args(num_trajectories, seq_length, "v2")
+    check_generation_args(num_trajectories, seq_length, "v2", seed)
     np.random.seed(seed)
     data = generate_course_trajectories(np.random, num_trajectories, seq_length, "v2")
     return {"states": torch.from_numpy(data.states_NTS), "actions": torch.from_numpy(data.actions_NT)}
@@ -82,13 +84,21 @@ def create_dataloaders(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the Scratch-1 synthetic trajectory dataset.")
+    """Write the course's dataset; a bad argument or unwritable output is one line and an error status."""
+    from scratchlm.cli import run_guarded
+
+    parser = argparse.ArgumentParser(prog=SCRIPT, description="Generate the Scratch-1 synthetic trajectory dataset.")
     parser.add_argument("--num_trajectories", type=int, default=10000)
     parser.add_argument("--seq_length", type=int, default=50)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default="data/trajectories.pkl")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_guarded(lambda: _generate(args), args.debug, prog=SCRIPT)
+
+
+def _generate(args: argparse.Namespace) -> int:
     data = generate_trajectories(args.num_trajectories, args.seq_length, args.seed, "v2")
     save_trajectories(data, args.output, {"mode": "course", "seed": args.seed})
     logger.info("wrote %d trajectories of %d steps to %s", args.num_trajectories, args.seq_length, args.output)

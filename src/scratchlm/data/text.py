@@ -134,7 +134,8 @@ def prepare_text_corpus(
     tokenizer_source, specials = _tokenizer_plan(tokenizer, vocab_size, special_tokens, gpt2_dir)
     out_dir = Path(out_dir)
     source_paths = [os.path.abspath(path) for path in _unique_paths([*train_sources, *val_sources])]
-    _check_out_dir(out_dir, _recipe(source_paths, val_split, tokenizer_source, specials), overwrite)
+    recorded_source = _rerun_source(out_dir, _recipe(source_paths, val_split, tokenizer_source, specials))
+    _check_out_dir(out_dir, _recipe(source_paths, val_split, recorded_source, specials), overwrite)
     t_start = time.perf_counter()
     tok = _make_tokenizer(tokenizer_source, specials, train_sources, val_sources, num_workers, progress)
     timings["tokenizer"] = time.perf_counter() - t_start
@@ -160,7 +161,7 @@ def prepare_text_corpus(
                 "kind": tok.kind,
                 "dir": "tokenizer",
                 "special_tokens": list(tok.special_tokens),
-                "source": tokenizer_source,
+                "source": recorded_source,
             },
             "splits": splits,
             "sources": [_describe(path) for path in _unique_paths([*train_sources, *val_sources])],
@@ -289,6 +290,15 @@ def _tokenizer_plan(
     """What `choice` asks for, checked before any work: (meta.json's `tokenizer.source`, its special tokens)."""
     if vocab_size is not None and choice != "bpe":
         raise ConfigError(f"--vocab-size only applies to --tokenizer bpe; {choice!r} has a fixed vocabulary.")
+    if choice in TOKENIZER_CHOICES and Path(choice).is_dir():
+        logger.warning(
+            "--tokenizer %s means the built-in %s tokenizer, not the directory ./%s; to load that saved "
+            "tokenizer, pass --tokenizer ./%s.",
+            choice,
+            choice,
+            choice,
+            choice,
+        )
     if choice == "bpe":
         specials = [END_OF_TEXT] if special_tokens is None else check_special_tokens(special_tokens)
         return {"trained": "bpe", "vocab_size_requested": 10000 if vocab_size is None else vocab_size}, specials
@@ -316,6 +326,20 @@ def _tokenizer_plan(
     if special_tokens is not None and check_special_tokens(special_tokens) != saved:
         raise ConfigError(f"the saved tokenizer has special tokens {saved}; drop --special-tokens or retrain it.")
     return {"loaded": os.fspath(path.resolve())}, saved
+
+
+def _rerun_source(out_dir: Path, planned: dict) -> dict:
+    """The tokenizer source to record: the planned one, except for a corpus re-encoded with its own saved
+    tokenizer (`--tokenizer OUT/tokenizer --out OUT`) and otherwise the same recipe, which is a re-run and
+    keeps the source meta.json gives (how that tokenizer was made), rather than naming the very directory
+    it is about to replace."""
+    loaded = planned["tokenizer"].get("loaded")
+    if loaded is None or Path(loaded) != (out_dir / "tokenizer").resolve():
+        return planned["tokenizer"]
+    existing = _existing_recipe(out_dir)
+    if existing is not None and existing == {**planned, "tokenizer": existing["tokenizer"]}:
+        return existing["tokenizer"]
+    return planned["tokenizer"]
 
 
 def _make_tokenizer(
@@ -370,6 +394,15 @@ def _recipe_of(meta: object) -> dict | None:
         return None
 
 
+def _existing_recipe(out_dir: Path) -> dict | None:
+    """The recipe of the corpus in `out_dir`, or None when there is none we can read."""
+    if not (out_dir / "meta.json").is_file():  # not a FIFO or device, which could block the read
+        return None
+    with contextlib.suppress(OSError, ValueError, RecursionError):  # unreadable: not a corpus we know
+        return _recipe_of(json.loads((out_dir / "meta.json").read_text(encoding="utf-8")))
+    return None
+
+
 def _check_out_dir(out_dir: Path, planned: dict, overwrite: bool) -> None:
     """Refuse, before any work, to replace what `out_dir` holds unless it is this same corpus (a re-run,
     which rewrites the same files) or `overwrite` is set: token files of another corpus may be what a
@@ -379,10 +412,7 @@ def _check_out_dir(out_dir: Path, planned: dict, overwrite: bool) -> None:
     present = [name for name in _OUTPUT_NAMES if (out_dir / name).exists()] if out_dir.is_dir() else []
     if overwrite or not present:
         return
-    existing = None
-    if (out_dir / "meta.json").is_file():  # not a FIFO or device, which could block the read
-        with contextlib.suppress(OSError, ValueError, RecursionError):  # unreadable: not a corpus we know
-            existing = _recipe_of(json.loads((out_dir / "meta.json").read_text(encoding="utf-8")))
+    existing = _existing_recipe(out_dir)
     if existing is None:
         raise DataError(
             f"{out_dir} already holds {', '.join(present)} but no corpus meta.json; choose another --out, or "

@@ -269,8 +269,10 @@ def _fast_chunk(rng: np.random.Generator, num: int, steps: int, version: str) ->
     return simulate_v1(start_NJ, target_N3, noise_a_NTJ, noise_b_NTJ)
 
 
-def check_generation_args(num_trajectories: int, seq_length: int, version: str) -> None:
-    """ConfigError for a non-positive count, seq_length < 2 or an unknown version."""
+def check_generation_args(
+    num_trajectories: int, seq_length: int, version: str, seed: int | None = None, fast: bool = False
+) -> None:
+    """ConfigError for a non-positive count, seq_length < 2, an unknown version or a seed NumPy refuses."""
     if isinstance(num_trajectories, bool) or not isinstance(num_trajectories, int) or num_trajectories < 1:
         raise ConfigError(f"num_trajectories must be a positive integer, got {num_trajectories!r}.")
     if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 2:
@@ -279,6 +281,19 @@ def check_generation_args(num_trajectories: int, seq_length: int, version: str) 
         )
     if version not in VERSIONS:
         raise ConfigError(f"trajectory version {version!r} is unknown; use one of {', '.join(VERSIONS)}.")
+    if seed is not None:
+        check_seed(seed, fast)
+
+
+def check_seed(seed: int, fast: bool = False) -> None:
+    """ConfigError for a seed the generator would reject with a bare ValueError deep inside NumPy.
+
+    Course mode seeds the legacy MT19937 (`np.random.seed`), which takes 0..2**32 - 1 only; fast mode's
+    `np.random.default_rng` takes any non-negative integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0 or (not fast and seed >= 2**32):
+        limit = "a non-negative integer" if fast else "an integer from 0 to 2**32 - 1 (NumPy's legacy generator)"
+        raise ConfigError(f"seed must be {limit}, got {seed!r}.")
 
 
 def generate_course_trajectories(
@@ -311,7 +326,7 @@ def generate_trajectories(
     Course mode equals the course's `generate_dataset(num_trajectories, seq_length, seed)` bit for bit and
     leaves NumPy's global generator untouched. Fast mode is not the course's numbers (see the module doc).
     """
-    check_generation_args(num_trajectories, seq_length, version)
+    check_generation_args(num_trajectories, seq_length, version, seed, fast)
     if fast:
         make_chunk = functools.partial(_fast_chunk, np.random.default_rng(seed), steps=seq_length, version=version)
         return _generate_in_chunks(make_chunk, num_trajectories, seq_length, FAST_CHUNK, version, progress)

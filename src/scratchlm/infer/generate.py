@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from torch import Tensor
 from scratchlm.config import ModelConfig
 from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.infer.kv_cache import KVCache
-from scratchlm.infer.sampling import check_sampling_args, sample_next_token
+from scratchlm.infer.sampling import check_sampling_args, sample_next_token, seeded_generator
 from scratchlm.model import TransformerLM
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,15 @@ class DecodeStep:
 
     tokens_B (B,) int64; logits_BV (B, V') float, V' = the vocabulary sampled from; done_B (B,) bool, True
     for rows that have produced a stop token at this step or before (their later tokens mean nothing).
+    setup_s: seconds spent so far building the compiled or graphed step (0 for eager decoding), so that a
+    tokens/s figure can leave a one-time compile out.
     """
 
     index: int
     tokens_B: Tensor
     logits_BV: Tensor
     done_B: Tensor
+    setup_s: float = 0.0
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Generation:
     prompts: list[list[int]]
     tokens: list[list[int]]
     stopped: list[bool]  # True: ended at a stop token; False: at max_new_tokens
+    setup_s: float = 0.0  # seconds spent compiling or capturing the decode step, included in the call's time
 
     def sequences(self) -> list[list[int]]:
         """Prompt followed by its continuation, per row."""
@@ -110,6 +115,7 @@ def generate(
     rows = as_token_lists(prompts)
     stop_tokens = as_stop_tokens(stop_tokens)
     steps: list[Tensor] = []
+    setup_s = 0.0
     for step in decode_steps(
         model,
         rows,
@@ -126,6 +132,7 @@ def generate(
         compile=compile,
     ):
         steps.append(step.tokens_B)
+        setup_s = step.setup_s
     new_BN = torch.stack(steps, dim=1).tolist()
     stop = set(stop_tokens)
     tokens, stopped = [], []
@@ -133,7 +140,7 @@ def generate(
         end = next((i for i, token in enumerate(row) if token in stop), None)
         tokens.append(row if end is None else row[:end])
         stopped.append(end is not None)
-    return Generation(rows, tokens, stopped)
+    return Generation(rows, tokens, stopped, setup_s)
 
 
 def decode_steps(
@@ -165,7 +172,7 @@ def decode_steps(
     if seed is not None:
         if generator is not None:
             raise ConfigError("pass a seed or a generator, not both (a generator carries its own seed).")
-        generator = torch.Generator(_device(model)).manual_seed(int(seed))
+        generator = seeded_generator(seed, _device(model))
     sampling = (temperature, top_k, top_p, generator)
     steps = _StepOptions(cuda_graph=cuda_graph, compile=compile)
     return _decode(model, rows, max_new_tokens, sampling, stops, use_cache, vocab_limit, steps)
@@ -201,7 +208,8 @@ def _decode(
     model.check_token_ids = False
     try:
         next_logits = _cached_logits if use_cache else _uncached_logits
-        logits_source = next_logits(model, rows, max_new_tokens, steps)
+        timings = {"setup_s": 0.0}  # written by the logits source when it builds a compiled or graphed step
+        logits_source = next_logits(model, rows, max_new_tokens, steps, timings)
         stop_T = torch.tensor(stop_tokens, dtype=torch.long, device=_device(model))
         done_B = torch.zeros(len(rows), dtype=torch.bool, device=stop_T.device)
         tokens_B = None
@@ -212,7 +220,7 @@ def _decode(
             tokens_B = sample_next_token(logits_BV, *sampling)
             if stop_tokens:
                 done_B = done_B | torch.isin(tokens_B, stop_T)
-            yield DecodeStep(index, tokens_B, logits_BV, done_B)
+            yield DecodeStep(index, tokens_B, logits_BV, done_B, timings["setup_s"])
             if stop_tokens and bool(done_B.all()):
                 break
         logits_source.close()
@@ -222,7 +230,7 @@ def _decode(
 
 
 def _cached_logits(
-    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions, timings: dict[str, float]
 ) -> Iterator[Tensor]:
     """A coroutine: first yields the prefill's last logits (B, V), then the logits after each token sent in."""
     device = _device(model)
@@ -240,7 +248,9 @@ def _cached_logits(
     logits_BPV, _ = model(ids_BP.to(device), kv_cache=cache)
     tokens_B = yield logits_BPV[:, -1]
     if steps.static:
+        start = time.perf_counter()
         step = _static_step(model, cache, steps)
+        timings["setup_s"] = time.perf_counter() - start
         while True:
             # A graph's output buffer is rewritten by the next replay; a compiled step returns a new tensor.
             logits_BV = step(tokens_B)
@@ -266,7 +276,7 @@ def _static_step(model: TransformerLM, cache: KVCache, steps: _StepOptions) -> C
 
 
 def _uncached_logits(
-    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions
+    model: TransformerLM, rows: list[list[int]], max_new_tokens: int, steps: _StepOptions, timings: dict[str, float]
 ) -> Iterator[Tensor]:
     """The same coroutine as `_cached_logits`, but every step runs the plain forward over whole sequences."""
     device = _device(model)

@@ -34,26 +34,54 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu") -> LoadedRun:
-    """The run's config and the model of `checkpoint`: "best", "last", a path, or None (best, else last)."""
+    """The run's config and the model of `checkpoint` (see `resolve_checkpoint`; None: best, else last).
+
+    `run_dir` may also be a checkpoint file, as `load_model` takes one: its run is the directory around
+    checkpoints/, or, for a file moved out of its run, the run config the trainer stores in every checkpoint.
+    """
     from scratchlm.presets import load_toml_file
     from scratchlm.train.checkpoint import load_model
 
     run_dir = Path(run_dir)
+    path = None
+    if run_dir.is_file():
+        if checkpoint is not None:
+            raise ConfigError(
+                f"--run {run_dir} is already a checkpoint file, so --checkpoint {checkpoint} has nothing to "
+                "choose; drop one of them."
+            )
+        path, run_dir = run_dir, run_dir.parent.parent
+        if not (run_dir / "config.toml").is_file():
+            return LoadedRun(path.parent, _run_config_in_checkpoint(path), path, load_model(path, device=device))
     config_path = run_dir / "config.toml"
     if not config_path.is_file():
         raise DataError(
             f"{run_dir} is not a run directory (no config.toml); give the directory of a trained run, runs/NAME."
         )
     config = RunConfig.from_tables(load_toml_file(str(config_path)))
-    path = resolve_checkpoint(run_dir, checkpoint)
+    if path is None:
+        path = resolve_checkpoint(run_dir, checkpoint)
     model = load_model(path, device=device)
     if model.config.to_dict() != config.model.to_dict():
         logger.warning("%s was built with another [model] than %s says; using the checkpoint's", path, config_path)
     return LoadedRun(run_dir, config, path, model)
 
 
+def _run_config_in_checkpoint(path: Path) -> RunConfig:
+    from scratchlm.train.checkpoint import read_checkpoint
+
+    tables = read_checkpoint(path).get("run_config")
+    if not isinstance(tables, dict):
+        raise DataError(
+            f"{path} is a checkpoint outside any run directory and holds no run config, so its data and tokenizer "
+            "are unknown; give --run runs/NAME --checkpoint PATH for the run it came from."
+        )
+    return RunConfig.from_tables(tables)
+
+
 def resolve_checkpoint(run_dir: Path, choice: str | None) -> Path:
-    """checkpoints/best.pt or last.pt by name, or a file path; None prefers best.pt and falls back to last.pt."""
+    """The checkpoint file `choice` names: None prefers best.pt and falls back to last.pt; "best", "last" or
+    any other file of checkpoints/ by its name (with or without .pt); a step number (its step_*.pt); or a path."""
     folder = run_dir / "checkpoints"
     if choice is None:
         for name in CHECKPOINT_NAMES:
@@ -62,10 +90,17 @@ def resolve_checkpoint(run_dir: Path, choice: str | None) -> Path:
         raise CheckpointError(
             f"{folder} holds neither best.pt nor last.pt; train the run first (or pass --checkpoint PATH)."
         )
-    path = folder / f"{choice}.pt" if choice in CHECKPOINT_NAMES else Path(choice)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; use --checkpoint best, last or a .pt file.")
-    return path
+    candidates = [folder / f"{choice}.pt", folder / choice, Path(choice)]
+    if choice.isdigit():
+        candidates.insert(0, folder / f"step_{int(choice):09d}.pt")  # the trainer's name for a step checkpoint
+    for path in candidates:
+        if path.is_file():
+            return path
+    held = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+    have = f"{folder} holds {', '.join(held)}" if held else f"{folder} holds no checkpoints"
+    raise CheckpointError(
+        f"checkpoint {choice!r} does not exist ({have}); use --checkpoint best, last, a step or a .pt file."
+    )
 
 
 def text_tokenizer(config: RunConfig, model: TransformerLM) -> TextTokenizer:
@@ -121,7 +156,10 @@ def validation_trajectories(config: RunConfig, model: TransformerLM) -> Validati
     from scratchlm.train.distributed import DistInfo
 
     if config.data.kind != "trajectories":
-        raise ConfigError("--prompt-actions, --from-val and --rollout need a trajectory run; this one trains on text.")
+        raise ConfigError(
+            "--prompt-actions, --from-val and --rollout need a trajectory run; this one trains on text, so give "
+            "it --prompt TEXT."
+        )
     all_rows = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_batches=0))
     data = build_training_data(all_rows, torch.device("cpu"), DistInfo())
     layout = layout_from_dict(data.info["layout"])

@@ -6,6 +6,8 @@ seeded torch.Generator makes sampling reproducible without touching the global R
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,18 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
         raise ConfigError(f"top_p (--top-p) must be in (0, 1] (1 keeps every token), got {top_p}.")
 
 
+# What torch.Generator.manual_seed accepts: a signed or an unsigned 64-bit integer.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def seeded_generator(seed: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` seeded with `seed`, or a ConfigError naming the range a seed must lie in."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not low <= seed <= high:
+        raise ConfigError(f"seed (--seed) must be an integer from -2**63 to 2**64 - 1, got {seed!r}.")
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
 def filter_top_k(logits_BV: Tensor, k: int) -> Tensor:
     """Keep the k largest logits per row (ties at the k-th value are all kept); the rest become -inf."""
     if k >= logits_BV.shape[-1]:
@@ -38,10 +52,14 @@ def filter_top_k(logits_BV: Tensor, k: int) -> Tensor:
     return logits_BV.masked_fill(logits_BV < kth_B1, float("-inf"))
 
 
-def filter_top_p(logits_BV: Tensor, p: float) -> Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches p; the rest become -inf."""
-    sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
-    probs_BV = softmax(sorted_BV, dim=-1)
+def filter_top_p(logits_BV: Tensor, p: float, rank_BV: Tensor | None = None) -> Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches p; the rest become -inf.
+
+    rank_BV (default: logits_BV) orders the tokens: the untempered logits, so that where a huge temperature
+    flattens logits_BV into ties the nucleus still takes the model's most likely tokens first.
+    """
+    order_BV = torch.sort(logits_BV if rank_BV is None else rank_BV, dim=-1, descending=True, stable=True).indices
+    probs_BV = softmax(logits_BV.gather(-1, order_BV), dim=-1)
     # A token is dropped when the tokens ranked above it already reach p, so the top token always stays.
     drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= p
     drop_BV = torch.zeros_like(drop_sorted_BV).scatter(-1, order_BV, drop_sorted_BV)
@@ -62,11 +80,16 @@ def sample_next_token(
     # Shifting the row max to 0 first keeps a tiny temperature finite: (l - max) / T only grows more
     # negative (to -inf at worst) and the softmax is the same; T is kept above float32's smallest normal
     # number, below which it would round to 0 and make the maxima 0 / 0.
-    logits_BV = logits_BV.float()
-    logits_BV = (logits_BV - logits_BV.amax(dim=-1, keepdim=True)) / max(temperature, FLOAT32_TINY)
+    # Top-k and the nucleus's order are taken on the logits before the temperature: dividing by a huge (or
+    # infinite) temperature rounds distinct logits to equal ones, and top_k=1 must stay the argmax.
+    # The dropped tokens are masked after the division, since -inf / inf would be NaN.
+    shifted_BV = logits_BV.float()
+    shifted_BV = shifted_BV - shifted_BV.amax(dim=-1, keepdim=True)
     if top_k is not None:
-        logits_BV = filter_top_k(logits_BV, top_k)
+        shifted_BV = filter_top_k(shifted_BV, top_k)
+    dropped_BV = shifted_BV == float("-inf")
+    scaled_BV = (shifted_BV / max(temperature, FLOAT32_TINY)).masked_fill(dropped_BV, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        logits_BV = filter_top_p(logits_BV, top_p)
-    probs_BV = softmax(logits_BV, dim=-1)
+        scaled_BV = filter_top_p(scaled_BV, top_p, rank_BV=shifted_BV)
+    probs_BV = softmax(scaled_BV, dim=-1)
     return torch.multinomial(probs_BV, num_samples=1, generator=generator).squeeze(-1)

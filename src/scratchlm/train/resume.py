@@ -25,14 +25,30 @@ from scratchlm.train.tracking import truncate_metrics_after
 log = logging.getLogger(__name__)
 
 
+# What a resume may change besides the budget: how the console shows the run, not what the run computes.
+DISPLAY_KEYS = {"train": ("progress",)}
+
+
+def must_match(tables: dict[str, Any]) -> dict[str, Any]:
+    """The config tables a resumed run must share with its checkpoint: all but the budget and DISPLAY_KEYS."""
+    tables = without_budget(tables)
+    return {
+        section: {k: v for k, v in values.items() if k not in DISPLAY_KEYS.get(section, ())}
+        if isinstance(values, dict)
+        else values
+        for section, values in tables.items()
+    }
+
+
 def check_same_config(saved: Any, config: RunConfig, run_dir: Path) -> None:
-    """Refuse a resume whose config differs from the run's in anything but the budget (see `check_budget`)."""
+    """Refuse a resume whose config differs from the run's in anything but the budget (see `check_budget`)
+    and the console display (`train.progress`: a run started in a terminal may go on in a script)."""
     if saved is None:
         return
     if not isinstance(saved, dict):
         raise CheckpointError(f"the saved config of the run in {run_dir} is not a table; the run directory is damaged.")
     # All but the budget must match the checkpoint's config.
-    mine, theirs = without_budget(config.to_tables()), without_budget(with_defaults(saved))
+    mine, theirs = must_match(config.to_tables()), must_match(with_defaults(saved))
     if mine == theirs:
         return
     changed = _changed_keys(mine, theirs)
@@ -178,10 +194,10 @@ def check_checkpoint_is_the_runs(saved: Any, path: Path, run_dir: Path) -> None:
     if not isinstance(saved, dict) or not config_path.is_file():
         return
     try:
-        on_disk = without_budget(with_defaults(load_toml_file(str(config_path))))
+        on_disk = must_match(with_defaults(load_toml_file(str(config_path))))
     except ScratchLMError:
         return  # a damaged config.toml: the config mismatch being reported stands on its own
-    in_checkpoint = without_budget(with_defaults(saved))
+    in_checkpoint = must_match(with_defaults(saved))
     changed = sorted({*_changed_keys(on_disk, in_checkpoint), *_changed_keys(in_checkpoint, on_disk)})
     if changed:
         raise CheckpointError(

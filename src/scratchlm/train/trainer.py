@@ -557,10 +557,12 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     monitor: Monitor | None = None,
+    continue_with: str | None = None,
 ) -> dict:
     """Lock the run directory, setup + fit, and release the lock and the metrics file whatever happens.
 
-    `monitor`: see `fit`.
+    `monitor`: see `fit`. `continue_with`: what to do to continue an interrupted run, for its warning (default
+    "run `scratchlm train --resume RUN`"; an experiment says to run its own command again).
     Raises RunLockedError when another live process trains in `run_dir`.
     """
     run_dir = Path(run_dir)
@@ -585,7 +587,7 @@ def train(
             raise
         except (KeyboardInterrupt, Terminated):
             if run is not None and info.is_main:
-                log.warning(_interrupted_hint(run, run_dir))
+                log.warning(_interrupted_hint(run, run_dir, continue_with))
             raise
         finally:
             if run is not None and run.logger is not None:
@@ -626,17 +628,12 @@ def _peer_lost_error(run: Run | None, run_dir: Path) -> PeerLostError:
     )
 
 
-def _interrupted_hint(run: Run, run_dir: Path) -> str:
+def _interrupted_hint(run: Run, run_dir: Path, continue_with: str | None = None) -> str:
     """What a Ctrl-C / SIGTERM leaves behind and how to continue (the CLI's own line only says "interrupted")."""
+    how = continue_with or f"run `scratchlm train --resume {run_dir}`"
     if run.saved_step is None:
-        return (
-            f"stopped at step {run.state.step} before the first checkpoint; `scratchlm train --resume {run_dir}` "
-            "starts the run again from step 0"
-        )
-    return (
-        f"stopped at step {run.state.step}; the checkpoint of step {run.saved_step} is intact: continue from it "
-        f"with `scratchlm train --resume {run_dir}`"
-    )
+        return f"stopped at step {run.state.step} before the first checkpoint; {how} to start it again from step 0"
+    return f"stopped at step {run.state.step}; the checkpoint of step {run.saved_step} is intact: {how} to continue"
 
 
 def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
