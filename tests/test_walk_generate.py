@@ -24,6 +24,7 @@ from scratchlm.infer.generate import generate
 from scratchlm.model import TransformerLM
 from scratchlm.presets import resolve_run_config, to_toml
 from scratchlm.train.checkpoint import save_checkpoint
+from tests.test_generate import one_error_line
 
 TEXT = "the quick brown fox jumps over the lazy dog.<|endoftext|>" * 40
 
@@ -49,14 +50,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     save_checkpoint(TransformerLM(config.model), None, 100, run / "checkpoints" / "step_000000100.pt", extra)
     return run
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    captured = capsys.readouterr()
-    errors = [line for line in captured.err.splitlines() if line.startswith("scratchlm: error:")]
-    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
-    assert captured.out == "", "nothing is printed before an argument error"
-    return errors[0]
 
 
 def generated(capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -82,13 +82,15 @@ def sample_next_token(
     # number, below which it would round to 0 and make the maxima 0 / 0.
     # Top-k and the nucleus's order are taken on the logits before the temperature: dividing by a huge (or
     # infinite) temperature rounds distinct logits to equal ones, and top_k=1 must stay the argmax.
-    # The dropped tokens are masked after the division, since -inf / inf would be NaN.
     shifted_BV = logits_BV.float()
     shifted_BV = shifted_BV - shifted_BV.amax(dim=-1, keepdim=True)
     if top_k is not None:
         shifted_BV = filter_top_k(shifted_BV, top_k)
-    dropped_BV = shifted_BV == float("-inf")
-    scaled_BV = (shifted_BV / max(temperature, FLOAT32_TINY)).masked_fill(dropped_BV, float("-inf"))
+    scaled_BV = shifted_BV / max(temperature, FLOAT32_TINY)
+    # A temperature that is inf in float32 makes -inf / inf = NaN: keep dropped tokens dropped (only then, so
+    # the ordinary decode step pays no extra pass).
+    if temperature >= torch.finfo(torch.float32).max:
+        scaled_BV = scaled_BV.masked_fill(shifted_BV == float("-inf"), float("-inf"))
     if top_p is not None and top_p < 1.0:
         scaled_BV = filter_top_p(scaled_BV, top_p, rank_BV=shifted_BV)
     probs_BV = softmax(scaled_BV, dim=-1)
