@@ -11,6 +11,9 @@ TORCH_CPU_SPEC  ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_GPU_SPEC  ?= torch>=2.4
 
+# Test workers (pytest-xdist): the suite is single-threaded per test (tests/conftest.py), so two workers
+# use both cores of a 2-core machine; PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint bench clean
@@ -31,7 +34,7 @@ endif
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/scratchlm demo

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.cli_processes import CommandServer
 
 # Triton kernels (scratchlm.nn.triton_rope) run in Triton's interpreter where there is no GPU; the variable
 # must be set before the kernels are defined, i.e. before any test imports them.
@@ -28,6 +31,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def command_server() -> Iterator[CommandServer]:
+    """One warm `scratchlm` command server for the session (tests/cli_processes.py): it only forks a child per
+    command, each with its own environment, so sharing it costs nothing but one torch import per test."""
+    with CommandServer() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

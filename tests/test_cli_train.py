@@ -181,7 +181,7 @@ def test_a_warmup_as_long_as_the_run_is_named_with_the_fix(
     assert not any("covers the whole" in m for m in caplog.messages)
 
 
-def test_a_course_pickle_without_a_sidecar_gets_the_floor_when_its_version_is_given(
+def test_a_course_pickle_without_a_sidecar_gets_the_floor_detected_or_given(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import math
@@ -189,7 +189,7 @@ def test_a_course_pickle_without_a_sidecar_gets_the_floor_when_its_version_is_gi
 
     bare = tmp_path / "course.pkl"  # as the course's generate_data.py writes it: no .pkl.json beside it
     shutil.copyfile(data, bare)
-    for version, floor in (("auto", None), ("v2", math.log(5))):
+    for version, floor in (("auto", math.log(5)), ("v2", math.log(5))):  # "auto" recognizes the v2 data
         out = tmp_path / version
         argv = [*base(bare, out), "--set", f'data.version="{version}"', "--set", "train.max_steps=2"]
         assert main(argv) == 0

@@ -50,7 +50,11 @@ def _scratchlm(*args: str) -> subprocess.CompletedProcess:
 
 @needs_dist
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scratchlm.cli import main
+
     data = tmp_path / "traj.pkl"
     save_trajectories(generate_trajectories(200, seq_length=16, seed=5, fast=True), data)
     common = [
@@ -59,10 +63,9 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: P
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    subprocess.run(
-        [sys.executable, "-m", "scratchlm.cli", "train", *common, "--set", "train.batch_size=8", "--out", str(single)],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
+    # The one-process reference runs in this process (one thread, as in the children): torchrun is what is tested.
+    assert main(["train", *common, "--set", "train.batch_size=8", "--out", str(single)]) == 0
+    capsys.readouterr()
     double = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -200,7 +203,10 @@ def _agree_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @needs_dist
 def test_a_setup_failure_on_one_rank_is_reported_once_by_rank_0(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_agree_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    # Forked, not spawned: the ranks need torch.distributed, not a fresh interpreter importing torch each.
+    torch.multiprocessing.start_processes(
+        _agree_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork"
+    )
     zero, one = (json.loads((tmp_path / f"rank{rank}").read_text()) for rank in (0, 1))
     assert zero == [
         "ok 0",

@@ -160,50 +160,52 @@ def same_run(run_dir: Path, reference: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data_kind", ["trajectories", "tokens"])
-def test_twenty_kills_at_random_moments_resume_to_the_uninterrupted_result(tmp_path: Path, data_kind: str) -> None:
+def test_twenty_kills_at_random_moments_resume_to_the_uninterrupted_result(
+    tmp_path: Path, data_kind: str, command_server: CommandServer
+) -> None:
+    server = command_server
     data, overrides = make_data(data_kind, tmp_path)
     rng = random.Random(SEED)
     kinds = ["write"] * 8 + ["training"] * 9 + ["startup"] * 3
     rng.shuffle(kinds)
     record: list[tuple[str, int]] = []  # (what the process was doing, newest complete checkpoint after the kill)
-    with CommandServer() as server:
-        reference = tmp_path / "reference"
-        argv = ["train", *config_args(data, *overrides), "--out", str(reference)]
-        assert server.run(argv, tmp_path / "logs" / "ref").status == 0
-        rounds, launches = 0, 0
+    reference = tmp_path / "reference"
+    argv = ["train", *config_args(data, *overrides), "--out", str(reference)]
+    assert server.run(argv, tmp_path / "logs" / "ref").status == 0
+    rounds, launches = 0, 0
+    while kinds:
+        rounds += 1
+        run_dir = tmp_path / f"round{rounds}"
+        argv = ["train", *config_args(data, *overrides), "--out", str(run_dir)]
+        expected_start: int | None = None
         while kinds:
-            rounds += 1
-            run_dir = tmp_path / f"round{rounds}"
-            argv = ["train", *config_args(data, *overrides), "--out", str(run_dir)]
-            expected_start: int | None = None
-            while kinds:
-                launches += 1
-                log_dir = tmp_path / "logs" / str(launches)
-                pid = server.launch(argv, log_dir, env=WRITE_DELAY)
-                # Until config.toml exists there is nothing to resume: a first launch dies only once training.
-                kind = "training" if expected_start is None and kinds[0] == "startup" else kinds[0]
-                doing = kill_at(kind, pid, log_dir / "stderr.txt", run_dir, rng)
-                result = server.wait(pid)
-                if expected_start is not None:  # a resume: it must start from the newest complete checkpoint
-                    said = RESUMED.search(result.stderr) or FROM_SCRATCH.search(result.stderr)
-                    assert said or doing, result.stderr  # only a kill may keep it from saying so
-                    if said:
-                        assert (int(said.group(1)) if said.re is RESUMED else 0) == expected_start, result.stderr
-                if doing is None:  # it finished before the kill: start another run for the remaining kills
-                    assert result.status == 0, result.stderr
-                    same_run(run_dir, reference)
-                    break
-                assert result.status == -signal.SIGKILL, result.stderr
-                kinds.pop(0)
-                expected_start = committed_step(run_dir)
-                record.append((doing, expected_start))
-                assert_metrics_continuous(run_dir)
-                argv = ["train", "--resume", str(run_dir)]
-        final = server.run(argv, tmp_path / "logs" / "final")
-        assert final.status == 0, final.stderr
-        said = RESUMED.search(final.stderr)
-        assert (int(said.group(1)) if said else 0) == expected_start, final.stderr
-        same_run(run_dir, reference)
+            launches += 1
+            log_dir = tmp_path / "logs" / str(launches)
+            pid = server.launch(argv, log_dir, env=WRITE_DELAY)
+            # Until config.toml exists there is nothing to resume: a first launch dies only once training.
+            kind = "training" if expected_start is None and kinds[0] == "startup" else kinds[0]
+            doing = kill_at(kind, pid, log_dir / "stderr.txt", run_dir, rng)
+            result = server.wait(pid)
+            if expected_start is not None:  # a resume: it must start from the newest complete checkpoint
+                said = RESUMED.search(result.stderr) or FROM_SCRATCH.search(result.stderr)
+                assert said or doing, result.stderr  # only a kill may keep it from saying so
+                if said:
+                    assert (int(said.group(1)) if said.re is RESUMED else 0) == expected_start, result.stderr
+            if doing is None:  # it finished before the kill: start another run for the remaining kills
+                assert result.status == 0, result.stderr
+                same_run(run_dir, reference)
+                break
+            assert result.status == -signal.SIGKILL, result.stderr
+            kinds.pop(0)
+            expected_start = committed_step(run_dir)
+            record.append((doing, expected_start))
+            assert_metrics_continuous(run_dir)
+            argv = ["train", "--resume", str(run_dir)]
+    final = server.run(argv, tmp_path / "logs" / "final")
+    assert final.status == 0, final.stderr
+    said = RESUMED.search(final.stderr)
+    assert (int(said.group(1)) if said else 0) == expected_start, final.stderr
+    same_run(run_dir, reference)
     assert len(record) == KILLS
     in_checkpoint_writes = [doing for doing, _ in record if re.search(r"writing \.(last|best|step_\d+)\.pt\.", doing)]
     assert len(in_checkpoint_writes) >= 8  # every "write" kill, at least, landed inside a checkpoint write
@@ -215,20 +217,20 @@ def test_twenty_kills_at_random_moments_resume_to_the_uninterrupted_result(tmp_p
         print(f"  killed {doing}; resumed from step {step}")
 
 
-def test_sigterm_stops_the_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
+def test_sigterm_stops_the_run_cleanly_and_it_resumes(tmp_path: Path, command_server: CommandServer) -> None:
     """A scheduler's SIGTERM unwinds like Ctrl-C: status 143, lock released, no partial files left behind."""
+    server = command_server
     data, overrides = make_data("trajectories", tmp_path)
     run_dir = tmp_path / "run"
-    with CommandServer() as server:
-        argv = ["train", *config_args(data, *overrides), "--out", str(run_dir)]
-        pid = server.launch(argv, tmp_path / "logs" / "1", env=WRITE_DELAY)
-        assert wait_for(lambda: new_checkpoint_write(run_dir), pid)  # inside the atomic write of a checkpoint
-        os.kill(pid, signal.SIGTERM)
-        result = server.wait(pid)
-        assert result.status == 128 + signal.SIGTERM
-        assert result.stderr.strip().splitlines()[-1] == "scratchlm: terminated by SIGTERM"
-        assert not (run_dir / ".lock").exists() and not temp_files(run_dir, run_dir / "checkpoints")
-        assert server.run(["train", "--resume", str(run_dir)], tmp_path / "logs" / "2").status == 0
+    argv = ["train", *config_args(data, *overrides), "--out", str(run_dir)]
+    pid = server.launch(argv, tmp_path / "logs" / "1", env=WRITE_DELAY)
+    assert wait_for(lambda: new_checkpoint_write(run_dir), pid)  # inside the atomic write of a checkpoint
+    os.kill(pid, signal.SIGTERM)
+    result = server.wait(pid)
+    assert result.status == 128 + signal.SIGTERM
+    assert result.stderr.strip().splitlines()[-1] == "scratchlm: terminated by SIGTERM"
+    assert not (run_dir / ".lock").exists() and not temp_files(run_dir, run_dir / "checkpoints")
+    assert server.run(["train", "--resume", str(run_dir)], tmp_path / "logs" / "2").status == 0
 
 
 def new_checkpoint_write(run_dir: Path) -> bool:

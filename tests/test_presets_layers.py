@@ -78,6 +78,7 @@ def test_ablate_study_and_audit_quick_take_the_users_budget(tmp_path: Path) -> N
     assert saved["max_steps"] == 2 and "epochs" not in saved
     results = json.loads((study_out / "results.json").read_text())
     assert results["study_set"] == ["train.epochs=2", "train.progress=false"] and "train.max_steps=2" in results["set"]
+    assert "changes the study's recipe" in (study_out / "results.md").read_text()  # its "2 epochs, 3 seeds" is not
     assert (
         main(
             ["audit", "causal-mask", "--preset", "debug", "--quick", *args, "--eval-rows", "2", "--out", str(audit_out)]

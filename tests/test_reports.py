@@ -213,7 +213,7 @@ def test_a_text_run_gets_the_capstone_page(text_run: Path, tmp_path: Path, capsy
     assert main(["report", str(run), "--format", "mdx", "--student", "Ada Lovelace", "--date", "2026-01-27"]) == 0
     text = (run / "submission" / "ada-lovelace.mdx").read_text()
     assert text.startswith('---\ntitle: "Mini-LM Capstone: Ada Lovelace"\nstudent: "Ada Lovelace"\n')
-    assert "Scratch-1" not in text and "# Mini-LM Capstone: capstone" in text
+    assert "Scratch-1" not in text and "\n# Mini-LM Capstone: Ada Lovelace\n" in text  # heading = front matter
     samples = _section(text, "Samples")
     assert "from `" in samples and "checkpoints/best.pt`" in samples and "seed 0" in samples
     assert samples.count("```text\n") == 2  # two continuations, each in its own fenced block

@@ -126,9 +126,11 @@ def test_several_files_and_byte_ranges(tmp_path: Path) -> None:
 def test_corpus_en_vocab_500_cs336_expectations(shared_data: Path) -> None:
     path = shared_data / "text" / "corpus.en"
     train_bpe(path, 300, [EOT])  # warm-up: imports and first-call costs are not what CS336 times
-    t_start = time.perf_counter()
-    vocab, merges = train_bpe(path, 500, [EOT])
-    duration_s = time.perf_counter() - t_start
+    # CPU time of this one process (one worker), not wall time: the bound is on the work, and on a shared
+    # machine (or beside another test worker) wall time measures the neighbours too.
+    t_start = time.process_time()
+    vocab, merges = train_bpe(path, 500, [EOT], num_workers=1)
+    duration_s = time.process_time() - t_start
     assert duration_s < 1.5  # the assignment's bound (its reference: 0.38 s)
     assert len(vocab) == 500 and len(merges) == 500 - 257
     assert merges[:10] == [

@@ -140,17 +140,19 @@ def test_a_path_that_cannot_be_written_is_reported_and_the_run_resumes(tmp_path:
     assert read_checkpoint(blocker)["iteration"] == 6
 
 
-def test_the_cli_reports_a_real_write_failure_in_one_line_with_status_5(tmp_path: Path, trajectories: Path) -> None:
+def test_the_cli_reports_a_real_write_failure_in_one_line_with_status_5(
+    tmp_path: Path, trajectories: Path, command_server: CommandServer
+) -> None:
+    server = command_server
     run_dir = tmp_path / "run"
     last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     args = [f"--set={o}" for o in overrides(trajectories)]
-    with CommandServer() as server:
-        first = server.run(["train", "--preset", "debug", *args, "--out", str(run_dir), "--stop-after", "6"], tmp_path)
-        assert first.status == 0
-        before = last.read_bytes(), best.read_bytes()
-        # The OS refuses files over 64 kB in this child: its first checkpoint write (re-copying best.pt from the
-        # step-6 checkpoint it resumes from) fails with a real EFBIG.
-        result = server.run(["train", "--resume", str(run_dir)], tmp_path, max_file_bytes=64_000)
+    first = server.run(["train", "--preset", "debug", *args, "--out", str(run_dir), "--stop-after", "6"], tmp_path)
+    assert first.status == 0
+    before = last.read_bytes(), best.read_bytes()
+    # The OS refuses files over 64 kB in this child: its first checkpoint write (re-copying best.pt from the
+    # step-6 checkpoint it resumes from) fails with a real EFBIG.
+    result = server.run(["train", "--resume", str(run_dir)], tmp_path, max_file_bytes=64_000)
     assert result.status == EXIT_IO
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == [

@@ -265,8 +265,8 @@ class DataConfig(_Section):
     state_bins: int = 256  # unified layout: uniform bins per state dimension, fitted on the training split
     states: str = "all"  # unified layout: which state dims enter the sequence: "all" (10), "joints" (7), "ee" (3)
     # trajectories: the course data version, which sets the ln 5 noise floor reports use (v2). "auto" reads
-    # the sidecar `scratchlm data trajectories` writes; a pickle from the course's own generate_data.py has
-    # none, so say "v2" (or "v1") for it.
+    # the sidecar `scratchlm data trajectories` writes, or, for a pickle from the course's own
+    # generate_data.py (no sidecar), recognizes the version from the trajectories themselves.
     version: str = "auto"
 
     def __post_init__(self) -> None:

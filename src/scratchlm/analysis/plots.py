@@ -2,11 +2,16 @@
 gradient norm, against steps, tokens or wall-clock time.
 
 matplotlib runs headless (Agg). Several runs overlay on one figure with a legend; runs may share a color
-(the seeds of one ablation variant) and diverged runs end in a cross. Figures are written as PNG and SVG.
+(the seeds of one ablation variant), and the runs a sweep or ablation judged diverged end in a cross.
+Figures are written as PNG and SVG.
+
+Perplexity is exp of the logged loss, on a logarithmic axis: the metrics log caps its `*_ppl` fields at
+exp(50) so that a diverged loss cannot overflow, and a curve drawn from them would flatten at that cap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -21,11 +26,35 @@ X_AXES = {"step": "step", "tokens": "tokens", "time": "elapsed_s"}
 X_LABELS = {"step": "step", "tokens": "tokens", "time": "training time (s)"}
 PANELS = {
     "loss": ("train_loss", "val_loss", "cross-entropy (nats/token)"),
-    "ppl": ("train_ppl", "val_ppl", "perplexity"),
+    "ppl": ("train_loss", "val_loss", "perplexity (exp of the loss)"),  # not the capped *_ppl: see above
     "lr": ("lr", None, "learning rate"),
     "grad_norm": ("grad_norm", None, "gradient norm (pre-clip, mean per log interval)"),
 }
 ALL_PANELS = ("loss", "ppl", "lr", "grad_norm")
+# A larger loss is drawn at exp(460) ~ 1e200, marked: a float holds ~1e308, but matplotlib's log axis places
+# ticks decades beyond its highest point and overflows (an OverflowError) from about 1e280 up.
+MAX_PLOTTED_LOG_PPL = 460.0
+
+
+def read_run_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl that can be drawn or tabled: JSON objects with an integer step (a line that
+    is valid JSON but no such row, written by hand or by another tool, is left out rather than crash a plot).
+
+    Raises DataError when the file cannot be read at all (not text, a permission, an I/O error)."""
+    try:
+        rows = read_metrics(path)
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; restore it from a copy, or leave that run out.") from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise DataError(f"{path} cannot be read ({why}); restore it from a copy, or leave that run out.") from None
+    return [
+        r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and not isinstance(r["step"], bool)
+    ]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def pyplot() -> Any:
@@ -57,22 +86,26 @@ def plot_training_curves(
 
     labels: legend name per run (default: directory name; None hides a run from the legend, e.g. the
     second seed of a variant). colors: matplotlib color per run (default: one per run). diverged: runs to
-    end in an "x". log_scale: logarithmic y for loss, perplexity and gradient norm. `path`'s suffix is
-    replaced by .png and .svg.
+    end in an "x". log_scale: logarithmic y for loss and gradient norm (perplexity always has one).
+    `path`'s suffix is replaced by .png and .svg.
     """
     if x not in X_AXES:
         raise DataError(f"unknown x axis {x!r}; use one of {', '.join(X_AXES)}.")
     plt = pyplot()
     key = X_AXES[x]
     runs = [Path(r) for r in run_dirs]
-    rows_by_run = [read_metrics(r / "metrics.jsonl") for r in runs]
+    rows_by_run = [read_run_metrics(r / "metrics.jsonl") for r in runs]
     if not any(rows_by_run):
-        raise DataError(f"no metrics to plot in {', '.join(map(str, runs))}; train the run(s) first.")
+        raise DataError(
+            f"no metrics to plot in {', '.join(map(str, runs))}: no row is logged yet (one every train.log_interval "
+            "steps); train the run(s) further, e.g. with `scratchlm train --resume`."
+        )
     cols = min(2, len(panels))
     nrows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 3.8 * nrows), squeeze=False)
-    for i, (run, rows) in enumerate(zip(runs, rows_by_run, strict=True)):
-        label = run.name if labels is None else labels[i]
+    names = run_labels(runs) if labels is None else labels
+    for i, rows in enumerate(rows_by_run):
+        label = names[i]
         color = colors[i] if colors is not None else f"C{i % 10}"
         ended_badly = bool(diverged[i]) if diverged is not None else False
         for ax, panel in zip(axes.flat, panels, strict=False):
@@ -80,12 +113,15 @@ def plot_training_curves(
     for ax, panel in zip(axes.flat, panels, strict=False):
         ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel(PANELS[panel][2], fontsize=8)
-        if log_scale and panel != "lr":
+        if (log_scale and panel != "lr") or panel == "ppl":
             ax.set_yscale("log")
         if floor is not None and panel in ("loss", "ppl"):
             level = floor if panel == "loss" else math.exp(floor)
             ax.axhline(level, color="gray", ls="--", lw=1, label=f"noise floor {level:.3f}")
         ax.grid(alpha=0.3)
+        clipped = [(h, n) for h, n in zip(*ax.get_legend_handles_labels(), strict=True) if n.startswith("clipped")]
+        if clipped and ax is not axes.flat[0]:  # the figure's legend is the first panel's: say it here
+            ax.legend(*zip(*clipped, strict=True), fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles, names = axes.flat[0].get_legend_handles_labels()
@@ -103,17 +139,44 @@ def _draw_panel(
     ax: Any, panel: str, rows: list[dict[str, Any]], key: str, label: str | None, color: str, bad: bool
 ) -> None:
     train_key, val_key, _ = PANELS[panel]
-    train = [(r[key], r[train_key]) for r in rows if r.get(train_key) is not None and r.get(key) is not None]
-    val = [(r[key], r[val_key]) for r in rows if val_key and r.get(val_key) is not None and r.get(key) is not None]
+    train = _series(rows, key, train_key)
+    val = _series(rows, key, val_key) if val_key else []
+    if panel == "ppl":
+        train, val = _perplexity(ax, train, color), _perplexity(ax, val, color)
     hidden = label is None
     if train:
         train_label = "_nolegend_" if hidden else (f"{label} train" if val_key else label)
-        ax.plot(*zip(*train, strict=True), color=color, alpha=0.45 if val_key else 0.9, lw=1, label=train_label)
+        # A line through one point draws nothing: a one-row run (a single step) needs a marker to show up.
+        marker = "." if len(train) == 1 else None
+        ax.plot(
+            *zip(*train, strict=True),
+            color=color,
+            alpha=0.45 if val_key else 0.9,
+            lw=1,
+            marker=marker,
+            label=train_label,
+        )
         if bad:
             ax.plot(*train[-1], marker="x", color=color, ms=9, mew=2, label="_nolegend_")
     if val:
         val_label = "_nolegend_" if hidden else f"{label} val"
         ax.plot(*zip(*val, strict=True), color=color, lw=2, marker="o", ms=3, label=val_label)
+
+
+def _series(rows: list[dict[str, Any]], key: str, field: str) -> list[tuple[float, float]]:
+    return [(r[key], r[field]) for r in rows if _is_number(r.get(field)) and _is_number(r.get(key))]
+
+
+def _perplexity(ax: Any, points: list[tuple[float, float]], color: str) -> list[tuple[float, float]]:
+    """exp of each loss; a loss past MAX_PLOTTED_LOG_PPL is drawn at exp(MAX_PLOTTED_LOG_PPL) with a marker that
+    says so, since its true perplexity has no float to hold it."""
+    clipped = [(x, math.exp(MAX_PLOTTED_LOG_PPL)) for x, loss in points if loss > MAX_PLOTTED_LOG_PPL]
+    if clipped:
+        ceiling = f"e^{MAX_PLOTTED_LOG_PPL:g}"
+        names = ax.get_legend_handles_labels()[1]
+        clip_label = f"clipped: perplexity above {ceiling}" if not any(n.startswith("clipped") for n in names) else None
+        ax.plot(*zip(*clipped, strict=True), ls="none", marker="^", color=color, ms=8, label=clip_label or "_nolegend_")
+    return [(x, math.exp(min(loss, MAX_PLOTTED_LOG_PPL))) for x, loss in points]
 
 
 def save_figure(fig: Any, path: Path, svg: bool = True) -> list[Path]:
@@ -133,23 +196,30 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
     """`scratchlm plot`: each run's own curves into its plots/curves_<x>, and with several runs the overlay
     into every run's plots/compare_<x> (named after the runs it holds). Returns the files written."""
     runs = [Path(r) for r in run_dirs]
+    seen: dict[Path, Path] = {}
     for run in runs:
         if not (run / "metrics.jsonl").is_file():
             raise DataError(f"{run} has no metrics.jsonl; pass run directories (runs/NAME) that have trained.")
+        if run.resolve() in seen:
+            also = "" if str(seen[run.resolve()]) == str(run) else f" (also as {seen[run.resolve()]})"
+            raise DataError(f"{run} is given twice{also}; pass each run once.")
+        seen[run.resolve()] = run
+    labels = run_labels(runs)
     written: list[Path] = []
     suffix = "_log" if log_scale else ""
     floors = [_loss_floor(run) for run in runs]
-    for run, floor in zip(runs, floors, strict=True):
+    for run, label, floor in zip(runs, labels, floors, strict=True):
         written += plot_training_curves(
-            [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, floor=floor, title=run.name
-        )
+            [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, labels=[label], floor=floor,
+            title=label,
+        )  # fmt: skip
     if len(runs) > 1:
-        name = f"compare_{x}{suffix}_" + "_".join(r.name for r in runs)[:80]
-        title = " vs ".join(r.name for r in runs)
+        name = _file_name(f"compare_{x}{suffix}_" + "_".join(label.replace("/", "-") for label in labels))
+        title = " vs ".join(labels)
         # One floor line only when every run has the same one: runs on other data have no common floor.
         shared = floors[0] if len(set(floors)) == 1 else None
         first = plot_training_curves(
-            runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, floor=shared, title=title
+            runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, labels=labels, floor=shared, title=title
         )
         written += first
         for run in runs[1:]:  # the same figure in every run's plots/: drawn once, copied
@@ -158,6 +228,26 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
                 shutil.copyfile(path, target)
                 written.append(target)
     return written
+
+
+def run_labels(runs: Sequence[Path]) -> list[str]:
+    """A legend name per run: its directory name, with its parent's in front where two runs share a name
+    (the same rate in two sweeps), and the whole path where even that is shared."""
+    full = [run.resolve() for run in runs]
+    names = [path.name for path in full]
+    longer = [f"{path.parent.name}/{path.name}" for path in full]
+    return [
+        name if names.count(name) == 1 else (two if longer.count(two) == 1 else str(path))
+        for name, two, path in zip(names, longer, full, strict=True)
+    ]
+
+
+def _file_name(stem: str, limit: int = 80) -> str:
+    """`stem` cut to `limit` characters, with a digest of the whole when cut: two overlays whose names share
+    their first `limit` characters must not overwrite one another."""
+    if len(stem) <= limit:
+        return stem
+    return stem[: limit - 9] + "_" + hashlib.sha1(stem.encode()).hexdigest()[:8]
 
 
 def _loss_floor(run: Path) -> float | None:
@@ -186,7 +276,7 @@ def plot_loss_curves(
     key = X_AXES[x]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, run_dir in enumerate(map(Path, run_dirs)):
-        _draw_panel(ax, "loss", read_metrics(run_dir / "metrics.jsonl"), key, run_dir.name, f"C{i % 10}", False)
+        _draw_panel(ax, "loss", read_run_metrics(run_dir / "metrics.jsonl"), key, run_dir.name, f"C{i % 10}", False)
     if floor is not None:
         ax.axhline(floor, color="gray", ls="--", lw=1, label=f"noise floor {floor:.3f}")
     for i, (name, level) in enumerate((hlines or {}).items()):

@@ -126,7 +126,14 @@ def write_report(
     samples = text_samples(facts.run_dir, loaded=loaded) if facts.text else None
     mdx = format == "mdx"
     doc = report_document(
-        facts, figures, attention, audit, Path(audit_dir) if audit_dir else None, course_page=mdx, samples=samples
+        facts,
+        figures,
+        attention,
+        audit,
+        Path(audit_dir) if audit_dir else None,
+        course_page=mdx,
+        samples=samples,
+        student=student,
     )
     if format == "md":
         return _write(facts.run_dir / "report.md", to_markdown(doc, facts.run_dir))
@@ -330,13 +337,16 @@ def report_document(
     *,
     course_page: bool = False,
     samples: TextSamples | str | None = None,
+    student: str = DEFAULT_STUDENT,
 ) -> Document:
     """The report's blocks: summary and numbers, then the course template's sections. `samples` (text runs):
-    what `text_samples` returned, or the sentence saying why there are none; None leaves the section out."""
+    what `text_samples` returned, or the sentence saying why there are none; None leaves the section out.
+    `student` names a capstone page, whose heading repeats its front matter's title (Scratch-1 pages keep
+    the course template's heading)."""
     name = facts.run_dir.name
     trajectories = not facts.text
     if course_page:
-        title = "Scratch-1: The Transformer Backbone" if trajectories else f"Mini-LM Capstone: {name}"
+        title = "Scratch-1: The Transformer Backbone" if trajectories else f"Mini-LM Capstone: {student}"
     else:
         title = f"Run `{name}`"
     blocks: list[Block] = [*_summary_blocks(facts)]

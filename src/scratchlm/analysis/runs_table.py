@@ -3,7 +3,16 @@
 A run is a directory with a config.toml. Its config is shown as the nearest shipped preset plus the keys
 that differ from it (where the data lives, `data.path`, and the console switch `train.progress` are not
 part of what an experiment changes, so they are left out). Steps, best validation loss and training time
-come from metrics.jsonl and summary.json; status says whether it finished, diverged, or stopped midway.
+come from metrics.jsonl and summary.json; status says whether it finished, diverged, or stopped midway:
+
+- finished / diverged (why): what the run's summary.json or outcome.json records, unless the experiment
+  that trained it (its parent's results.json: a sweep, an ablation, a scaling study) judged it diverged
+  after it ran all its steps (`sweep.judge_end`: it ended above where it started).
+- incomplete: stopped by `--stop-after` (its summary.json counts fewer steps than its budget).
+- interrupted: stopped by Ctrl-C or SIGTERM (no summary.json of its last steps; `train --resume` continues it).
+- running / killed / running or killed: its trainer's .lock is still there, and its process on this host
+  still runs or has died (a .lock written on another host cannot be checked).
+A run that did not end shows the steps it reached out of the total its budget comes to.
 """
 
 from __future__ import annotations
@@ -15,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.document import Table, format_seconds
-from scratchlm.analysis.study_runs import read_outcome, steps_run
+from scratchlm.analysis.plots import read_run_metrics
+from scratchlm.analysis.study_runs import read_outcome, read_results, steps_run
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError, ScratchLMError
 from scratchlm.presets import list_presets, load_toml_file, resolve_run_config
-from scratchlm.train.tracking import read_metrics
 
 IGNORED_KEYS = {"data.path", "train.progress"}
 SKIP_DIRS = {"checkpoints", "plots", "tensorboard", "wandb", "images", "submission"}
@@ -96,33 +105,102 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     except ScratchLMError:
         saved, valid = {}, False
     preset, changes = config_diff(saved, presets) if valid else (None, ["(config.toml does not validate)"])
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    vals = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
+    try:
+        rows, unreadable = read_run_metrics(run_dir / "metrics.jsonl"), False
+    except DataError:  # one run's damaged metrics must not take the whole log with it
+        rows, unreadable = [], True
+    vals = [r["val_loss"] for r in rows if _is_number(r.get("val_loss"))]
     summary = _summary(run_dir)
     try:
         outcome = read_outcome(run_dir) if valid else None
         damaged = outcome is not None and not isinstance(outcome.steps, (int, type(None)))
     except DataError:  # one run's damaged summary.json or outcome.json must not take the whole log with it
         outcome, damaged = None, True
+    steps = steps_run(None if damaged else outcome, rows)
+    summary_steps = summary.get("steps")
+    if outcome is None and isinstance(summary_steps, int) and summary_steps > steps:
+        steps = summary_steps  # a --stop-after before the first log row leaves no row, only its summary
     if damaged:
         outcome, status = None, "damaged (unreadable summary.json or outcome.json)"
+    elif unreadable:
+        status = "damaged (unreadable metrics.jsonl)"
     elif outcome is not None:
-        status = outcome.status if not outcome.reason else f"diverged ({outcome.reason})"
+        verdict = _experiment_verdict(run_dir) if not outcome.diverged else None
+        reason = verdict if verdict is not None else outcome.reason
+        status = outcome.status if not reason else f"diverged ({reason})"
     elif (run_dir / ".lock").exists():
-        status = "running or killed"
+        status = _lock_status(run_dir)
+    elif summary and not (isinstance(summary_steps, int) and rows and rows[-1]["step"] > summary_steps):
+        status = "incomplete"  # its summary is that of its last steps: --stop-after ended it
     else:
-        status = "incomplete" if rows else "not started"
+        status = "interrupted" if rows else "not started"
     name = "." if run_dir == root else run_dir.relative_to(root).as_posix()
+    total = (outcome.summary if outcome is not None else summary).get("total_steps")
+    if outcome is None:
+        total = _planned_steps(saved, rows) or total
+    elapsed = rows[-1].get("elapsed_s") if rows else None
+    if not _is_number(elapsed):
+        elapsed = summary.get("elapsed_s") if _is_number(summary.get("elapsed_s")) else None
     return RunRow(
         name=name,
         preset=preset,
         changes=changes,
         status=status,
-        steps=steps_run(outcome, rows),
-        total_steps=(outcome.summary if outcome is not None else summary).get("total_steps"),
+        steps=steps,
+        total_steps=total if isinstance(total, int) and not isinstance(total, bool) else None,
         best_val_loss=min(vals) if vals else None,
-        elapsed_s=rows[-1].get("elapsed_s") if rows else None,
+        elapsed_s=elapsed,
     )
+
+
+def _lock_status(run_dir: Path) -> str:
+    """The status of a run whose trainer's .lock is still there: its process on this host still runs, or it
+    was killed (SIGKILL, a crash of the machine) before it could clean up; elsewhere it cannot be told."""
+    from scratchlm.train.lock import holder_running
+
+    running = holder_running(run_dir)
+    if running is None:
+        return "running or killed"
+    return "running" if running else "killed (scratchlm train --resume continues it)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _planned_steps(saved: dict[str, Any], rows: list[dict[str, Any]]) -> int | None:
+    """The steps a run that has not ended is to run, from its config.toml: its max_steps, or its max_tokens over
+    the tokens of one step (as its rows count them, every process included). None for an epoch budget, whose
+    steps depend on the data (the trainer's summary.json records them)."""
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    if isinstance(train.get("max_steps"), int):
+        return int(train["max_steps"])
+    per_step = [r["tokens"] // r["step"] for r in rows[-1:] if isinstance(r.get("tokens"), int) and r["step"] > 0]
+    if isinstance(train.get("max_tokens"), int) and per_step and per_step[0] > 0:
+        return max(1, math.ceil(train["max_tokens"] / per_step[0]))
+    return None
+
+
+def _experiment_verdict(run_dir: Path) -> str | None:
+    """Why the experiment owning run_dir (a sweep, ablation or scaling study writing results.json in its parent)
+    judged this finished run diverged, or None when it did not (or there is no such experiment)."""
+    try:
+        results = read_results(run_dir.parent)
+    except OSError:
+        return None
+    if results is None:
+        return None
+    for key in ("runs", "points"):  # sweeps and ablations list runs, scaling studies points
+        entries = results.get(key)
+        for entry in entries if isinstance(entries, list) else []:
+            if (
+                isinstance(entry, dict)
+                and entry.get("status") == "diverged"
+                and isinstance(entry.get("run_dir"), str)
+                and Path(entry["run_dir"]).name == run_dir.name
+            ):
+                return str(entry.get("reason") or "judged so by the experiment that ran it")
+    return None
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,8 @@ Sizes are `LAYERSxD_MODEL` (e.g. 2x64); heads keep the preset's head dimension (
 head gets a single head), and a preset that fixes d_ff keeps its d_ff / d_model ratio (otherwise d_ff
 follows the FFN's default for the width). FLOPs are counted as the trainer counts them (6N + 12·L·H·Q·T at
 the sequence length the data gives, which for trajectories is one less than their length, not the context).
+A compute budget is rounded down to whole optimizer steps (batch_size x grad_accum sequences), so no size
+spends more than it; the table's training FLOPs are what each size spent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scratchlm.analysis.study_runs import check_reusable, claim_out_dir, recipe_
 from scratchlm.analysis.sweep import DivergenceMonitor, judge_end, start_loss
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
-from scratchlm.presets import resolve_run_config
+from scratchlm.presets import parse_override, resolve_run_config
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,33 @@ def parse_sizes(items: list[str]) -> list[Size]:
         if not match:
             raise ConfigError(f"--sizes takes LAYERSxD_MODEL entries like 2x64,4x128, got {item!r}.")
         size = Size(int(match[1]), int(match[2]))
+        # Named here: the model config's own check would name model.num_layers, a key the user did not give.
+        if size.num_layers < 1 or size.d_model < 1:
+            raise ConfigError(f"--sizes {size.name}: layers and d_model must both be at least 1, as in 1x32.")
         if size in sizes:  # the same run twice would count as two points of the fit
             raise ConfigError(f"--sizes lists {size.name} more than once; give each size once.")
         sizes.append(size)
     if len(sizes) < 3:
         raise ConfigError(f"a scaling fit needs at least 3 sizes, got {len(sizes)}.")
     return sizes
+
+
+# The keys every size sets to its own value: a --set of one would reach no run, while the results would still
+# list it as part of the recipe. (model.num_heads and model.d_ff are set per size too, but from the head
+# dimension and d_ff / d_model ratio a --set of them gives the base model, so those still do something.)
+SIZE_KEYS = ("model.num_layers", "model.d_model")
+
+
+def check_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse a --set that every size replaces with its own value."""
+    for item in overrides:
+        path, _ = parse_override(item)
+        key = ".".join(path)
+        if key in SIZE_KEYS:
+            raise ConfigError(
+                f"--set {item} would be replaced in every run: every size sets {key} itself; drop the --set and "
+                "give the layers and widths with --sizes LAYERSxD_MODEL."
+            )
 
 
 def size_overrides(size: Size, preset: str | None, config_file: str | None, overrides: list[str]) -> list[str]:
@@ -98,17 +121,32 @@ def scaling_study(
     curves.{png,svg}. tokens: fixed budget per size (default: the preset's own); compute: FLOPs per size."""
     if tokens is not None and compute is not None:
         raise ConfigError("give either --tokens (a fixed token budget) or --compute (compute-matched), not both.")
+    if tokens is not None and tokens <= 0:
+        raise ConfigError(f"--tokens must be positive, got {tokens}.")
+    if compute is not None and not (math.isfinite(compute) and compute > 0):
+        raise ConfigError(f"--compute must be a positive, finite number of FLOPs (e.g. 1e12), got {compute}.")
     out_dir, overrides = Path(out_dir), list(overrides)
     if len(set(sizes)) < len(sizes):
         raise ConfigError("the sizes repeat; give each LAYERSxD_MODEL once.")
+    check_overrides(overrides)
     base = resolve_run_config(preset, config_file, overrides)
-    seq_len = _sequence_length(base)
-    entries = []
+    seq_len, per_step = _data_shape(base)
+    shapes = []
     for size in sizes:
         extra = size_overrides(size, preset, config_file, overrides)
-        model = resolve_run_config(preset, config_file, overrides, over=[extra]).model
-        per_token = flops_per_token(model, seq_len)
-        budget = tokens if compute is None else max(1, int(compute / per_token))
+        try:
+            model = resolve_run_config(preset, config_file, overrides, over=[extra]).model
+        except ConfigError as exc:  # its own fix names model keys; the size is what the user gave
+            raise ConfigError(
+                f"--sizes {size.name} gives a model the config refuses ({str(exc).rstrip('.')}); pick another "
+                "width in --sizes."
+            ) from None
+        shapes.append((size, extra, flops_per_token(model, seq_len)))
+    if compute is not None:
+        _check_every_size_steps(shapes, compute, per_step)
+    entries = []
+    for size, extra, per_token in shapes:
+        budget = tokens if compute is None else _compute_tokens(compute, per_token, per_step)
         if budget is not None:
             extra.append(f"train.max_tokens={budget}")
         # The size and a --tokens / --compute budget are what the study varies: a layer above --set, whose
@@ -141,6 +179,8 @@ def scaling_study(
                 "non_embedding_params": n,
                 "tokens": outcome.summary.get("tokens"),
                 "train_flops": per_token * (outcome.summary.get("tokens") or 0),
+                "flops_per_token": per_token,
+                "budget_tokens": config.train.max_tokens,  # what the study planned; a diverged run stops short
                 "status": outcome.status,
                 "reason": outcome.reason,
                 "final_val_loss": None if outcome.diverged else outcome.final_val_loss,
@@ -163,6 +203,7 @@ def scaling_study(
         "set": overrides,
         "seed": base.train.seed,  # one run per size, all with this seed
         "seq_len": seq_len,
+        "tokens_per_step": per_step,
         "mode": "compute-matched" if compute is not None else "fixed tokens",
         "tokens": tokens,
         "compute": compute,
@@ -184,15 +225,46 @@ def scaling_study(
     return results
 
 
-def _sequence_length(config: RunConfig) -> int:
-    """Positions per training sequence, as the trainer's FLOP count uses them (the data decides: trajectories
-    of 50 steps train on 49, whatever the context length)."""
+def _data_shape(config: RunConfig) -> tuple[int, int]:
+    """(positions per training sequence, tokens per optimizer step), as the trainer counts them: the data
+    decides the length (trajectories of 50 steps train on 49, whatever the context length), and a step is
+    batch_size x grad_accum such sequences on every process."""
+    import os
+
     import torch
 
     from scratchlm.train.datasets import build_training_data
     from scratchlm.train.distributed import DistInfo
 
-    return build_training_data(config, torch.device("cpu"), DistInfo()).seq_len
+    data = build_training_data(config, torch.device("cpu"), DistInfo())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # as init_distributed reads it under torchrun
+    return data.seq_len, data.train.tokens_per_batch * config.train.grad_accum * world_size
+
+
+def _compute_tokens(compute: float, per_token: float, per_step: int) -> int:
+    """The tokens of the most whole optimizer steps `compute` FLOPs pay for. The trainer rounds a token budget
+    up to whole steps, so a budget between steps would overspend it by up to one step's FLOPs."""
+    steps = math.floor(compute / (per_token * per_step))
+    while steps > 0 and steps * per_step * per_token > compute:  # a quotient rounded up onto a whole number
+        steps -= 1
+    return steps * per_step
+
+
+def _check_every_size_steps(shapes: list[tuple[Size, list[str], float]], compute: float, per_step: int) -> None:
+    """Refuse a compute budget that buys some size no step at all (it would otherwise train one and overspend)."""
+    short = [(size, per_token) for size, _, per_token in shapes if not _compute_tokens(compute, per_token, per_step)]
+    if short:
+        size, per_token = max(short, key=lambda e: e[1])
+        raise ConfigError(
+            f"--compute {flops_text(compute)} buys size {size.name} less than one optimizer step of {per_step:,} "
+            f"tokens; give --compute {_round_up(per_token * per_step):.3g} or more, or lower train.batch_size."
+        )
+
+
+def _round_up(value: float, digits: int = 3) -> float:
+    """`value` rounded up to `digits` significant digits, so the printed minimum is never below the real one."""
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.ceil(value / scale) * scale
 
 
 def _offset_bound(fit: PowerLawFit, losses: list[float]) -> str | None:
@@ -300,11 +372,7 @@ def _reading(results: dict[str, Any]) -> str:
 
 def _settings(results: dict[str, Any]) -> str:
     """The recipe every size ran (preset, config file, --set), its seed and the sequence length FLOPs assume."""
-    budget = {
-        "fixed tokens": f"`--tokens {results['tokens']}`" if results.get("tokens") else "the recipe's own budget",
-        "compute-matched": f"`--compute {results.get('compute') or 0:g}` FLOPs each",
-    }[results["mode"]]
-    text = f"Every size ran {recipe_phrase(results)} and {budget}"
+    text = f"Every size ran {recipe_phrase(results)} and {_budget_phrase(results)}"
     if "seed" in results:
         text += (
             f", once, with seed {results['seed']} (`train.seed`): differences between neighbouring sizes smaller "
@@ -313,6 +381,41 @@ def _settings(results: dict[str, Any]) -> str:
     if results.get("seq_len"):
         text += f". Training FLOPs are 6N + 12·L·H·Q·T per token at T = {results['seq_len']}, the trained length"
     return text + "."
+
+
+def flops_text(value: float) -> str:
+    """A FLOP budget written short (2e+08) where that is exact, else with every digit, so a command or table
+    that quotes it asks for the same budget (`:g` alone writes 60000001 as 6e+07)."""
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _budget_phrase(results: dict[str, Any]) -> str:
+    """The budget every size ran, with what whole optimizer steps made of it (results from before
+    tokens_per_step was recorded get the budget alone)."""
+    per_step = results.get("tokens_per_step")
+    if results["mode"] == "compute-matched":
+        text = f"`--compute {flops_text(results.get('compute') or 0.0)}` FLOPs each"
+        spent = [
+            p["budget_tokens"] * p["flops_per_token"] / results["compute"]
+            for p in results["points"]
+            if p.get("budget_tokens") and p.get("flops_per_token") and results.get("compute")
+        ]
+        if per_step and spent:
+            text += (
+                f", rounded down to whole optimizer steps of {per_step:,} tokens, so the sizes spend "
+                f"{100 * min(spent):.1f}% to {100 * max(spent):.1f}% of it (the table's training FLOPs)"
+            )
+        return text
+    if not results.get("tokens"):
+        return "the recipe's own budget"
+    text = f"`--tokens {results['tokens']}`"
+    if per_step and results["tokens"] % per_step:
+        trained = math.ceil(results["tokens"] / per_step) * per_step
+        text += f" ({trained:,} trained: whole optimizer steps of {per_step:,} tokens)"
+    return text
 
 
 def scaling_blocks(results: dict[str, Any], out_dir: Path) -> list:

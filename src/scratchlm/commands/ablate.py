@@ -74,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
         name = args.preset or "custom"
     if args.seeds is not None:
         study.seeds = seed_list(args.seeds)
+    if args.study and (args.set or args.config or args.seeds is not None):
+        # The study file's description states its own budget and seeds; say that this run's differ.
+        study.description += (
+            " This run changes the study's recipe (--set, --config or --seeds): the settings it used are stated "
+            "below the table."
+        )
     out = args.out or f"runs/ablate-{name}"
     results = run_study(study, out, command=_command(args, out))
     for v in results["variants"]:

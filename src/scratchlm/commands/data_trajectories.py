@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from scratchlm.data.trajectories import check_generation_args, generate_trajectories
+    from scratchlm.data.trajectories import check_generation_args, check_generation_memory, generate_trajectories
     from scratchlm.data.trajectory_io import save_trajectories
 
     check_generation_args(args.num_trajectories, args.seq_length, args.version, args.seed, args.fast)
+    check_generation_memory(args.num_trajectories, args.seq_length, args.fast, save=True)
     mode = "fast" if args.fast else "course"
     t_start = time.perf_counter()
     with tqdm(total=args.num_trajectories, unit="traj", disable=args.no_progress, desc=f"{args.version} {mode}") as bar:

@@ -1,5 +1,6 @@
 """`scratchlm plot RUN [RUN ...]`: loss and perplexity (train and validation), learning rate and gradient
-norm against steps, tokens or time; several runs are overlaid. PNG and SVG into each run's plots/."""
+norm against steps, tokens or time; several runs are overlaid. PNG and SVG into each run's plots/.
+Perplexity is exp of the logged loss on a logarithmic axis, so a diverged run is drawn where it went."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories (runs/NAME)")
     parser.add_argument("--x", choices=["step", "tokens", "time"], default="step", help="x axis (default step)")
-    parser.add_argument("--log", action="store_true", help="logarithmic y axis for loss, perplexity and grad norm")
+    parser.add_argument(
+        "--log", action="store_true", help="logarithmic y axis for loss and grad norm (perplexity always has one)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """`scratchlm runs [DIR]`: the experiment log, a table of every run under DIR (default runs/): name,
-config as the nearest preset plus what differs, status, steps, best validation loss and training time."""
+config as the nearest preset plus what differs, status (finished, diverged and why, incomplete, interrupted,
+running, killed, damaged), steps reached out of the run's total, best validation loss and training time."""
 
 from __future__ import annotations
 

@@ -28,6 +28,13 @@ Shapes: B = batch, H = heads, T = positions, D = model dim, Dh = head dim, V = v
 `--seed` (default 42) seeds Python's `random`, NumPy and torch before the train/val split and the model
 initialization, so two runs with the same seed and device write the same metrics. A missing data file or
 a bad argument prints one line (`--debug` adds the traceback) and exits with the `scratchlm.errors` status.
+
+`python -m scratchlm.compat.scratch1 visualize --checkpoint checkpoints/best_model.pt` (the course's
+`visualize.py` step) draws the attention maps of a checkpoint on validation trajectory `--sample K`
+(default 0) of `--data`, split with `--seed` exactly as training split it: `attention_maps.png` (every
+layer and head, plus the head mean) and `attention_maps_mean.png` (each layer's head mean) beside the
+checkpoint (or in `--out`), through `scratchlm.analysis.attention`; it prints where they are and one
+measured sentence per layer. `load_model(path)` rebuilds the model of any checkpoint this script wrote.
 """
 
 from __future__ import annotations
@@ -37,16 +44,18 @@ import logging
 import math
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from scratchlm.errors import ConfigError, DataError, ShapeError
+from scratchlm.errors import CheckpointError, ConfigError, DataError, ShapeError, first_line
 from scratchlm.fileio import atomic_write
 from scratchlm.infer.sampling import sample_next_token
 from scratchlm.nn.attention import CausalSelfAttention as LibraryAttention
@@ -63,6 +72,9 @@ from scratchlm.nn.layers import RMSNorm as LibraryRMSNorm
 from scratchlm.nn.positions import RotaryPositionalEmbedding as LibraryRoPE
 from scratchlm.optim import clip_grad_norm
 from scratchlm.train.checkpoint import atomic_save
+
+if TYPE_CHECKING:
+    from scratchlm.analysis.attention_runs import AttentionFigures
 
 logger = logging.getLogger(__name__)
 
@@ -283,9 +295,19 @@ def train_epoch(
 
 @torch.no_grad()
 def _validation_loss(model: nn.Module, dataloader: Iterable[Sequence[Tensor]], device: str | torch.device) -> float:
+    """Mean cross-entropy over every validation target token.
+
+    Each batch's mean is weighted by its token count: a plain mean of batch means would over-weight the
+    last, smaller batch and make the validation loss depend on --batch-size.
+    """
     model.eval()
-    losses = [model(a.to(device)[:, :-1], a.to(device)[:, 1:])[1] for _, a in dataloader]
-    return torch.stack(losses).mean().item() if losses else 0.0
+    total, count = torch.zeros((), device=device), 0
+    for _, actions_BT in dataloader:
+        actions_BT = actions_BT.to(device)
+        targets_BT = actions_BT[:, 1:]
+        total += model(actions_BT[:, :-1], targets_BT)[1].float() * targets_BT.numel()
+        count += targets_BT.numel()
+    return (total / count).item() if count else 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -323,7 +345,9 @@ def _plot_loss_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=SCRIPT, description="Train the Scratch-1 backbone on trajectory action tokens."
+        prog=SCRIPT,
+        description="Train the Scratch-1 backbone on trajectory action tokens.",
+        epilog=f"Attention maps of a trained checkpoint: python -m {SCRIPT} visualize --help",
     )
     parser.add_argument("--data", default="data/trajectories.pkl")
     parser.add_argument("--epochs", type=int, default=10)
@@ -342,13 +366,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train the course model on a trajectory file (see the module docstring for what it writes).
+    """Train the course model on a trajectory file, or with `visualize` first, draw a checkpoint's attention
+    maps (see the module docstring for what each writes).
 
     Returns the exit status; a bad argument or data file prints one line on stderr (`--debug` adds the
     traceback) and returns the `scratchlm.errors` exit code, as the `scratchlm` CLI does.
     """
     from scratchlm.cli import run_guarded
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["visualize"]:  # training flags all start with "--", so the word cannot be one of them
+        return visualize_main(argv[1:])
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Ctrl-C or SIGTERM leave the checkpoints and metrics rows already written intact (atomic writes).
@@ -447,6 +475,205 @@ def _train(args: argparse.Namespace) -> int:
 def _checkpoint_state(model: nn.Module, config: dict[str, Any], epoch: int, val_loss: float | None) -> dict[str, Any]:
     """best_model.pt's layout; step checkpoints add `step` and `optimizer_state_dict`."""
     return {"model_state_dict": model.state_dict(), "config": config, "epoch": epoch, "val_loss": val_loss}
+
+
+# ------------------------------------------------------------------------------------ attention maps
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DecoderOnlyTransformer:
+    """The course model of a checkpoint this script wrote (best_model.pt or checkpoint_step_<N>.pt), in eval mode.
+
+    The file is read with `weights_only=True` (nothing in it can run), and its config is checked against its
+    weights before the model is built.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointError(
+            f"checkpoint {name!r} does not exist; train first (`python -m {SCRIPT}`) or fix the path."
+        )
+    try:
+        state = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(
+            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}); it is truncated, corrupt, or "
+            "holds objects other than tensors and plain values."
+        ) from None
+    if isinstance(state, dict) and "model" in state and "run_config" in state:
+        raise CheckpointError(
+            f"checkpoint {name!r} was written by `scratchlm train`, not by {SCRIPT}; draw its attention maps with "
+            "`scratchlm attention RUN`."
+        )
+    if not isinstance(state, dict) or not {"model_state_dict", "config"} <= set(state):
+        raise CheckpointError(
+            f"checkpoint {name!r} has no 'model_state_dict' and 'config', so {SCRIPT} did not write it; pass the "
+            "best_model.pt or a checkpoint_step_<N>.pt of its --checkpoint-dir."
+        )
+    config, weights = state["config"], state["model_state_dict"]
+    _check_config_fits_weights(config, weights, name)
+    model = DecoderOnlyTransformer(**config)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {name!r}: the weights do not fit its config ({first_line(exc, 160)}); the file is damaged "
+            "or was edited."
+        ) from None
+    return model.to(device).eval()
+
+
+def _check_config_fits_weights(config: Any, weights: Any, name: str) -> None:
+    """CheckpointError unless `config` builds a model no larger than `weights` (load_state_dict then checks
+    the rest): a damaged config must not allocate gigabytes before the mismatch is found.
+
+    (Building on the meta device would check every shape, but its first use costs seconds.)
+    """
+    expected = _constructor_arguments(DecoderOnlyTransformer)
+    if not isinstance(config, dict) or set(config) - set(expected) or not isinstance(weights, dict):
+        raise CheckpointError(
+            f"checkpoint {name!r}: its config must hold DecoderOnlyTransformer's arguments "
+            f"({', '.join(expected)}) and its weights a state dict; the file is damaged."
+        )
+    sizes = {key: config.get(key, 2048 if key == "max_seq_len" else None) for key in expected if key != "dropout"}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes.values()):
+        raise CheckpointError(f"checkpoint {name!r}: its config {config} must give positive integer sizes.")
+    vocab, dim, layers, ff = sizes["vocab_size"], sizes["dim"], sizes["num_layers"], sizes["ff_hidden_dim"]
+    claimed = {
+        "token_embedding.weight": (vocab, dim),
+        "lm_head.weight": (vocab, dim),
+        f"blocks.{layers - 1}.feed_forward.fc1.weight": (ff, dim),
+    }
+    for key, shape in claimed.items():
+        found = weights.get(key)
+        if not isinstance(found, Tensor) or tuple(found.shape) != shape:
+            got = tuple(found.shape) if isinstance(found, Tensor) else "absent"
+            raise CheckpointError(
+                f"checkpoint {name!r}: the weights do not fit its config ({key} is {got}, the config needs {shape}); "
+                "the file is damaged or was edited."
+            )
+    if any(key.startswith(f"blocks.{layers}.") for key in weights):
+        raise CheckpointError(f"checkpoint {name!r}: it holds more blocks than its num_layers {layers}; it is damaged.")
+    # RoPE's cos/sin tables are derived, not stored: 4 bytes x max_seq_len x head_dim per layer.
+    tables = 4 * sizes["max_seq_len"] * dim // sizes["num_heads"] * layers
+    stored = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, Tensor))
+    if tables > max(stored, 2**28):
+        raise CheckpointError(
+            f"checkpoint {name!r}: max_seq_len {sizes['max_seq_len']} would need {tables / 2**30:.1f} GiB of "
+            "position tables; the config is damaged."
+        )
+
+
+def _constructor_arguments(cls: type) -> list[str]:
+    import inspect
+
+    return [name for name in inspect.signature(cls).parameters if name != "self"]
+
+
+class _AttentionView(nn.Module):
+    """The course model as `scratchlm.analysis.attention.attention_maps` reads a TransformerLM: `layers[i].attn`
+    and a forward over token ids. Its attention modules are the library's own (with RoPE), so the analysis
+    recomputes the very probabilities the course model uses."""
+
+    def __init__(self, model: DecoderOnlyTransformer) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = [SimpleNamespace(attn=block.attention) for block in model.blocks]
+
+    def forward(self, input_ids: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.model(input_ids)
+
+
+def course_attention_maps(model: DecoderOnlyTransformer, ids_T: Tensor) -> Tensor:
+    """(L, H, T, T) attention probabilities of the course model on one action sequence ids (T,)."""
+    from scratchlm.analysis.attention import attention_maps
+
+    device = next(model.parameters()).device
+    return attention_maps(_AttentionView(model), ids_T.to(device))  # type: ignore[arg-type]  # duck-typed view
+
+
+def validation_actions(data_path: str | os.PathLike, seed: int = 42) -> Tensor:
+    """The validation trajectories' action tokens (N_val, T), split from `data_path` as training with `--seed` did."""
+    from scratchlm.compat.scratch1_data import create_dataloaders
+    from scratchlm.data.trajectory_io import load_trajectories
+
+    data = load_trajectories(data_path)
+    dataset = {"states": torch.from_numpy(data.states_NTS), "actions": torch.from_numpy(data.actions_NT)}
+    # Training's split is the first torch draw after seed_everything(seed); forking keeps the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, val_loader = create_dataloaders(dataset)
+    return val_loader.dataset.tensors[1]
+
+
+def attention_figures(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike = "data/trajectories.pkl",
+    *,
+    sample: int = 0,
+    seed: int = 42,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> AttentionFigures:
+    """Attention maps of a checkpoint on validation trajectory `sample`: attention_maps.png (every layer and
+    head, plus the head mean) and attention_maps_mean.png in `out_dir` (default: the checkpoint's folder)."""
+    from scratchlm.analysis.attention import plot_attention_maps, plot_layer_means
+    from scratchlm.analysis.attention_runs import AttentionFigures
+    from scratchlm.device import resolve_device
+
+    model = load_model(checkpoint, resolve_device(device))
+    actions_NT = validation_actions(data, seed)
+    if not 0 <= sample < len(actions_NT):
+        raise ConfigError(
+            f"--sample {sample} is not a validation trajectory of {os.fspath(data)}; pick 0..{len(actions_NT) - 1}."
+        )
+    # What training feeds the model: every action but the last, within its context.
+    ids_T = actions_NT[sample, :-1][: model.max_seq_len]
+    labels = [str(i) for i in ids_T.tolist()]
+    maps_LHTT = course_attention_maps(model, ids_T)
+    folder = Path(out_dir) if out_dir is not None else Path(checkpoint).parent
+    what = f"validation trajectory {sample}"
+    title = f"{Path(checkpoint).name}: attention on {what} (action tokens)"
+    grid = plot_attention_maps(maps_LHTT, labels, folder / "attention_maps.png", title)
+    means = plot_layer_means(maps_LHTT, labels, folder / "attention_maps_mean.png", title)
+    return AttentionFigures(grid, means, labels, maps_LHTT, what)
+
+
+def _build_visualize_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{SCRIPT} visualize", description="Draw the attention maps of a Scratch-1 checkpoint."
+    )
+    parser.add_argument("--checkpoint", default="checkpoints/best_model.pt", help="default checkpoints/best_model.pt")
+    parser.add_argument("--data", default="data/trajectories.pkl", help="the trajectory file the model trained on")
+    parser.add_argument("--sample", type=int, default=0, help="validation trajectory K (default 0)")
+    parser.add_argument("--seed", type=int, default=42, help="the training run's --seed, which chose its split")
+    parser.add_argument("--out", help="folder for the figures (default: the checkpoint's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def visualize_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m scratchlm.compat.scratch1 visualize ...`: write the attention figures, print their paths and
+    one measured sentence per layer; errors are one line and a `scratchlm.errors` exit status."""
+    from scratchlm.cli import run_guarded
+
+    args = _build_visualize_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_guarded(lambda: _visualize(args), args.debug, prog=f"{SCRIPT} visualize")
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from scratchlm.analysis.attention import describe_attention
+
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}.")
+    figures = attention_figures(
+        args.checkpoint, args.data, sample=args.sample, seed=args.seed, out_dir=args.out, device=args.device
+    )
+    print(figures.grid)
+    print(figures.means)
+    for sentence in describe_attention(figures.maps_LHTT):
+        print(sentence)
+    return 0
 
 
 if __name__ == "__main__":

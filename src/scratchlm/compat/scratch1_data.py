@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from scratchlm.data.trajectories import (
     DEFAULT_NOISE_STD,
     check_generation_args,
+    check_generation_memory,
     draw_course_step_noise,
     forward_kinematics,
     generate_course_trajectories,
@@ -47,11 +48,22 @@ def generate_trajectory(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One v2 trajectory from NumPy's global generator: states (T, 10) float64 and actions (T,) int64."""
     check_generation_args(1, seq_length, "v2")
-    start_1J = np.asarray(start_joints, dtype=np.float64).reshape(1, 7)
-    target_13 = np.asarray(target_pos, dtype=np.float64).reshape(1, 3)
+    start_1J = _finite_vector(start_joints, 7, "start_joints").reshape(1, 7)
+    target_13 = _finite_vector(target_pos, 3, "target_pos").reshape(1, 3)
     ints_T, normals_TJ = draw_course_step_noise(np.random, seq_length, "v2")
     states_1TS, actions_1T = simulate_v2(start_1J, target_13, ints_T[None], normals_TJ[None], noise_std)
     return states_1TS[0], actions_1T[0]
+
+
+def _finite_vector(value: object, size: int, name: str) -> np.ndarray:
+    # A NaN start would not fail: it runs to the end and yields NaN states with arbitrary action tokens.
+    try:
+        vector = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must hold {size} finite numbers, got {value!r}.") from None
+    if vector.size != size or not np.isfinite(vector).all():
+        raise DataError(f"{name} must hold {size} finite numbers, got shape {vector.shape}: {vector.tolist()!r}.")
+    return vector
 
 
 def generate_dataset(num_trajectories: int = 10000, seq_length: int = 50, seed: int = 42) -> dict[str, torch.Tensor]:
@@ -99,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    check_generation_args(args.num_trajectories, args.seq_length, "v2", args.seed)
+    check_generation_memory(args.num_trajectories, args.seq_length, save=True)
     data = generate_trajectories(args.num_trajectories, args.seq_length, args.seed, "v2")
     save_trajectories(data, args.output, {"mode": "course", "seed": args.seed})
     logger.info("wrote %d trajectories of %d steps to %s", args.num_trajectories, args.seq_length, args.output)

@@ -24,14 +24,16 @@ Shapes: N = trajectories, T = steps, J = 7 joints, S = 10 state dims (joints the
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from scratchlm.data.actions import COURSE_ACTION_VOCAB
-from scratchlm.errors import ConfigError, DataError
+from scratchlm.errors import ConfigError, DataError, OutOfMemoryError
 
 VERSIONS = ("v2", "v1")
 LINK_LENGTHS_J = np.array([0.3, 0.3, 0.25, 0.25, 0.2, 0.15, 0.1])
@@ -46,6 +48,14 @@ COURSE_CHUNK = 256
 FAST_CHUNK = 8192
 
 ProgressCallback = Callable[[int], None]
+
+# Memory while generating, from peak RSS measured in both modes and versions (T = 50 to 100,000): the output
+# arrays, plus the float64 simulation arrays and random draws of one chunk (at most ~250 bytes per
+# trajectory-step, course v1), plus, when the file is written, the pickle's in-memory copies (peak 3.1x the
+# output arrays' size).
+OUTPUT_BYTES_PER_STEP = STATE_DIM * 4 + 8  # float32 states + one int64 action
+CHUNK_BYTES_PER_STEP = 320
+SAVE_PEAK_FACTOR = 3.25
 
 
 class LegacyRandom(Protocol):
@@ -123,6 +133,49 @@ def check_trajectory_arrays(
         )
     if not np.isfinite(states_NTS).all():
         raise DataError(f"{source}: states contain NaN or Inf; the file is corrupt, regenerate it.")
+
+
+# Detecting the version of a file that does not say (measured on the two course files and on 10,000 generated
+# trajectories of each version and mode): v1's formula reproduces >= 96% of the actions of every single v1
+# trajectory and <= 12% of any v2 one; the v2 octant test agrees on 36-94% of the steps of any 5 v2
+# trajectories and on <= 21% of any 5 v1 ones (13% on average, about chance).
+DETECT_MAX_TRAJECTORIES = 2000  # a prefix decides as well as the whole file and keeps loading fast
+V1_MIN_STEPS = 20
+V1_MIN_MATCH = 0.9
+V2_MIN_STEPS = 245  # 5 course-length trajectories: fewer cannot tell v2 from other action tokens
+V2_MIN_OCTANT_MATCH = 0.3
+FK_TOLERANCE = 1e-5  # the end-effector columns are float32 roundings of forward_kinematics(joints)
+
+
+def detect_version(states_NTS: np.ndarray, actions_NT: np.ndarray) -> str | None:
+    """The course generator version ("v1" or "v2") that produced these arrays, from their contents; None if unsure.
+
+    Both versions record the course arm (7 joints, then their forward kinematics), which rules out other
+    data. v1's action is a function of the recorded states alone: the step's mean joint delta, quantized.
+    v2's action is octant * 32 + distance bin (+-2 noise) of the direction to a target the file does not
+    hold, but the first three joints step along that direction, so the signs of their steps predict the
+    octant on most steps (64% in the course's file), against about 1 in 7 (the window's 36 of 256 tokens) for others.
+    """
+    if states_NTS.ndim != 3 or states_NTS.shape[2] != STATE_DIM or actions_NT.shape != states_NTS.shape[:2]:
+        return None
+    joints_NTJ = states_NTS[:DETECT_MAX_TRAJECTORIES, :, :NUM_JOINTS].astype(np.float64)
+    actions_NT = actions_NT[:DETECT_MAX_TRAJECTORIES]
+    ee_error = np.abs(forward_kinematics(joints_NTJ) - states_NTS[:DETECT_MAX_TRAJECTORIES, :, NUM_JOINTS:])
+    if not ee_error.max() <= FK_TOLERANCE:
+        return None
+    # action t was taken between state t and state t + 1; the last action has no recorded outcome
+    delta_NTJ = np.diff(joints_NTJ, axis=1)
+    acted_NT = actions_NT[:, :-1]
+    steps = acted_NT.size
+    v1_NT = np.clip(((delta_NTJ.mean(axis=2) + 0.1) / 0.2 * 255).astype(np.int64), 0, 255)
+    if steps >= V1_MIN_STEPS and (v1_NT == acted_NT).mean() >= V1_MIN_MATCH:
+        return "v1"
+    positive_NT3 = delta_NTJ[..., :3] > 0
+    octant_NT = 4 * positive_NT3[..., 0] + 2 * positive_NT3[..., 1] + positive_NT3[..., 2]
+    in_octant_NT = (acted_NT >= octant_NT * 32 - 2) & (acted_NT <= octant_NT * 32 + 31 + 2)
+    if steps >= V2_MIN_STEPS and in_octant_NT.mean() >= V2_MIN_OCTANT_MATCH:
+        return "v2"
+    return None
 
 
 def _describe(x: object) -> str:
@@ -341,13 +394,88 @@ def _generate_in_chunks(
     version: str,
     progress: ProgressCallback | None,
 ) -> TrajectoryData:
+    check_generation_memory(num_trajectories, seq_length, fast=chunk_size == FAST_CHUNK)
     # float64 while simulating, float32 on output (as the course stores them): the full float64 array is
     # never materialized, which halves peak memory for large datasets.
-    states_NTS = np.empty((num_trajectories, seq_length, STATE_DIM), dtype=np.float32)
-    actions_NT = np.empty((num_trajectories, seq_length), dtype=np.int64)
+    try:
+        states_NTS = np.empty((num_trajectories, seq_length, STATE_DIM), dtype=np.float32)
+        actions_NT = np.empty((num_trajectories, seq_length), dtype=np.int64)
+    except MemoryError:  # where the available memory is unknown, NumPy's refusal is the only check
+        need = estimate_generation_bytes(num_trajectories, seq_length, fast=chunk_size == FAST_CHUNK)
+        raise OutOfMemoryError(_memory_sentence(num_trajectories, seq_length, need, None, save=False)) from None
     for lo in range(0, num_trajectories, chunk_size):
         hi = min(lo + chunk_size, num_trajectories)
         states_NTS[lo:hi], actions_NT[lo:hi] = make_chunk(hi - lo)
         if progress is not None:
             progress(hi - lo)
     return TrajectoryData(states_NTS, actions_NT, version)
+
+
+# -------------------------------------------------------------------------------------------- memory
+
+
+def estimate_generation_bytes(num_trajectories: int, seq_length: int, fast: bool = False, save: bool = False) -> int:
+    """Peak bytes of generating (and, with save=True, pickling and writing) num_trajectories x seq_length."""
+    output = num_trajectories * seq_length * OUTPUT_BYTES_PER_STEP
+    chunk = min(num_trajectories, FAST_CHUNK if fast else COURSE_CHUNK)
+    generating = output + chunk * seq_length * CHUNK_BYTES_PER_STEP
+    # The chunk's arrays are freed before the pickle is built, so the two peaks do not add up.
+    return max(generating, int(SAVE_PEAK_FACTOR * output)) if save else generating
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take without swapping (MemAvailable, within a cgroup v2 limit); None when
+    the system does not say."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    # In a container the host may have memory to spare that the container's limit does not allow.
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text(encoding="ascii").strip()
+        if limit != "max":
+            used = int((cgroup / "memory.current").read_text(encoding="ascii").strip())
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def check_generation_memory(num_trajectories: int, seq_length: int, fast: bool = False, save: bool = False) -> None:
+    """OutOfMemoryError, before anything is allocated, when the dataset would not fit in the available memory.
+
+    Without the check a huge request is a bare MemoryError or, worse, an allocation the kernel grants lazily
+    and then swaps or kills the process for.
+    """
+    need = estimate_generation_bytes(num_trajectories, seq_length, fast, save)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise OutOfMemoryError(_memory_sentence(num_trajectories, seq_length, need, available, save))
+
+
+def _memory_sentence(num: int, steps: int, need: int, available: int | None, save: bool) -> str:
+    doing = "generating and saving" if save else "generating"
+    have = f"only {format_bytes(available)} is available" if available is not None else "the system refused it"
+    return (
+        f"{doing} {num:,} trajectories x {steps:,} steps needs about {format_bytes(need)} of memory but {have}; "
+        "lower num_trajectories or seq_length."
+    )
+
+
+def format_bytes(n: int) -> str:
+    """n bytes in the largest binary unit that keeps the number at least 1, e.g. '1.5 GiB'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"

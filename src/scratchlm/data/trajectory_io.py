@@ -8,6 +8,7 @@ and the arrays are validated before use. Writing is atomic.
 Beside each file we write a small JSON sidecar (`<file>.json`) with its provenance: version, mode, seed
 and the pickle's sha256. The course format has no room for the version, yet it decides whether the
 ln 5 loss floor applies; the hash makes a sidecar left next to a replaced pickle harmless (it is ignored).
+A file without a (valid) sidecar gets the version its arrays show (`trajectories.detect_version`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from scratchlm.data.actions import COURSE_ACTION_VOCAB
 from scratchlm.data.safe_pickle import safe_load
-from scratchlm.data.trajectories import VERSIONS, TrajectoryData, check_trajectory_arrays
+from scratchlm.data.trajectories import VERSIONS, TrajectoryData, check_trajectory_arrays, detect_version
 from scratchlm.errors import DataError
 from scratchlm.fileio import atomic_write
 
@@ -68,7 +69,8 @@ def load_trajectories(
 ) -> TrajectoryData:
     """Load and validate a course-format trajectory pickle (from anyone: nothing in it can run).
 
-    `version` ("v2"/"v1") overrides the sidecar's; without either, `TrajectoryData.version` is None.
+    `version` ("v2"/"v1") overrides the sidecar's; without either (a file from the course's own
+    generate_data.py), the version is detected from the arrays (`detect_version`), else None.
     Raises DataError for a missing file, a refused or damaged pickle, missing keys, wrong shapes or
     dtypes, non-finite states, or actions outside [0, action_vocab).
     """
@@ -106,6 +108,11 @@ def load_trajectories(
     check_trajectory_arrays(states, actions, action_vocab, source)
     if version is None:
         version = _sidecar_version(path, hashlib.sha256(raw).hexdigest())
+        if version is None:
+            # The course's generate_data.py writes no sidecar; its arrays still tell the version.
+            version = detect_version(states, actions)
+            if version is not None:
+                logger.info("%s has no scratchlm sidecar; its contents are course %s data", source, version)
     elif version not in VERSIONS:
         raise DataError(f"trajectory version {version!r} is unknown; use one of {', '.join(VERSIONS)}.")
     return TrajectoryData(states, actions, version)

@@ -124,6 +124,12 @@ def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "
             "model.load_state_dict(torch.load(path)) into a TransformerLM of its ModelConfig, or save with "
             "scratchlm.train.checkpoint.save_checkpoint."
         )
+    if isinstance(state, dict) and "model_state_dict" in state and "model" not in state:
+        raise CheckpointError(
+            f"{name!r} is a checkpoint of the course's training script (scratchlm.compat.scratch1), not of "
+            "scratchlm train; draw its attention maps with "
+            "python -m scratchlm.compat.scratch1 visualize --checkpoint PATH."
+        )
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {name!r} is not a scratchlm checkpoint (no 'model' entry).")
     if not isinstance(state["model"], dict):

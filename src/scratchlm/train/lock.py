@@ -43,6 +43,18 @@ def read_lock_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def holder_running(run_dir: str | os.PathLike) -> bool | None:
+    """Whether the trainer recorded in `run_dir/.lock` still runs: True or False when it ran on this host, None
+    when that cannot be told (no readable record, or another host's process)."""
+    holder = read_lock_holder(run_dir)
+    if holder is None or holder.get("host") != socket.gethostname():
+        return None
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    return _pid_alive(pid)
+
+
 class RunLock:
     """`with RunLock(run_dir): ...` -- exclusive use of an existing run directory, released on exit.
 

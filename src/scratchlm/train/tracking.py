@@ -40,7 +40,8 @@ def dumps_strict(value: Any, **kwargs: Any) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete rows of a metrics file (a torn trailing line is ignored)."""
+    """All complete rows of a metrics file (a torn trailing line is ignored, and so is a damaged line in the
+    middle: the rows after it are still the run's, and a resume that rewrites the file must not drop them)."""
     rows = []
     if not os.path.exists(path):
         return rows
@@ -51,7 +52,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                continue
     return rows
 
 

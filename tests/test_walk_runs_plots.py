@@ -1,0 +1,182 @@
+"""Walkthrough of `scratchlm runs` and `scratchlm plot` on tiny debug runs: diverged, interrupted, stopped
+before their first log row, single-step, damaged and same-named runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scratchlm.analysis import plots
+from scratchlm.analysis.runs_table import runs_table
+from scratchlm.analysis.sweep import lr_sweep
+from scratchlm.cli import main
+from scratchlm.presets import resolve_run_config
+from scratchlm.train.trainer import train
+from tests.experiment_helpers import debug_overrides, tiny_trajectories
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_trajectories(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def finished(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-step debug run, copied by the tests that damage or rename it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(resolve_run_config("debug", None, debug_overrides(data, 4)), run)
+    return run
+
+
+def copy_run(run: Path, target: Path) -> Path:
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("plots"))
+    return target
+
+
+def rows_of(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_rows(run: Path, rows: list[dict[str, Any]]) -> None:
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Every figure the plots draw, kept open for inspection instead of only written to disk."""
+    kept: list[Any] = []
+
+    def keep(fig: Any, path: Path, svg: bool = True) -> list[Path]:
+        kept.append(fig)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path.with_suffix(".png"))  # written, not closed
+        return [path.with_suffix(".png")]
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    yield kept
+    for fig in kept:
+        plots.pyplot().close(fig)
+
+
+def axis(fig: Any, label: str) -> Any:
+    (found,) = [ax for ax in fig.axes if label in ax.get_ylabel()]
+    return found
+
+
+def ys(ax: Any) -> list[float]:
+    return [float(y) for line in ax.get_lines() for y in line.get_ydata()]
+
+
+# ------------------------------------------------------------------------------------------ perplexity
+
+
+def test_the_perplexity_panel_draws_a_diverged_loss_not_the_logged_cap(
+    finished: Path, tmp_path: Path, figures: list[Any]
+) -> None:
+    run = copy_run(finished, tmp_path / "run")
+    rows = rows_of(run)
+    rows[-1].update(train_loss=454.3, train_ppl=math.exp(50), val_loss=454.3, val_ppl=math.exp(50))
+    write_rows(run, rows)
+    plots.plot_training_curves([run], tmp_path / "curves")
+    ppl = axis(figures[0], "perplexity")
+    assert max(ys(ppl)) == pytest.approx(math.exp(454.3), rel=1e-6)  # not exp(50), the metrics log's cap
+    assert ppl.get_yscale() == "log"  # spans orders of magnitude without flattening the healthy part
+    assert min(ys(ppl)) == pytest.approx(math.exp(rows[0]["train_loss"]), rel=1e-6)
+
+
+def test_a_loss_past_what_exp_can_hold_is_drawn_at_a_marked_ceiling(
+    finished: Path, tmp_path: Path, figures: list[Any]
+) -> None:
+    run = copy_run(finished, tmp_path / "run")
+    rows = rows_of(run)
+    rows[-1].update(train_loss=1e4, val_loss=1e4)
+    write_rows(run, rows)
+    plots.plot_training_curves([run], tmp_path / "curves")
+    ppl = axis(figures[0], "perplexity")
+    assert all(math.isfinite(y) for y in ys(ppl))
+    _, labels = ppl.get_legend_handles_labels()
+    assert any("clipped" in name for name in labels)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def test_a_sweep_run_judged_diverged_at_its_end_is_listed_as_diverged(tmp_path: Path, data: Path) -> None:
+    short = [*debug_overrides(data, 16), "optim.warmup_steps=100", "optim.grad_clip=0.0"]
+    results = lr_sweep("debug", [1.0], tmp_path / "sweep", short)
+    (verdict,) = results["runs"]
+    assert verdict["status"] == "diverged" and verdict["steps"] == verdict["total_steps"] == 16
+    (row,) = runs_table(tmp_path)
+    assert row.status == f"diverged ({verdict['reason']})"
+
+
+def test_an_interrupted_run_shows_how_far_it_got_of_its_total(tmp_path: Path, data: Path) -> None:
+    def ctrl_c(row: dict[str, Any]) -> None:
+        if row["step"] >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_run_config("debug", None, debug_overrides(data, 12)), tmp_path / "cut", monitor=ctrl_c)
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("interrupted", 6, 12)
+    assert row.elapsed_s is not None and row.elapsed_s > 0
+
+
+def test_a_run_stopped_before_its_first_log_row_is_not_listed_as_not_started(tmp_path: Path, data: Path) -> None:
+    overrides = [*debug_overrides(data, 12), "train.log_interval=5"]
+    train(resolve_run_config("debug", None, overrides), tmp_path / "short", stop_after=3)
+    assert (tmp_path / "short" / "metrics.jsonl").read_text() == ""
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("incomplete", 3, 12)
+
+
+def test_one_unreadable_metrics_file_does_not_take_the_log_with_it(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy_run(finished, tmp_path / "good")
+    binary = copy_run(finished, tmp_path / "binary")
+    (binary / "metrics.jsonl").write_bytes(b"\xff\xfe\x00 not text\n")
+    listed = copy_run(finished, tmp_path / "listed")
+    (listed / "metrics.jsonl").write_text((listed / "metrics.jsonl").read_text() + "[1, 2]\n")
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["good"]["status"] == "finished" and rows["listed"]["status"] == "finished"
+    assert rows["binary"]["status"].startswith("damaged") and "metrics.jsonl" in rows["binary"]["status"]
+    assert main(["plot", str(listed)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(binary)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "metrics.jsonl" in line and "internal error" not in line
+
+
+# ---------------------------------------------------------------------------------------------- plot
+
+
+def test_a_single_step_run_draws_every_curve_as_a_visible_point(data: Path, tmp_path: Path, figures: list[Any]) -> None:
+    train(resolve_run_config("debug", None, debug_overrides(data, 1)), tmp_path / "one")
+    plots.plot_runs([tmp_path / "one"])
+    for ax in figures[0].axes:
+        curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+        assert curves, ax.get_ylabel()
+        assert all(line.get_marker() not in (None, "None", "") for line in curves), ax.get_ylabel()
+
+
+def test_plotting_a_run_twice_is_one_clear_error(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plot", str(finished), str(finished)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "twice" in line and "SameFile" not in line and "PosixPath" not in line
+
+
+def test_runs_of_the_same_name_get_distinct_legend_entries(finished: Path, tmp_path: Path, figures: list[Any]) -> None:
+    a = copy_run(finished, tmp_path / "sweep-a" / "lr=0.01")
+    b = copy_run(finished, tmp_path / "sweep-b" / "lr=0.01")
+    plots.plot_runs([a, b])
+    _, labels = axis(figures[-1], "cross-entropy").get_legend_handles_labels()
+    assert "sweep-a/lr=0.01 val" in labels and "sweep-b/lr=0.01 val" in labels
