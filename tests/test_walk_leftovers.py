@@ -50,3 +50,25 @@ def test_a_left_lock_tells_a_running_trainer_from_a_killed_one(tmp_path: Path) -
     assert status["alive"] == "running"
     assert status["dead"].startswith("killed") and "--resume" in status["dead"]
     assert status["far"] == "running or killed"  # another host's process cannot be checked from here
+
+
+def test_an_atomic_write_never_replaces_a_device_pipe_or_link(tmp_path: Path) -> None:
+    import os
+
+    from scratchlm.errors import DataError
+    from scratchlm.fileio import atomic_write
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with (
+        pytest.raises(DataError, match="is a device, pipe or socket, not a regular file"),
+        atomic_write(pipe, "w") as fh,
+    ):
+        fh.write("x")
+    assert pipe.is_fifo()
+    real, link = tmp_path / "real.txt", tmp_path / "link.txt"
+    real.write_text("old")
+    link.symlink_to(real)
+    with atomic_write(link, "w") as fh:
+        fh.write("new")
+    assert link.is_symlink() and real.read_text() == "new"  # written through the link, which stays

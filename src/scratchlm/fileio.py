@@ -83,7 +83,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
     """
     if "w" not in mode:
         raise ValueError(f"atomic_write needs a write mode such as 'w' or 'wb', got {mode!r}.")
-    target = os.path.abspath(os.fspath(path))
+    # A symlink is written through (the rename would replace the link itself), and a device, pipe or socket
+    # is refused: renaming over /dev/null or a named pipe would replace it with a file. (A directory fails in
+    # the rename, as EISDIR.)
+    target = os.path.realpath(os.path.abspath(os.fspath(path)))
+    if os.path.exists(target) and not (os.path.isfile(target) or os.path.isdir(target)):
+        raise DataError(
+            f"{os.fspath(path)} is a device, pipe or socket, not a regular file; give the path of a file to write."
+        )
     directory = os.path.dirname(target)
     tmp_path = None
     try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
+from collections.abc import Iterator
+from typing import BinaryIO
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,16 +24,19 @@ def run(args: argparse.Namespace) -> int:
     from scratchlm.data.token_files import token_dtype
     from scratchlm.errors import ConfigError
     from scratchlm.tokenizers import load_tokenizer
-    from scratchlm.tokenizers.chunks import TextSource, read_range, total_size
+    from scratchlm.tokenizers.chunks import TextSource, check_input_file, read_range
 
+    if args.out is not None:
+        check_out(args.out)
     tokenizer = load_tokenizer(args.tokenizer)
     if args.input == "-":
         if args.out:
             raise ConfigError("--out needs --input FILE, not stdin (a file can be encoded in parallel chunks).")
-        ids = list(tokenizer.encode_iterable(sys.stdin))
+        ids = list(tokenizer.encode_iterable(utf8_chunks(sys.stdin.buffer, "stdin")))
     elif args.input is not None:
         source = TextSource(args.input)
-        size = total_size([source])
+        # An empty file encodes to no ids, as `--text ""` does; only training needs some text.
+        size = check_input_file(source.path)
         if args.out and os.path.exists(args.out) and os.path.samefile(args.input, args.out):
             raise ConfigError(
                 f"--out {args.out} is the input file itself, and writing ids there would destroy the text; choose "
@@ -48,3 +54,40 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer.encode(args.text)
     print(" ".join(map(str, ids)))
     return 0
+
+
+def check_out(out: str) -> None:
+    """Refuse an --out that is empty or names a directory, device, FIFO or socket: the token file is written
+    beside it and renamed over it, which would replace `/dev/null` or a named pipe with a regular file."""
+    from scratchlm.errors import ConfigError
+
+    if not out:
+        raise ConfigError("--out is empty; give the path of the token file to write (e.g. --out train.bin).")
+    if os.path.exists(out) and not os.path.isfile(out):
+        kind = "a directory" if os.path.isdir(out) else "a device, pipe or socket"
+        raise ConfigError(f"--out {out} is {kind}, not a regular file; give the path of a token file to write.")
+
+
+def utf8_chunks(stream: BinaryIO, name: str, chunk_bytes: int = 1 << 16) -> Iterator[str]:
+    """The text of a byte stream, decoded strictly as UTF-8 whatever the locale says; a bad byte raises
+    DataError naming its offset (text-mode stdin would smuggle it in as a lone surrogate instead)."""
+    from scratchlm.errors import DataError
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    while True:
+        data = stream.read(chunk_bytes)
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            # The decoder's buffer holds at most 3 bytes of an unfinished character from the previous chunk.
+            held = len(exc.object) - len(data)
+            raise DataError(
+                f"{name} is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{offset - held + exc.start} ({exc.reason}); re-encode the input as UTF-8."
+            ) from None
+        offset += len(data)
+        if text:
+            yield text
+        if not data:
+            return

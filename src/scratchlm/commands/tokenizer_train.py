@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "char" and args.vocab_size is not None:
         raise ConfigError("--vocab-size only applies to --kind bpe; a char tokenizer's vocabulary is its alphabet.")
+    if not args.out:  # Path("") is the current directory
+        raise ConfigError("--out is empty; give the directory to save the tokenizer in (e.g. --out tokenizer).")
     check_out(Path(args.out))  # before training, which can take minutes
     t_start = time.perf_counter()
     if args.kind == "char":
@@ -52,6 +54,14 @@ def check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a directory to save the tokenizer in.")
+    # The save would fail only after training, which can take minutes: a file where a directory must go.
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"--out {out} cannot be created: {parent} is a file, not a directory; choose another --out."
+                )
+            break
     from scratchlm.data.text import read_corpus_meta
     from scratchlm.errors import DataError
 

@@ -130,19 +130,27 @@ def _looks_like_text(path: str) -> bool:
     return len(path) > 255 or "\n" in path  # longer than a file name can be, or several lines
 
 
+def check_input_file(path: str) -> int:
+    """The size of the text file `path`; DataError when it is missing, a directory, or not a regular file."""
+    if not os.path.isfile(path) and _looks_like_text(path):
+        raise DataError(
+            f"the input {path[:40]!r}... looks like text, not a file path; training reads files: write "
+            "the text to a file and pass its path."
+        )
+    if os.path.isdir(path):
+        raise DataError(f"input {path} is a directory, not a text file; pass the file(s) inside it.")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise DataError(f"input {path} is a device, pipe or socket, not a text file; pass a regular file.")
+    if not os.path.isfile(path):
+        raise DataError(f"input file {path} does not exist; check the path.")
+    return os.path.getsize(path)
+
+
 def total_size(sources: Sequence[TextSource]) -> int:
     """Bytes in all sources; a missing file or an all-empty input raises DataError."""
     total = 0
     for source in sources:
-        if not os.path.isfile(source.path) and _looks_like_text(source.path):
-            raise DataError(
-                f"the input {source.path[:40]!r}... looks like text, not a file path; training reads files: write "
-                "the text to a file and pass its path."
-            )
-        if os.path.isdir(source.path):
-            raise DataError(f"input {source.path} is a directory, not a text file; pass the file(s) inside it.")
-        if not os.path.isfile(source.path):
-            raise DataError(f"input file {source.path} does not exist (or is not a file); check the path.")
+        check_input_file(source.path)
         total += source.stop() - source.start
     if total == 0:
         names = ", ".join(source.path for source in sources)
