@@ -17,7 +17,8 @@ from scratchlm.train.tracking import read_metrics, truncate_metrics_after
 def test_a_damaged_line_mid_file_does_not_hide_the_rows_after_it(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     rows = [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}, {"step": 3, "train_loss": 1.2}]
-    lines = [json.dumps(rows[0]), "\x00garbage{", json.dumps(rows[1]), json.dumps(rows[2])]
+    # a damaged line, and lines that are JSON but no metrics row (another tool's, or hand-written)
+    lines = [json.dumps(rows[0]), "\x00garbage{", "[1, 2]", '{"step": true}', json.dumps(rows[1]), json.dumps(rows[2])]
     path.write_text("\n".join(lines) + "\n" + '{"step": 4, "tr')  # and a torn trailing line, as a kill leaves
     assert read_metrics(path) == rows
     truncate_metrics_after(path, 2)  # what a resume from step 2 does: the rows up to it survive the rewrite
@@ -61,7 +62,7 @@ def test_an_atomic_write_never_replaces_a_device_pipe_or_link(tmp_path: Path) ->
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     with (
-        pytest.raises(DataError, match="is a device, pipe or socket, not a regular file"),
+        pytest.raises(DataError, match=r"output .* is a device, pipe or socket, not a regular file"),
         atomic_write(pipe, "w") as fh,
     ):
         fh.write("x")

@@ -84,13 +84,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
     if "w" not in mode:
         raise ValueError(f"atomic_write needs a write mode such as 'w' or 'wb', got {mode!r}.")
     # A symlink is written through (the rename would replace the link itself), and a device, pipe or socket
-    # is refused: renaming over /dev/null or a named pipe would replace it with a file. (A directory fails in
-    # the rename, as EISDIR.)
+    # is refused: renaming over /dev/null or a named pipe would replace it with a file.
     target = os.path.realpath(os.path.abspath(os.fspath(path)))
-    if os.path.exists(target) and not (os.path.isfile(target) or os.path.isdir(target)):
-        raise DataError(
-            f"{os.fspath(path)} is a device, pipe or socket, not a regular file; give the path of a file to write."
-        )
+    if not os.path.isdir(target):  # a directory fails in the rename below, as EISDIR
+        refuse_special_file(target, "output")
     directory = os.path.dirname(target)
     tmp_path = None
     try:

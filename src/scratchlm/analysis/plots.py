@@ -37,23 +37,19 @@ MAX_PLOTTED_LOG_PPL = 460.0
 
 
 def read_run_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl that can be drawn or tabled: JSON objects with an integer step (a line that
-    is valid JSON but no such row, written by hand or by another tool, is left out rather than crash a plot).
-
-    Raises DataError when the file cannot be read at all (not text, a permission, an I/O error)."""
+    """`read_metrics` for a plot or a table: DataError, not a traceback, when the file cannot be read at all
+    (not text, a permission, an I/O error)."""
     try:
-        rows = read_metrics(path)
+        return read_metrics(path)
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; restore it from a copy, or leave that run out.") from None
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise DataError(f"{path} cannot be read ({why}); restore it from a copy, or leave that run out.") from None
-    return [
-        r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and not isinstance(r["step"], bool)
-    ]
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A logged int or float (JSON true/false are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -164,7 +160,7 @@ def _draw_panel(
 
 
 def _series(rows: list[dict[str, Any]], key: str, field: str) -> list[tuple[float, float]]:
-    return [(r[key], r[field]) for r in rows if _is_number(r.get(field)) and _is_number(r.get(key))]
+    return [(r[key], r[field]) for r in rows if is_number(r.get(field)) and is_number(r.get(key))]
 
 
 def _perplexity(ax: Any, points: list[tuple[float, float]], color: str) -> list[tuple[float, float]]:

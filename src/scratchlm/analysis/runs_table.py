@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchlm.analysis.document import Table, format_seconds
-from scratchlm.analysis.plots import read_run_metrics
+from scratchlm.analysis.plots import is_number, read_run_metrics
 from scratchlm.analysis.study_runs import read_outcome, read_results, steps_run
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError, ScratchLMError
@@ -109,7 +109,7 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         rows, unreadable = read_run_metrics(run_dir / "metrics.jsonl"), False
     except DataError:  # one run's damaged metrics must not take the whole log with it
         rows, unreadable = [], True
-    vals = [r["val_loss"] for r in rows if _is_number(r.get("val_loss"))]
+    vals = [r["val_loss"] for r in rows if is_number(r.get("val_loss"))]
     summary = _summary(run_dir)
     try:
         outcome = read_outcome(run_dir) if valid else None
@@ -139,8 +139,8 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     if outcome is None:
         total = _planned_steps(saved, rows) or total
     elapsed = rows[-1].get("elapsed_s") if rows else None
-    if not _is_number(elapsed):
-        elapsed = summary.get("elapsed_s") if _is_number(summary.get("elapsed_s")) else None
+    if not is_number(elapsed):
+        elapsed = summary.get("elapsed_s") if is_number(summary.get("elapsed_s")) else None
     return RunRow(
         name=name,
         preset=preset,
@@ -162,10 +162,6 @@ def _lock_status(run_dir: Path) -> str:
     if running is None:
         return "running or killed"
     return "running" if running else "killed (scratchlm train --resume continues it)"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _planned_steps(saved: dict[str, Any], rows: list[dict[str, Any]]) -> int | None:

@@ -60,12 +60,11 @@ def check_out(out: str) -> None:
     """Refuse an --out that is empty or names a directory, device, FIFO or socket: the token file is written
     beside it and renamed over it, which would replace `/dev/null` or a named pipe with a regular file."""
     from scratchlm.errors import ConfigError
+    from scratchlm.fileio import refuse_special_file
 
     if not out:
         raise ConfigError("--out is empty; give the path of the token file to write (e.g. --out train.bin).")
-    if os.path.exists(out) and not os.path.isfile(out):
-        kind = "a directory" if os.path.isdir(out) else "a device, pipe or socket"
-        raise ConfigError(f"--out {out} is {kind}, not a regular file; give the path of a token file to write.")
+    refuse_special_file(out, "--out")  # before the encoding, which the write at its end would otherwise waste
 
 
 def utf8_chunks(stream: BinaryIO, name: str, chunk_bytes: int = 1 << 16) -> Iterator[str]:

@@ -71,7 +71,7 @@ from scratchlm.nn.layers import Embedding, Linear
 from scratchlm.nn.layers import RMSNorm as LibraryRMSNorm
 from scratchlm.nn.positions import RotaryPositionalEmbedding as LibraryRoPE
 from scratchlm.optim import clip_grad_norm
-from scratchlm.train.checkpoint import atomic_save
+from scratchlm.train.checkpoint import atomic_save, load_safely
 
 if TYPE_CHECKING:
     from scratchlm.analysis.attention_runs import AttentionFigures
@@ -487,17 +487,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> D
     weights before the model is built.
     """
     name = os.fspath(path)
-    if not os.path.isfile(name):
+    if not os.path.exists(name):
         raise CheckpointError(
             f"checkpoint {name!r} does not exist; train first (`python -m {SCRIPT}`) or fix the path."
         )
-    try:
-        state = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise CheckpointError(
-            f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}); it is truncated, corrupt, or "
-            "holds objects other than tensors and plain values."
-        ) from None
+    state = load_safely(name)  # the same safe load (and its errors) as every scratchlm checkpoint
     if isinstance(state, dict) and "model" in state and "run_config" in state:
         raise CheckpointError(
             f"checkpoint {name!r} was written by `scratchlm train`, not by {SCRIPT}; draw its attention maps with "

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from scratchlm.errors import DataError
+from scratchlm.fileio import refuse_special_file
 
 _WINDOW_BYTES = 1 << 16  # bytes scanned per look; the window slides on when it holds no safe cut
 _NEWLINE_CUT = re.compile(rb"(?<=[\x21-\x7e]\n)(?=[\x21-\x7e])|(?<=[\x21-\x7e]\r)(?=\n[\x21-\x7e])")
@@ -139,8 +140,7 @@ def check_input_file(path: str) -> int:
         )
     if os.path.isdir(path):
         raise DataError(f"input {path} is a directory, not a text file; pass the file(s) inside it.")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise DataError(f"input {path} is a device, pipe or socket, not a text file; pass a regular file.")
+    refuse_special_file(path, "input")
     if not os.path.isfile(path):
         raise DataError(f"input file {path} does not exist; check the path.")
     return os.path.getsize(path)

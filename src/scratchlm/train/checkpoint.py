@@ -91,8 +91,9 @@ def _torch_save(state: dict[str, Any], fh: IO[bytes]) -> None:
         raise
 
 
-def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely (tensors and plain values only) with a clear error if it is unusable."""
+def load_safely(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> Any:
+    """What a .pt file holds, loaded with `weights_only=True` (nothing in it can run); CheckpointError, in one
+    sentence, for a missing file, a directory, a refused global or a truncated or corrupt file."""
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
     if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
         raise CheckpointError(
@@ -116,6 +117,13 @@ def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "
             f"checkpoint {name!r} cannot be loaded safely ({type(exc).__name__}: {what}); "
             "it is truncated, corrupt, or holds objects other than tensors and plain values."
         ) from None
+    return state
+
+
+def read_checkpoint(src: PathOrFile, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (tensors and plain values only) with a clear error if it is unusable."""
+    name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
+    state = load_safely(src, map_location)
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
         # torch.save(model.state_dict(), path): weights without the config that would rebuild their model.
         raise CheckpointError(

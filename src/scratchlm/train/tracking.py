@@ -40,8 +40,9 @@ def dumps_strict(value: Any, **kwargs: Any) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete rows of a metrics file (a torn trailing line is ignored, and so is a damaged line in the
-    middle: the rows after it are still the run's, and a resume that rewrites the file must not drop them)."""
+    """All complete rows of a metrics file: JSON objects with an integer step. A torn trailing line is ignored,
+    and so is a damaged line in the middle or one that is no such row (written by hand or by another tool):
+    the rows after it are still the run's, and a resume that rewrites the file must not drop them."""
     rows = []
     if not os.path.exists(path):
         return rows
@@ -50,9 +51,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
             if not line.endswith("\n"):
                 break  # the writer died mid-line
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                rows.append(row)
     return rows
 
 
