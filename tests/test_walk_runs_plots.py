@@ -1,11 +1,14 @@
-"""Walkthrough of `scratchlm runs` and `scratchlm plot` on tiny debug runs: diverged, interrupted, stopped
-before their first log row, single-step, damaged and same-named runs."""
+"""Walkthrough of `scratchlm runs` and `scratchlm plot` on tiny debug runs: diverged, interrupted (on a step
+or an epoch budget), killed, stopped before their first log row, single-step, damaged and same-named runs."""
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,9 @@ from scratchlm.analysis import plots
 from scratchlm.analysis.runs_table import runs_table
 from scratchlm.analysis.sweep import lr_sweep
 from scratchlm.cli import main
+from scratchlm.errors import DataError, NonFiniteLossError
 from scratchlm.presets import resolve_run_config
-from scratchlm.train.trainer import train
+from scratchlm.train.trainer import PLAN_FILE, train
 from tests.experiment_helpers import debug_overrides, tiny_trajectories
 
 
@@ -73,6 +77,11 @@ def ys(ax: Any) -> list[float]:
     return [float(y) for line in ax.get_lines() for y in line.get_ydata()]
 
 
+def crosses(ax: Any) -> list[Any]:
+    """The lines of `ax` that draw one point as an x: the marks of diverged runs (not their legend entry)."""
+    return [line for line in ax.get_lines() if line.get_marker() == "x" and len(line.get_xdata()) == 1]
+
+
 # ------------------------------------------------------------------------------------------ perplexity
 
 
@@ -107,13 +116,22 @@ def test_a_loss_past_what_exp_can_hold_is_drawn_at_a_marked_ceiling(
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def test_a_sweep_run_judged_diverged_at_its_end_is_listed_as_diverged(tmp_path: Path, data: Path) -> None:
+def test_a_sweep_run_judged_diverged_at_its_end_is_listed_and_plotted_as_diverged(
+    tmp_path: Path, data: Path, figures: list[Any]
+) -> None:
     short = [*debug_overrides(data, 16), "optim.warmup_steps=100", "optim.grad_clip=0.0"]
     results = lr_sweep("debug", [1.0], tmp_path / "sweep", short)
     (verdict,) = results["runs"]
     assert verdict["status"] == "diverged" and verdict["steps"] == verdict["total_steps"] == 16
     (row,) = runs_table(tmp_path)
     assert row.status == f"diverged ({verdict['reason']})"
+    figures.clear()  # the sweep's own figures
+    run = Path(verdict["run_dir"])
+    plots.plot_runs([run])
+    (fig,) = figures
+    (cross,) = crosses(axis(fig, "cross-entropy"))
+    assert (list(cross.get_xdata()), list(cross.get_ydata())) == ([16], [rows_of(run)[-1]["train_loss"]])
+    assert "diverged" in fig.texts[0].get_text()  # the suptitle
 
 
 def test_an_interrupted_run_shows_how_far_it_got_of_its_total(tmp_path: Path, data: Path) -> None:
@@ -127,6 +145,62 @@ def test_an_interrupted_run_shows_how_far_it_got_of_its_total(tmp_path: Path, da
     (row,) = runs_table(tmp_path)
     assert (row.status, row.steps, row.total_steps) == ("interrupted", 6, 12)
     assert row.elapsed_s is not None and row.elapsed_s > 0
+
+
+def epoch_overrides(data: Path, epochs: int) -> list[str]:
+    """A debug run with an epoch budget (216 trajectories / batch 8: 27 steps an epoch), checkpointed often."""
+    path_and_progress = debug_overrides(data)[:2]
+    # A budget given replaces the preset's (debug's max_steps), so epochs alone set how long it runs.
+    return [*path_and_progress, f"train.epochs={epochs}", "train.log_interval=2", "train.eval_interval=1000",
+            "train.checkpoint_interval=2"]  # fmt: skip
+
+
+def ctrl_c_at(step: int) -> Any:
+    def monitor(row: dict[str, Any]) -> None:
+        if row["step"] >= step:
+            raise KeyboardInterrupt
+
+    return monitor
+
+
+def test_an_interrupted_epoch_budget_run_shows_its_total_and_resumes_to_it(tmp_path: Path, data: Path) -> None:
+    run = tmp_path / "epochs"
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_run_config("debug", None, epoch_overrides(data, 1)), run, monitor=ctrl_c_at(4))
+    assert not (run / "summary.json").exists()
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("interrupted", 4, 27)
+    assert json.loads((run / PLAN_FILE).read_text())["total_steps"] == 27  # where the table found it
+
+    # Resumed from its step-2 checkpoint with twice the budget, then interrupted again: the new total shows.
+    longer = resolve_run_config("debug", None, epoch_overrides(data, 2))
+    with pytest.raises(KeyboardInterrupt):
+        train(longer, run, resume=True, monitor=ctrl_c_at(8))
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("interrupted", 8, 54)
+
+    summary = train(longer, run, resume=True)
+    assert (summary["steps"], summary["total_steps"]) == (54, 54)  # the total shown is the one it ran to
+    (row,) = runs_table(tmp_path)
+    assert (row.status, row.steps, row.total_steps) == ("finished", 54, 54)
+
+
+def _train_until_killed(config: Any, run: Path, step: int) -> None:
+    def kill_self(row: dict[str, Any]) -> None:
+        if row["step"] >= step:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all: the .lock and no summary are left
+
+    train(config, run, monitor=kill_self)
+
+
+def test_a_killed_epoch_budget_run_shows_its_total(tmp_path: Path, data: Path) -> None:
+    config = resolve_run_config("debug", None, epoch_overrides(data, 2))
+    child = multiprocessing.get_context("fork").Process(target=_train_until_killed, args=(config, tmp_path / "k", 6))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == -signal.SIGKILL
+    (row,) = runs_table(tmp_path)
+    assert row.status.startswith("killed") and (row.steps, row.total_steps) == (6, 54)
 
 
 def test_a_run_stopped_before_its_first_log_row_is_not_listed_as_not_started(tmp_path: Path, data: Path) -> None:
@@ -180,3 +254,55 @@ def test_runs_of_the_same_name_get_distinct_legend_entries(finished: Path, tmp_p
     plots.plot_runs([a, b])
     _, labels = axis(figures[-1], "cross-entropy").get_legend_handles_labels()
     assert "sweep-a/lr=0.01 val" in labels and "sweep-b/lr=0.01 val" in labels
+
+
+def test_plot_marks_a_diverged_run_with_a_cross_at_its_last_finite_point(
+    finished: Path, data: Path, tmp_path: Path, figures: list[Any]
+) -> None:
+    blowup = [*debug_overrides(data, 12), "optim.lr=1e4", "optim.warmup_steps=0", "optim.grad_clip=0.0"]
+    with pytest.raises(NonFiniteLossError):  # stopped at its first NaN, with outcome.json beside it
+        train(resolve_run_config("debug", None, blowup), tmp_path / "nan")
+    stopped = train(
+        resolve_run_config("debug", None, debug_overrides(data, 12)), tmp_path / "stopped",
+        monitor=lambda row: "exploded" if row["step"] >= 6 else None,
+    )  # fmt: skip
+    assert stopped["stopped"] == "exploded"  # what a sweep's divergence monitor leaves in summary.json
+    good = copy_run(finished, tmp_path / "good")
+    # What a train.on_nonfinite = "skip" run logs once its loss is NaN (strict JSON writes it as null).
+    skipped = copy_run(finished, tmp_path / "skip")
+    write_rows(skipped, [{**r, "train_loss": None} if r["step"] > 2 else r for r in rows_of(skipped)])
+    runs = [good, tmp_path / "nan", tmp_path / "stopped", skipped]
+    plots.plot_runs(runs)
+    loss = axis(figures[-1], "cross-entropy")
+    colors = {
+        line.get_label().split()[0]: line.get_color() for line in loss.get_lines() if line.get_label() != "_nolegend_"
+    }
+    marks = {(cross.get_color(), float(cross.get_xdata()[0]), float(cross.get_ydata()[0])) for cross in crosses(loss)}
+    expected = set()
+    for run in runs[1:]:
+        finite = [r for r in rows_of(run) if r["train_loss"] is not None]
+        expected.add((colors[run.name], float(finite[-1]["step"]), finite[-1]["train_loss"]))
+    assert marks == expected  # one cross per diverged run, in its color, none on the finished one
+    _, labels = loss.get_legend_handles_labels()
+    assert plots.DIVERGED_MARK in labels and "good train" in labels
+    assert {"nan (diverged) train", "stopped (diverged) train", "skip (diverged) train"} <= set(labels)
+    status = {row.name: row.status for row in runs_table(tmp_path)}  # `runs` agrees with `plot`
+    assert status["good"] == "finished" and status["skip"] == "diverged (non-finite train loss at step 4)"
+    assert status["nan"].startswith("diverged") and status["stopped"] == "diverged (exploded)"
+
+
+def test_plot_of_several_runs_skips_the_own_figure_of_one_with_no_rows_yet(
+    finished: Path, data: Path, tmp_path: Path, figures: list[Any]
+) -> None:
+    blowup = [*debug_overrides(data, 12), "optim.lr=1e6", "optim.warmup_steps=0", "optim.grad_clip=0.0"]
+    blowup += ["train.log_interval=100"]  # NaN before the first row is logged
+    with pytest.raises(NonFiniteLossError):
+        train(resolve_run_config("debug", None, blowup), tmp_path / "early")
+    assert rows_of(tmp_path / "early") == []
+    good = copy_run(finished, tmp_path / "good")
+    written = plots.plot_runs([good, tmp_path / "early"])
+    assert (good / "plots" / "curves_step.png") in written
+    assert not (tmp_path / "early" / "plots" / "curves_step.png").exists()
+    assert any(path.name.startswith("compare_step") for path in written)
+    with pytest.raises(DataError, match="no metrics to plot"):  # alone, it is still one clear error
+        plots.plot_runs([tmp_path / "early"])

@@ -2,7 +2,10 @@
 gradient norm, against steps, tokens or wall-clock time.
 
 matplotlib runs headless (Agg). Several runs overlay on one figure with a legend; runs may share a color
-(the seeds of one ablation variant), and the runs a sweep or ablation judged diverged end in a cross.
+(the seeds of one ablation variant). A diverged run's curves end in a cross at their last finite point,
+and the legend says what the cross means: in sweep and ablation figures the runs the experiment judged
+diverged, in `scratchlm plot` every run `runs_table.divergence` finds diverged (its summary.json or
+outcome.json, its experiment's verdict, or a non-finite logged loss), whose legend names also say so.
 Figures are written as PNG and SVG.
 
 Perplexity is exp of the logged loss, on a logarithmic axis: the metrics log caps its `*_ppl` fields at
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 from collections.abc import Sequence
@@ -21,6 +25,8 @@ from typing import Any
 
 from scratchlm.errors import DataError
 from scratchlm.train.tracking import read_metrics
+
+log = logging.getLogger(__name__)
 
 X_AXES = {"step": "step", "tokens": "tokens", "time": "elapsed_s"}
 X_LABELS = {"step": "step", "tokens": "tokens", "time": "training time (s)"}
@@ -34,6 +40,7 @@ ALL_PANELS = ("loss", "ppl", "lr", "grad_norm")
 # A larger loss is drawn at exp(460) ~ 1e200, marked: a float holds ~1e308, but matplotlib's log axis places
 # ticks decades beyond its highest point and overflows (an OverflowError) from about 1e280 up.
 MAX_PLOTTED_LOG_PPL = 460.0
+DIVERGED_MARK = "x: diverged (its last finite point)"
 
 
 def read_run_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -82,8 +89,8 @@ def plot_training_curves(
 
     labels: legend name per run (default: directory name; None hides a run from the legend, e.g. the
     second seed of a variant). colors: matplotlib color per run (default: one per run). diverged: runs to
-    end in an "x". log_scale: logarithmic y for loss and gradient norm (perplexity always has one).
-    `path`'s suffix is replaced by .png and .svg.
+    end in an "x" at their last finite point, explained by one legend entry. log_scale: logarithmic y for
+    loss and gradient norm (perplexity always has one). `path`'s suffix is replaced by .png and .svg.
     """
     if x not in X_AXES:
         raise DataError(f"unknown x axis {x!r}; use one of {', '.join(X_AXES)}.")
@@ -154,13 +161,24 @@ def _draw_panel(
         )
         if bad:
             ax.plot(*train[-1], marker="x", color=color, ms=9, mew=2, label="_nolegend_")
+    elif bad and not hidden:  # diverged before any finite loss was logged: nothing to draw, but say so
+        ax.plot([], [], ls="none", marker="x", color=color, ms=9, mew=2, label=f"{label}: no finite point")
+    if bad and DIVERGED_MARK not in ax.get_legend_handles_labels()[1]:
+        # One entry for every cross (a cross's color is its run's); black, since runs of all colors share it.
+        ax.plot([], [], ls="none", marker="x", color="black", ms=7, mew=2, label=DIVERGED_MARK)
     if val:
         val_label = "_nolegend_" if hidden else f"{label} val"
         ax.plot(*zip(*val, strict=True), color=color, lw=2, marker="o", ms=3, label=val_label)
 
 
 def _series(rows: list[dict[str, Any]], key: str, field: str) -> list[tuple[float, float]]:
-    return [(r[key], r[field]) for r in rows if is_number(r.get(field)) and is_number(r.get(key))]
+    """The finite (x, y) points of `field`: a diverged run's cross goes on the last of them, and metrics files
+    from before strict JSON may hold NaN or Infinity where they now hold null."""
+    return [
+        (r[key], r[field])
+        for r in rows
+        if is_number(r.get(field)) and is_number(r.get(key)) and math.isfinite(r[field]) and math.isfinite(r[key])
+    ]
 
 
 def _perplexity(ax: Any, points: list[tuple[float, float]], color: str) -> list[tuple[float, float]]:
@@ -190,7 +208,11 @@ def save_figure(fig: Any, path: Path, svg: bool = True) -> list[Path]:
 
 def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: bool = False) -> list[Path]:
     """`scratchlm plot`: each run's own curves into its plots/curves_<x>, and with several runs the overlay
-    into every run's plots/compare_<x> (named after the runs it holds). Returns the files written."""
+    into every run's plots/compare_<x> (named after the runs it holds). A diverged run (`runs_table.divergence`)
+    ends in a cross, as in the sweep figures, and its legend name and title say "diverged". Returns the files
+    written."""
+    from scratchlm.analysis.runs_table import divergence  # runs_table builds on this module
+
     runs = [Path(r) for r in run_dirs]
     seen: dict[Path, Path] = {}
     for run in runs:
@@ -201,26 +223,38 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
             raise DataError(f"{run} is given twice{also}; pass each run once.")
         seen[run.resolve()] = run
     labels = run_labels(runs)
+    reasons = [divergence(run) for run in runs]
+    diverged = [reason is not None for reason in reasons]
+    shown = [f"{label} (diverged)" if bad else label for label, bad in zip(labels, diverged, strict=True)]
     written: list[Path] = []
     suffix = "_log" if log_scale else ""
     floors = [_loss_floor(run) for run in runs]
-    for run, label, floor in zip(runs, labels, floors, strict=True):
+    for run, label, floor, reason in zip(runs, labels, floors, reasons, strict=True):
+        if len(runs) > 1 and not read_run_metrics(run / "metrics.jsonl"):
+            # A run that diverged before its first log row has no curve of its own; the others still get theirs.
+            log.warning(
+                "%s has no logged metrics row yet; it has no figure of its own and no curve in the overlay", run
+            )
+            continue
         written += plot_training_curves(
             [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, labels=[label], floor=floor,
-            title=label,
+            diverged=[reason is not None], title=label if reason is None else f"{label}: diverged ({reason})",
         )  # fmt: skip
     if len(runs) > 1:
+        # Named and titled by the plain labels: a run judged diverged later keeps overwriting the same file.
         name = _file_name(f"compare_{x}{suffix}_" + "_".join(label.replace("/", "-") for label in labels))
         title = " vs ".join(labels)
         # One floor line only when every run has the same one: runs on other data have no common floor.
         shared = floors[0] if len(set(floors)) == 1 else None
         first = plot_training_curves(
-            runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, labels=labels, floor=shared, title=title
-        )
+            runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, labels=shown, diverged=diverged, floor=shared,
+            title=title,
+        )  # fmt: skip
         written += first
         for run in runs[1:]:  # the same figure in every run's plots/: drawn once, copied
             for path in first:
                 target = run / "plots" / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)  # a run without a figure of its own has none
                 shutil.copyfile(path, target)
                 written.append(target)
     return written

@@ -12,7 +12,9 @@ come from metrics.jsonl and summary.json; status says whether it finished, diver
 - interrupted: stopped by Ctrl-C or SIGTERM (no summary.json of its last steps; `train --resume` continues it).
 - running / killed / running or killed: its trainer's .lock is still there, and its process on this host
   still runs or has died (a .lock written on another host cannot be checked).
-A run that did not end shows the steps it reached out of the total its budget comes to.
+A run that did not end shows the steps it reached out of the total its budget comes to, as the trainer
+recorded it in plan.json when the run started or last resumed (an epoch budget's steps depend on the data,
+and summary.json is only written at the end); runs from before plan.json have it from their config.toml.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scratchlm.analysis.study_runs import read_outcome, read_results, steps_run
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError, DataError, ScratchLMError
 from scratchlm.presets import list_presets, load_toml_file, resolve_run_config
+from scratchlm.train.trainer import PLAN_FILE
 
 IGNORED_KEYS = {"data.path", "train.progress"}
 SKIP_DIRS = {"checkpoints", "plots", "tensorboard", "wandb", "images", "submission"}
@@ -127,6 +130,8 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     elif outcome is not None:
         verdict = _experiment_verdict(run_dir) if not outcome.diverged else None
         reason = verdict if verdict is not None else outcome.reason
+        if not reason and not outcome.diverged:
+            reason = _nonfinite_loss(rows)  # as `plot` marks it: a run trained on past a NaN (on_nonfinite="skip")
         status = outcome.status if not reason else f"diverged ({reason})"
     elif (run_dir / ".lock").exists():
         status = _lock_status(run_dir)
@@ -137,7 +142,7 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     name = "." if run_dir == root else run_dir.relative_to(root).as_posix()
     total = (outcome.summary if outcome is not None else summary).get("total_steps")
     if outcome is None:
-        total = _planned_steps(saved, rows) or total
+        total = _count(_json_object(run_dir / PLAN_FILE).get("total_steps")) or _planned_steps(saved, rows) or total
     elapsed = rows[-1].get("elapsed_s") if rows else None
     if not is_number(elapsed):
         elapsed = summary.get("elapsed_s") if is_number(summary.get("elapsed_s")) else None
@@ -147,10 +152,15 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         changes=changes,
         status=status,
         steps=steps,
-        total_steps=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        total_steps=_count(total),
         best_val_loss=min(vals) if vals else None,
         elapsed_s=elapsed,
     )
+
+
+def _count(value: Any) -> int | None:
+    """`value` if it is a JSON integer (not true/false), else None: the files read here may be damaged."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _lock_status(run_dir: Path) -> str:
@@ -165,15 +175,45 @@ def _lock_status(run_dir: Path) -> str:
 
 
 def _planned_steps(saved: dict[str, Any], rows: list[dict[str, Any]]) -> int | None:
-    """The steps a run that has not ended is to run, from its config.toml: its max_steps, or its max_tokens over
-    the tokens of one step (as its rows count them, every process included). None for an epoch budget, whose
-    steps depend on the data (the trainer's summary.json records them)."""
+    """The steps a run without plan.json (trained before the trainer wrote one) is to run, from its config.toml:
+    its max_steps, or its max_tokens over the tokens of one step (as its rows count them, every process
+    included). None for an epoch budget, whose steps depend on the data."""
     train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
     if isinstance(train.get("max_steps"), int):
         return int(train["max_steps"])
     per_step = [r["tokens"] // r["step"] for r in rows[-1:] if isinstance(r.get("tokens"), int) and r["step"] > 0]
     if isinstance(train.get("max_tokens"), int) and per_step and per_step[0] > 0:
         return max(1, math.ceil(train["max_tokens"] / per_step[0]))
+    return None
+
+
+def divergence(run_dir: str | Path) -> str | None:
+    """Why a run counts as diverged, or None when it does not: its summary.json or outcome.json says so, the
+    experiment that trained it judged it so (`_experiment_verdict`), or it logged a non-finite loss (the
+    metrics log writes NaN/Inf as null; `train.on_nonfinite = "skip"` trains on past one). A run whose files
+    cannot be read does not count: `runs` lists it as damaged."""
+    run_dir = Path(run_dir)
+    try:
+        outcome = read_outcome(run_dir)
+    except DataError:
+        outcome = None
+    if outcome is not None and outcome.diverged:
+        return str(outcome.reason or "diverged")
+    if outcome is not None and (verdict := _experiment_verdict(run_dir)) is not None:
+        return verdict
+    try:
+        rows = read_run_metrics(run_dir / "metrics.jsonl")
+    except DataError:
+        return None
+    return _nonfinite_loss(rows)
+
+
+def _nonfinite_loss(rows: list[dict[str, Any]]) -> str | None:
+    """Where the first logged training or validation loss that is not a finite number is, or None."""
+    for row in rows:
+        for key in ("train_loss", "val_loss"):
+            if key in row and not (is_number(row[key]) and math.isfinite(row[key])):
+                return f"non-finite {key.replace('_', ' ')} at step {row['step']}"
     return None
 
 
@@ -200,9 +240,14 @@ def _experiment_verdict(run_dir: Path) -> str | None:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
+    return _json_object(run_dir / "summary.json")
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; {} when it is missing or damaged (its run is still listed)."""
     try:
-        value = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

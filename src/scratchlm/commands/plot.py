@@ -1,6 +1,9 @@
 """`scratchlm plot RUN [RUN ...]`: loss and perplexity (train and validation), learning rate and gradient
 norm against steps, tokens or time; several runs are overlaid. PNG and SVG into each run's plots/.
-Perplexity is exp of the logged loss on a logarithmic axis, so a diverged run is drawn where it went."""
+Perplexity is exp of the logged loss on a logarithmic axis, so a diverged run is drawn where it went; as in
+the sweep and ablation figures, a diverged run (stopped by NaN/Inf or by a monitor, judged diverged by its
+experiment, or with a non-finite logged loss) ends in a cross at its last finite point, and its legend name
+says "diverged"."""
 
 from __future__ import annotations
 

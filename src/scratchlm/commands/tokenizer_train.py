@@ -17,7 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="special tokens (default for bpe: <|endoftext|>; for char: none)",
     )
     parser.add_argument("--workers", type=int, help="pre-tokenization processes (default: all CPUs for large inputs)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory to save the tokenizer in")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory to save the tokenizer in (a tokenizer already there is replaced; other files stay)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -42,18 +47,39 @@ def run(args: argparse.Namespace) -> int:
         vocab, merges = train_bpe(args.input, vocab_size, specials, num_workers=args.workers, progress=progress)
         tokenizer = Tokenizer(vocab, merges, specials)
     duration_s = time.perf_counter() - t_start
-    tokenizer.save(args.out)
-    print(f"trained a {args.kind} tokenizer with {tokenizer.vocab_size} ids in {duration_s:.2f} s; saved to {args.out}")
+    replaced = saved_kind(Path(args.out))
+    tokenizer.save(args.out)  # in place of the tokenizer there, whose files the new one does not use go too
+    note = f", replacing the {replaced} tokenizer there" if replaced else ""
+    print(
+        f"trained a {args.kind} tokenizer with {tokenizer.vocab_size} ids in {duration_s:.2f} s; saved to "
+        f"{args.out}{note}"
+    )
     return 0
+
+
+def saved_kind(directory: Path) -> str | None:
+    """The kind of the tokenizer already saved in `directory`, or None when there is none we can read."""
+    from scratchlm.errors import DataError
+    from scratchlm.tokenizers.tokenizer import read_tokenizer_meta
+
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    try:
+        return read_tokenizer_meta(directory)["kind"]
+    except DataError:
+        return None
 
 
 def check_out(out: Path) -> None:
     """Refuse an --out that is a file, or the tokenizer of a corpus: that corpus's token files were made
     with it, and a new tokenizer saved there would decode them to other text."""
     from scratchlm.errors import ConfigError
+    from scratchlm.fileio import refuse_special_file
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a directory to save the tokenizer in.")
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):  # the save replaces them: regular files only
+        refuse_special_file(out / name, "--out file")
     # The save would fail only after training, which can take minutes: a file where a directory must go.
     for parent in out.absolute().parents:
         if parent.exists():

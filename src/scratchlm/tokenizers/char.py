@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from scratchlm.errors import ConfigError, DataError
-from scratchlm.fileio import atomic_write
 from scratchlm.tokenizers.base import TokenizerAPIMixin, id_list
 from scratchlm.tokenizers.chunks import TextSource, as_sources, iter_ranges, read_range, total_size
 from scratchlm.tokenizers.pretokenize import check_special_tokens, special_pattern, split_specials
+from scratchlm.tokenizers.saving import write_tokenizer_files
 
 FORMAT_VERSION = 1
 
@@ -133,9 +133,10 @@ class CharTokenizer(TokenizerAPIMixin):
             "special_tokens": self.special_tokens,
             "vocab_size": self.vocab_size,
         }
-        with atomic_write(directory / "tokenizer.json", "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(meta, ensure_ascii=True, indent=1) + "\n")
-        return directory
+        # In place of any tokenizer saved there before: a BPE's vocab.json and merges.txt go (saving.py).
+        return write_tokenizer_files(
+            directory, {"tokenizer.json": json.dumps(meta, ensure_ascii=True, indent=1) + "\n"}
+        )
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CharTokenizer:

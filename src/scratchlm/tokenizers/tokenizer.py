@@ -23,12 +23,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from scratchlm.errors import ConfigError, DataError
-from scratchlm.fileio import atomic_write, refuse_special_file
+from scratchlm.fileio import refuse_special_file
 from scratchlm.tokenizers import fast as fast_backend
 from scratchlm.tokenizers import gpt2_files
 from scratchlm.tokenizers.base import TokenizerAPIMixin, id_list
 from scratchlm.tokenizers.merge_list import MergeList
 from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, check_special_tokens, special_pattern, split_specials
+from scratchlm.tokenizers.saving import write_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +86,8 @@ class Tokenizer(TokenizerAPIMixin):
         self._fast = None
         self.fast_declined_because = "disabled" if fast is False else ""
         if fast is not False:
-            special_ids = set(self._special_ids.values())
-            ordinary = {i: t for i, t in self.vocab.items() if i not in special_ids}
             self._fast, self.fast_declined_because = fast_backend.build_fast_encoding(
-                ordinary,
+                _fast_ranks_vocab(self.vocab, self._special_ids, self.merges),
                 self.merges,
                 reassembles=lambda token: self._merge_list.encode(token) == [token_ids[token]],
                 special_ids=self._special_ids if self._fast_specials else None,
@@ -243,7 +242,8 @@ class Tokenizer(TokenizerAPIMixin):
         return cut
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `tokenizer.json`, `vocab.json` and `merges.txt` into `directory` (created if needed)."""
+        """Write `tokenizer.json`, `vocab.json` and `merges.txt` into `directory` (created if needed), in
+        place of any tokenizer saved there before (see `saving.py`)."""
         directory = Path(directory)
         meta = {
             "kind": self.kind,
@@ -259,10 +259,7 @@ class Tokenizer(TokenizerAPIMixin):
             "merges.txt": gpt2_files.merges_txt_text(self.merges),
             "tokenizer.json": json.dumps(meta, ensure_ascii=False, indent=2) + "\n",
         }
-        for name, text in texts.items():  # tokenizer.json last: its presence marks a complete directory
-            with atomic_write(directory / name, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        return directory
+        return write_tokenizer_files(directory, texts)
 
     @classmethod
     def from_files(
@@ -327,6 +324,21 @@ def _file_name(meta: dict, key: str, directory: Path) -> str:
     if not isinstance(name, str) or not name or os.path.basename(name) != name:
         raise DataError(f"{directory / 'tokenizer.json'}: {key!r} must name a file in the same directory.")
     return name
+
+
+def _fast_ranks_vocab(
+    vocab: Mapping[int, bytes], special_ids: Mapping[str, int], merges: Sequence[tuple[bytes, bytes]]
+) -> dict[int, bytes]:
+    """The vocabulary tiktoken ranks: every id but the special tokens that only exist as specials.
+
+    A special token whose bytes were already a token (a one-byte special such as "|" keeps the byte's id,
+    or one equal to a merged token) stays: tiktoken needs every single byte, and every merge's result, among
+    its ranks, and would decline the whole vocabulary without them. Keeping them changes no ids, because the
+    text is cut at special tokens before any merging, so ordinary text never holds their bytes.
+    """
+    produced = {left + right for left, right in merges}
+    dropped = {i for i in special_ids.values() if len(vocab[i]) > 1 and vocab[i] not in produced}
+    return {i: token for i, token in vocab.items() if i not in dropped}
 
 
 def _checked_vocab(vocab: Mapping[int, bytes]) -> dict[int, bytes]:

@@ -59,6 +59,7 @@ from scratchlm.train.resume import check_same_config, redo_checkpoint_copies, re
 from scratchlm.train.run import (
     Run,
     TrainState,
+    budget_of,
     fallback_checkpoint,
     lr_at,
     resolve_autocast_dtype,
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 
 # Beside a run that a NaN/Inf stopped (summary.json is written only by a run that ended otherwise).
 OUTCOME_FILE = "outcome.json"
+# Written when a run starts or resumes: the steps its budget comes to. An epoch budget's steps depend on the
+# data, and summary.json only exists once a run ends, so a run cut short would otherwise leave no total.
+PLAN_FILE = "plan.json"
 
 __all__ = [
     "Monitor",
@@ -180,7 +184,17 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_config(run)
         truncate_metrics_after(run_dir / "metrics.jsonl", 0)  # rows of an earlier attempt that never checkpointed
+    if dist.is_main:
+        write_plan(run)  # on resume too: a changed budget changes the total (and older runs have no plan yet)
     return run
+
+
+def write_plan(run: Run) -> None:
+    """`plan.json` (PLAN_FILE): the steps the run's budget comes to, its budget and its tokens per step."""
+    budget = {key: value for key, value in budget_of(run.config.to_tables()).items() if value is not None}
+    record = {"total_steps": run.total_steps, "budget": budget, "tokens_per_step": run.tokens_per_step}
+    with atomic_write(run.run_dir / PLAN_FILE, "w", encoding="utf-8") as fh:
+        fh.write(dumps_strict(record, indent=2))
 
 
 def _refuse_checkpoints_without_last(run_dir: Path) -> None:
