@@ -1,14 +1,18 @@
 """Data parallelism on CPU: two gloo processes under torchrun give the losses of one process with the
 same global batch, print one summary (rank 0's) and one error line, keep a --stop-after's partial log
-window exact, and resume on another number of processes only with the same global batch."""
+window exact, resume on another number of processes only with the same global batch, and stop on SIGTERM
+with status 143 on every rank."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,8 @@ import torch.distributed as dist
 
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
+from scratchlm.train.checkpoint import read_checkpoint
+from scratchlm.train.lock import LOCK_NAME
 from scratchlm.train.tracking import read_metrics
 
 
@@ -176,6 +182,70 @@ def test_a_mistake_under_torchrun_is_one_error_line(tmp_path: Path, setting: str
     errors = [line for line in result.stderr.splitlines() if line.startswith("scratchlm:")]
     assert len(errors) == 1 and said in errors[0], result.stderr[-3000:]
     assert result.stdout == ""
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not yet exited) child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _live_child_of(int(entry.name), pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _live_child_of(child: int, parent: int) -> bool:
+    try:
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and int(fields[1]) == parent  # a zombie has exited; a new pid would have another parent
+
+
+@needs_dist
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
+def test_sigterm_stops_every_rank_with_status_143_and_the_checkpoints_intact(tmp_path: Path) -> None:
+    """A rank gets SIGTERM more than once: from the scheduler, from torchrun passing it on, and from torchrun
+    again when another rank exits first. Each copy that came after the first used to find the default action
+    back (the CLI restores it when the command ends) and killed the rank in its exit (torchrun: exitcode -15)
+    instead of letting it exit with the 143 it reported. Signalling the workers themselves, not torchrun, keeps
+    torchrun's report of each rank's exit status."""
+    data = tmp_path / "traj.pkl"
+    save_trajectories(generate_trajectories(200, seq_length=16, seed=5, fast=True), data)
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "scratchlm.cli", "train", "--preset", "debug", "--set", f"data.path={json.dumps(str(data))}",
+         "--set", "train.progress=false", "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
+         "--set", "train.checkpoint_interval=4", "--set", "train.eval_interval=100000", "--out", str(run_dir)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 90
+        while not (metrics.is_file() and len(read_metrics(metrics)) >= 6):  # past the first checkpoint
+            assert job.poll() is None and time.monotonic() < deadline, "the run did not get going"
+            time.sleep(0.1)
+        workers = _children(job.pid)
+        assert len(workers) == 2
+        while any(_live_child_of(pid, job.pid) for pid in workers):  # until each rank has exited
+            for pid in workers:
+                if _live_child_of(pid, job.pid):
+                    os.kill(pid, signal.SIGTERM)
+            time.sleep(0.05)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        for pid in workers:
+            if _live_child_of(pid, job.pid):
+                os.kill(pid, signal.SIGKILL)
+        job.kill()
+        job.wait()
+    codes = {int(rank): int(code) for rank, code in re.findall(r"rank\s*: (\d+).*?\n\s*exitcode\s*: (-?\d+)", stderr)}
+    assert codes == {0: 143, 1: 143}, stderr[-3000:]
+    assert stderr.count("scratchlm: terminated by SIGTERM") == 1  # rank 0 alone says it
+    step = read_checkpoint(run_dir / "checkpoints" / "last.pt")["iteration"]
+    assert step >= 4 and step % 4 == 0
+    assert not (run_dir / LOCK_NAME).exists()
 
 
 def _agree_worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -217,3 +217,16 @@ def test_signals_deferred_holds_a_signal_until_the_block_ends_and_nests() -> Non
         events.append("outer block finished")
     assert events == ["inner block finished", "outer block finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_sigterm_while_one_is_held_lets_the_write_finish() -> None:
+    events: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: events.append("terminated"))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # torchrun's copy of the scheduler's
+            events.append("write finished")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert events == ["write finished", "terminated"]

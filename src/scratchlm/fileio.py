@@ -117,8 +117,9 @@ def signals_deferred(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[No
 
     For writes an exception cannot interrupt cleanly: KeyboardInterrupt raised inside torch.save's zip writer
     makes its cleanup raise an unrelated RuntimeError. A second signal while one is held acts at once, so a
-    write that hangs can still be stopped. An inner block inside an outer one adds nothing (signals wait for
-    the outer one). Does nothing outside the main thread, where Python cannot set signal handlers.
+    write that hangs can still be stopped; but a second SIGTERM is a copy of the first (torchrun forwards the
+    scheduler's) and waits like it. An inner block inside an outer one adds nothing (signals wait for the
+    outer one). Does nothing outside the main thread, where Python cannot set signal handlers.
     """
     global _deferring
     if _deferring or threading.current_thread() is not threading.main_thread():
@@ -130,7 +131,11 @@ def signals_deferred(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[No
     pending: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:
-        if pending:  # asked twice: stop waiting for the write
+        if signum == signal.SIGTERM and signal.SIGTERM in pending:
+            # A copy of the same request (a torchrun rank gets the scheduler's SIGTERM and torchrun's): the
+            # checkpoint being written still finishes; a hung write is SIGKILLed by torchrun after its grace.
+            return
+        if pending:  # asked twice (a second Ctrl-C): stop waiting for the write
             _restore_handlers(previous)
             pending.clear()
             _deliver(signum, previous[signum])

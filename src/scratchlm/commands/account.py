@@ -1,13 +1,16 @@
 """`scratchlm account`: parameters, training memory and forward FLOPs by component for a model shape.
 
 Shapes come from a preset (`--preset`), one of the handout's GPT-2 shapes (`--model gpt2-xl`), or explicit
-numbers (`--d-model 768 --num-layers 12 --num-heads 12 ...`); `--context-length` overrides T.
+numbers (`--d-model 768 --num-layers 12 --num-heads 12 ...`); `--context-length` overrides T, and
+`--set model.KEY=VALUE` any other model key (GPT-2 itself: `--ffn gelu --set model.tie_embeddings=true
+--set model.positional=learned --set model.norm=layernorm`, 1.56B parameters at XL).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag in ("--d-model", "--num-layers", "--num-heads", "--d-ff", "--vocab-size", "--context-length"):
         parser.add_argument(flag, type=int)
     parser.add_argument("--ffn", choices=["swiglu", "silu", "gelu"])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.KEY=VALUE",
+        help="any other model key, e.g. model.tie_embeddings=true (repeatable; see `scratchlm info`)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -42,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "ffn": args.ffn,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
+    explicit.update(_model_overrides(args.set))
     if args.model:
         base = gpt2_config(args.model).to_dict()
     elif args.preset:
@@ -86,9 +97,15 @@ def run(args: argparse.Namespace) -> int:
         f"parameters: {counts.total:,} total, {counts.non_embedding:,} non-embedding, "
         f"N = {counts.matmul:,} in matmuls" + (" (tied LM head included)" if c.tie_embeddings else "")
     )
+    # scratchlm's bf16 training is autocast: weights, gradients and moments stay fp32, so the fp32 line is
+    # what `train` needs whatever train.dtype says; the all-bf16 line is a lower bound it never reaches.
+    labels = {
+        "fp32": "training state in fp32 (as `scratchlm train` keeps it, bf16 autocast too; activations excluded)",
+        "bf16": "training state all in bf16 (pure bf16, not autocast)",
+    }
     for kind, m in memory.items():
         print(
-            f"training state in {kind}: weights {_bytes(m.weights)} + gradients {_bytes(m.gradients)} + AdamW "
+            f"{labels[kind]}: weights {_bytes(m.weights)} + gradients {_bytes(m.gradients)} + AdamW "
             f"{_bytes(m.adamw_state)} = {_bytes(m.total)}"
         )
     print(f"training FLOPs per token at T = {c.context_length}: {flops_per_token(config):.4g} (6N + 12·L·H·Q·T)")
@@ -96,6 +113,23 @@ def run(args: argparse.Namespace) -> int:
     for name, share in flops.shares().items():
         print(f"  {name:22s} {getattr(flops, name):12.4g}  {share:6.1%}")
     return 0
+
+
+def _model_overrides(assignments: list[str]) -> dict[str, Any]:
+    """`--set model.KEY=VALUE` as {KEY: VALUE}; account has only a model, so other sections are refused."""
+    from scratchlm.errors import ConfigError
+    from scratchlm.presets import parse_override
+
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        path, value = parse_override(assignment)
+        if path[0] != "model" or len(path) != 2:
+            raise ConfigError(
+                f"account counts a model only, so --set takes model.KEY=VALUE (e.g. model.tie_embeddings=true), "
+                f"got {assignment!r}."
+            )
+        values[path[1]] = value
+    return values
 
 
 def _bytes(n: int) -> str:
