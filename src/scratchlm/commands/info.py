@@ -90,22 +90,18 @@ def _from_run(source: str) -> tuple[Any, dict[str, Any] | None]:
     from scratchlm.config import ModelConfig
     from scratchlm.errors import CheckpointError, ConfigError
     from scratchlm.presets import load_toml_file
-    from scratchlm.train.checkpoint import read_checkpoint
+    from scratchlm.train.checkpoint import checkpoint_in_run_dir, read_checkpoint
 
-    path = source
-    if os.path.isdir(source):
-        candidates = [os.path.join(source, "checkpoints", name) for name in ("best.pt", "last.pt")]
-        found = next((c for c in candidates if os.path.isfile(c)), None)
-        if found is None:
-            config_toml = os.path.join(source, "config.toml")
-            if not os.path.isfile(config_toml):
-                raise ConfigError(
-                    f"{source!r} is neither a run directory (no checkpoints/ or config.toml) nor a checkpoint; "
-                    "pass a run's directory or a .pt file."
-                )
-            return ModelConfig.from_dict(load_toml_file(config_toml).get("model", {})), None
-        path = found
-    elif source.endswith(".toml"):
+    path = checkpoint_in_run_dir(source)  # a run directory stands for its best checkpoint, else its last
+    if os.path.isdir(path):
+        config_toml = os.path.join(source, "config.toml")
+        if not os.path.isfile(config_toml):
+            raise ConfigError(
+                f"{source!r} is neither a run directory (no checkpoints/ or config.toml) nor a checkpoint; "
+                "pass a run's directory or a .pt file."
+            )
+        return ModelConfig.from_dict(load_toml_file(config_toml).get("model", {})), None
+    if source.endswith(".toml"):
         raise ConfigError(f"{source!r} is a config file; pass it as `info --config {source}`.")
     state = read_checkpoint(path)
     if not isinstance(state.get("config"), dict):

@@ -193,7 +193,7 @@ def load_model(src: PathOrFile, device: str | torch.device = "cpu", dtype: torch
     checkpoint whose config claims a model larger than the weights it holds is refused before anything is
     allocated.
     """
-    src = _checkpoint_in_run_dir(src)
+    src = checkpoint_in_run_dir(src)
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<file object>"
     state = read_checkpoint(src, map_location=device)
     if "config" not in state:
@@ -210,7 +210,7 @@ def load_model(src: PathOrFile, device: str | torch.device = "cpu", dtype: torch
     return model.eval()  # dropout off: what loading a trained model is for, as with HF's from_pretrained
 
 
-def _checkpoint_in_run_dir(src: PathOrFile) -> PathOrFile:
+def checkpoint_in_run_dir(src: PathOrFile) -> PathOrFile:
     """A run directory stands for its best checkpoint (else its last); anything else is returned as given."""
     if not isinstance(src, (str, os.PathLike)) or not os.path.isdir(src):
         return src
