@@ -67,6 +67,19 @@ def test_decode_reads_the_ids_encode_prints_from_stdin(tokenizer_dir: Path, caps
     assert capsys.readouterr().out == text + "\n"
 
 
+def test_decode_no_newline_gives_back_the_encoded_file_byte_for_byte(tokenizer_dir: Path, tmp_path: Path) -> None:
+    # Without -n every round trip grows the file by one newline; with it, encode | decode is the identity.
+    original = tmp_path / "story.txt"
+    original.write_bytes("the cat sat.\n\nhe said \u201chi\u201d \U0001f642\n".encode())
+    cli = f"{sys.executable} -m scratchlm.cli tokenizer"
+    enc = f"{cli} encode --tokenizer {tokenizer_dir} --input {original}"
+    for flag, tail in (("-n", b""), ("--no-newline", b""), ("", b"\n")):
+        pipe = f"{enc} | {cli} decode --tokenizer {tokenizer_dir} {flag}"
+        done = subprocess.run(["bash", "-c", pipe], capture_output=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == original.read_bytes() + tail, flag
+
+
 def test_decode_stdin_in_a_real_shell_pipe(tokenizer_dir: Path) -> None:
     cli = f"{sys.executable} -m scratchlm.cli tokenizer"
     pipe = (

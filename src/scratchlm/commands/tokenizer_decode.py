@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ids as `tokenizer encode` prints them, in a file or '-' for stdin (the default when stdin is "
         "piped), or a token file (.bin) written for this tokenizer",
     )
+    parser.add_argument(
+        "-n",
+        "--no-newline",
+        action="store_true",
+        help="print the text exactly, without a final newline (so `encode FILE | decode -n` gives back FILE)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         ids = parse_ids(_stdin(args.input is None), "the ids on stdin", size)
     else:
         ids = _read_input(Path(args.input), Path(args.tokenizer), tokenizer)
-    print(tokenizer.decode(ids))
+    print(tokenizer.decode(ids), end="" if args.no_newline else "\n")
     return 0
 
 
