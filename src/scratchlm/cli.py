@@ -119,13 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `scratchlm ARGV` and return its exit status.
 
     `argv=None` (the console script, `python -m scratchlm`, `torchrun ... -m scratchlm.cli`) reads sys.argv
-    and is the whole process: it exits with the status instead of returning (`_exit_now`). A caller that
+    and is the whole process: it exits with the status instead of returning (`exit_process`). A caller that
     passes `argv` (tests, scripts) gets the status back and keeps its process as it was.
     """
     exiting = argv is None
     status = _main(argv, exiting)
     if exiting:
-        _exit_now(status)
+        exit_process(status)
     return status
 
 
@@ -229,7 +229,7 @@ def _sigterm_raises(*, keep_ignoring: bool = False) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN if received and keep_ignoring else previous)
 
 
-def _exit_now(status: int) -> NoReturn:
+def exit_process(status: int) -> NoReturn:
     """End the process with `status`: what the interpreter's own exit does for the program (threads joined,
     atexit hooks run, stdout and stderr flushed), without its teardown of every module and object.
 

@@ -370,17 +370,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     maps (see the module docstring for what each writes).
 
     Returns the exit status; a bad argument or data file prints one line on stderr (`--debug` adds the
-    traceback) and returns the `scratchlm.errors` exit code, as the `scratchlm` CLI does.
+    traceback) and returns the `scratchlm.errors` exit code, as the `scratchlm` CLI does. `argv=None` (the
+    script itself) is the whole process and exits with the status, as `scratchlm.cli.main` does.
     """
-    from scratchlm.cli import run_guarded
+    from scratchlm.cli import exit_process, run_guarded
 
+    exiting = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["visualize"]:  # training flags all start with "--", so the word cannot be one of them
-        return visualize_main(argv[1:])
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # Ctrl-C or SIGTERM leave the checkpoints and metrics rows already written intact (atomic writes).
-    return run_guarded(lambda: _train(args), args.debug, prog=SCRIPT)
+        status = visualize_main(argv[1:], exiting=exiting)
+    else:
+        args = _build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        # Ctrl-C or SIGTERM leave the checkpoints and metrics rows already written intact (atomic writes).
+        status = run_guarded(lambda: _train(args), args.debug, prog=SCRIPT, exiting=exiting)
+    if exiting:
+        exit_process(status)
+    return status
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -645,14 +651,15 @@ def _build_visualize_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def visualize_main(argv: Sequence[str] | None = None) -> int:
+def visualize_main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     """`python -m scratchlm.compat.scratch1 visualize ...`: write the attention figures, print their paths and
-    one measured sentence per layer; errors are one line and a `scratchlm.errors` exit status."""
+    one measured sentence per layer; errors are one line and a `scratchlm.errors` exit status. `exiting`: the
+    process ends with the status (see `scratchlm.cli.run_guarded`)."""
     from scratchlm.cli import run_guarded
 
     args = _build_visualize_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_guarded(lambda: _visualize(args), args.debug, prog=f"{SCRIPT} visualize")
+    return run_guarded(lambda: _visualize(args), args.debug, prog=f"{SCRIPT} visualize", exiting=exiting)
 
 
 def _visualize(args: argparse.Namespace) -> int:

@@ -96,8 +96,9 @@ def create_dataloaders(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the course's dataset; a bad argument or unwritable output is one line and an error status."""
-    from scratchlm.cli import run_guarded
+    """Write the course's dataset; a bad argument or unwritable output is one line and an error status.
+    `argv=None` (the script itself) is the whole process and exits with the status."""
+    from scratchlm.cli import exit_process, run_guarded
 
     parser = argparse.ArgumentParser(prog=SCRIPT, description="Generate the Scratch-1 synthetic trajectory dataset.")
     parser.add_argument("--num_trajectories", type=int, default=10000)
@@ -107,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_guarded(lambda: _generate(args), args.debug, prog=SCRIPT)
+    status = run_guarded(lambda: _generate(args), args.debug, prog=SCRIPT, exiting=argv is None)
+    if argv is None:
+        exit_process(status)
+    return status
 
 
 def _generate(args: argparse.Namespace) -> int:
