@@ -28,7 +28,7 @@ from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.nn.attention import CausalSelfAttention
 from scratchlm.nn.ffn import MLP, SwiGLU
 from scratchlm.nn.functional import cross_entropy, dropout
-from scratchlm.nn.fused import linear_cross_entropy
+from scratchlm.nn.fused import autocast_dtype, linear_cross_entropy
 from scratchlm.nn.layers import Embedding, Linear, build_norm
 from scratchlm.nn.positions import (
     LearnedPositionalEmbedding,
@@ -255,8 +255,8 @@ class TransformerLM(nn.Module):
         if self.position_embeddings is not None:
             x_BTD = x_BTD + self.position_embeddings(token_positions).to(x_BTD.dtype)
         x_BTD = dropout(x_BTD, self.config.dropout, self.training)
-        if self.config.low_precision_residual and torch.is_autocast_enabled(x_BTD.device.type):
-            x_BTD = x_BTD.to(torch.get_autocast_dtype(x_BTD.device.type))
+        if self.config.low_precision_residual and (residual_dtype := autocast_dtype(x_BTD.device.type)):
+            x_BTD = x_BTD.to(residual_dtype)
         for i, block in enumerate(self.layers):
             x_BTD = block(x_BTD, token_positions, None if kv_cache is None else kv_cache.layers[i])
         h_BTD = self.ln_final(x_BTD)

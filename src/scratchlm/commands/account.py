@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=int)
     parser.add_argument("--ffn", choices=["swiglu", "silu", "gelu"])
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="also count the activations one training step keeps at this batch size (and T = the context)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -64,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"give --preset, --model, or a full shape (missing {' '.join(missing)}).")
         base = {}
     if "d_model" in explicit and "d_ff" not in explicit:
-        base.pop("d_ff", None)  # a new width re-derives the default d_ff
+        if args.model:  # the handout's GPT-2 shapes: d_ff = 4·d_model at any width
+            explicit["d_ff"] = 4 * explicit["d_model"]
+        else:
+            base.pop("d_ff", None)  # a new width re-derives the default d_ff
     config = ModelConfig.from_dict({**base, **explicit})
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
     counts = param_counts(config)
     flops = forward_flops(config)
     memory = {"fp32": training_memory(config, 4), "bf16": training_memory(config, 2)}
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         "forward_flops": {**vars(flops), "total": flops.total},
         "forward_flop_shares": flops.shares(),
     }
+    if args.batch_size is not None:
+        report["activations"] = _activations(config, args.batch_size)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -112,7 +124,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"forward FLOPs for one sequence of {c.context_length} tokens: {flops.total:.4g}")
     for name, share in flops.shares().items():
         print(f"  {name:22s} {getattr(flops, name):12.4g}  {share:6.1%}")
+    if args.batch_size is not None:
+        _print_activations(report["activations"], memory["fp32"].total)
     return 0
+
+
+def _activations(config: Any, batch_size: int) -> dict[str, Any]:
+    from scratchlm.analysis.activations import activation_estimate, measure_saved_activations
+
+    estimate = activation_estimate(config, batch_size)
+    measured = measure_saved_activations(config, batch_size)
+    return {
+        "batch_size": batch_size,
+        "seq_len": config.context_length,
+        "path": "fast" if config.fast else "reference",
+        "attention_backend": config.attention_backend,
+        "estimate_bytes": {**{k: 4 * v for k, v in vars(estimate).items()}, "total": 4 * estimate.total},
+        "measured_bytes": {**measured.by_part, "total": measured.total},
+    }
+
+
+def _print_activations(activations: dict[str, Any], state_bytes: int) -> None:
+    estimate, measured = activations["estimate_bytes"], activations["measured_bytes"]
+    print(
+        f"activations kept for backward at batch {activations['batch_size']} x {activations['seq_len']} tokens, "
+        "fp32 without autocast:"
+    )
+    print(f"  textbook count (each op's output once): {_bytes(estimate['total'])}")
+    for name, value in estimate.items():
+        if name != "total" and value:
+            print(f"    {name:22s} {_bytes(value):>11s}")
+    parts = sorted(((v, k) for k, v in measured.items() if k != "total" and v), reverse=True)
+    print(
+        f"  measured, scratchlm's {activations['path']} path ({activations['attention_backend']} attention): "
+        f"{_bytes(measured['total'])}"
+    )
+    for value, name in parts:
+        print(f"    {name:22s} {_bytes(value):>11s}")
+    print(f"  training state (fp32) + measured activations: {_bytes(state_bytes + measured['total'])}")
 
 
 def _model_overrides(assignments: list[str]) -> dict[str, Any]:

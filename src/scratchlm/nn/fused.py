@@ -18,6 +18,8 @@ rule (it may use torch.nn.functional), like `sdpa.py`.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor
 
@@ -116,6 +118,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (grad_h_ND * scale).to(h_dtype), (grad_w_VD * scale).to(w_dtype), None, None, None, None, None
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matmuls in on this device type, or None when it is off. "meta" (which
+    `analysis.activations` runs the model on) has no autocast at all, where asking would raise."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
 def linear_cross_entropy(
     h_BTD: Tensor, w_VD: Tensor, targets_BT: Tensor, *, ignore_index: int = -100, chunk_tokens: int | None = None
 ) -> Tensor:
@@ -124,16 +134,14 @@ def linear_cross_entropy(
     h: (..., D) final hidden states; w: (V, D) the LM head; targets: (...) ids or `ignore_index`.
     """
     device_type = h_BTD.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = torch.promote_types(h_BTD.dtype, w_VD.dtype)
+    compute_dtype = autocast_dtype(device_type) or torch.promote_types(h_BTD.dtype, w_VD.dtype)
     if chunk_tokens is None:
         chunk_tokens = max(1, LOSS_CHUNK_ELEMENTS // w_VD.shape[0])
     h_ND = h_BTD.reshape(-1, h_BTD.shape[-1])
     targets_N = targets_BT.reshape(-1)
     # Autocast off inside: the function casts explicitly, and its fp32 softmax must stay fp32.
-    with torch.autocast(device_type, enabled=False):
+    no_autocast = torch.autocast(device_type, enabled=False) if autocast_dtype(device_type) else nullcontext()
+    with no_autocast:
         with_grad = torch.is_grad_enabled() and (h_ND.requires_grad or w_VD.requires_grad)
         loss = _LinearCrossEntropy.apply(h_ND, w_VD, targets_N, ignore_index, compute_dtype, chunk_tokens, with_grad)
     return loss
