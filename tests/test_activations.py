@@ -98,6 +98,14 @@ def test_account_refuses_a_batch_size_below_one(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err.strip() == "scratchlm: error: --batch-size must be at least 1, got 0."
 
 
+def test_account_refuses_a_batch_size_too_large_for_a_tensor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["account", "--model", "gpt2-xl", "--batch-size", str(10**14)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scratchlm: error: batch size 100000000000000 is too large to count:"), err
+    assert main(["account", "--model", "gpt2-xl", "--batch-size", str(10**6), "--json"]) == 0  # large is fine
+    assert json.loads(capsys.readouterr().out)["activations"]["measured_bytes"]["total"] > 10**15
+
+
 def test_a_gpt2_shape_at_a_new_width_keeps_d_ff_four_times_d_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["account", "--model", "gpt2-small", "--d-model", "1536", "--json"]) == 0
     model = json.loads(capsys.readouterr().out)["model"]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchlm.config import ModelConfig
+from scratchlm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,13 @@ def measure_saved_activations(
     from scratchlm.model import TransformerLM
 
     seq = config.context_length if seq_len is None else seq_len
+    assert config.d_ff is not None  # filled in by ModelConfig.__post_init__
+    widest = max(config.d_model, 2 * config.d_ff, config.vocab_size, config.num_heads * seq)
+    if batch_size * seq * widest * 8 >= 2**63:  # a tensor's byte size must fit in int64, even on meta
+        raise ConfigError(
+            f"batch size {batch_size} is too large to count: a ({batch_size}, {seq}, {widest}) activation "
+            "has more bytes than a tensor can; give a smaller one."
+        )
     torch_device = torch.device(device)
     with torch_device:
         model = TransformerLM(config)
