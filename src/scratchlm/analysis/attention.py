@@ -16,6 +16,7 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor
 
+from scratchlm.fileio import atomic_write
 from scratchlm.model import TransformerLM
 from scratchlm.nn.attention import CausalSelfAttention
 from scratchlm.nn.functional import causal_mask, softmax
@@ -250,8 +251,10 @@ def _clamped_centre(centre: float, extent: float, total: float) -> float:
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
+    # Whole or not at all: a refused write (disk full, a folder or a pipe in its place, a file where --out's
+    # folder should be) is one WriteError or DataError, and the figure drawn before is kept.
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:] or "png", dpi=_DPI)
     return path
 
 

@@ -18,12 +18,12 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scratchlm.errors import DataError
+from scratchlm.fileio import atomic_write, refuse_special_file
 from scratchlm.train.tracking import read_metrics
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,13 @@ def plot_training_curves(
     panels: Sequence[str] = ALL_PANELS,
     title: str = "",
     svg: bool = True,
+    metrics: Sequence[list[dict[str, Any]]] | None = None,
 ) -> list[Path]:
     """One panel per entry of `panels` (loss, ppl, lr, grad_norm), every run overlaid; returns [png, svg]
     ([png] with svg=False).
+
+    metrics: each run's rows as `read_run_metrics` returns them, for a caller that has read them already
+    (default: read from each run's metrics.jsonl).
 
     labels: legend name per run (default: directory name; None hides a run from the legend, e.g. the
     second seed of a variant). colors: matplotlib color per run (default: one per run). diverged: runs to
@@ -97,7 +101,9 @@ def plot_training_curves(
     plt = pyplot()
     key = X_AXES[x]
     runs = [Path(r) for r in run_dirs]
-    rows_by_run = [read_run_metrics(r / "metrics.jsonl") for r in runs]
+    if metrics is not None and len(metrics) != len(runs):
+        raise ValueError(f"metrics holds {len(metrics)} runs' rows for {len(runs)} runs.")
+    rows_by_run = list(metrics) if metrics is not None else [read_run_metrics(r / "metrics.jsonl") for r in runs]
     if not any(rows_by_run):
         raise DataError(
             f"no metrics to plot in {', '.join(map(str, runs))}: no row is logged yet (one every train.log_interval "
@@ -194,15 +200,20 @@ def _perplexity(ax: Any, points: list[tuple[float, float]], color: str) -> list[
 
 
 def save_figure(fig: Any, path: Path, svg: bool = True) -> list[Path]:
-    """Write `fig` as PNG (and SVG beside it unless svg=False), then close it; returns the paths."""
+    """Write `fig` as PNG (and SVG beside it unless svg=False), then close it; returns the paths.
+
+    Each file is written whole or not at all (`atomic_write`): a refused write (disk full, a pipe or a folder
+    in the figure's place) is one WriteError or DataError, and the figure an earlier invocation drew is kept."""
     plt = pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix in (".png", ".svg") if svg else (".png",):
-        target = path.with_suffix(suffix)
-        fig.savefig(target, dpi=120, bbox_inches="tight")
-        written.append(target)
-    plt.close(fig)
+    try:
+        for suffix in (".png", ".svg") if svg else (".png",):
+            target = path.with_suffix(suffix)
+            with atomic_write(target) as fh:
+                fig.savefig(fh, format=suffix[1:], dpi=120, bbox_inches="tight")
+            written.append(target)
+    finally:
+        plt.close(fig)  # a failed write must not leave the figure open in pyplot's registry
     return written
 
 
@@ -210,27 +221,32 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
     """`scratchlm plot`: each run's own curves into its plots/curves_<x>, and with several runs the overlay
     into every run's plots/compare_<x> (named after the runs it holds). A diverged run (`runs_table.divergence`)
     ends in a cross, as in the sweep figures, and its legend name and title say "diverged". Returns the files
-    written."""
+    written.
+
+    Every run's metrics.jsonl is read once, before any figure is drawn: a run that cannot be plotted stops the
+    command before it has replaced any other run's figures."""
     from scratchlm.analysis.runs_table import divergence  # runs_table builds on this module
 
     runs = [Path(r) for r in run_dirs]
     seen: dict[Path, Path] = {}
     for run in runs:
-        if not (run / "metrics.jsonl").is_file():
-            raise DataError(f"{run} has no metrics.jsonl; pass run directories (runs/NAME) that have trained.")
+        _check_run_dir(run)
         if run.resolve() in seen:
             also = "" if str(seen[run.resolve()]) == str(run) else f" (also as {seen[run.resolve()]})"
             raise DataError(f"{run} is given twice{also}; pass each run once.")
         seen[run.resolve()] = run
+    rows_by_run = [read_run_metrics(run / "metrics.jsonl") for run in runs]
+    for run, rows in zip(runs, rows_by_run, strict=True):
+        _refuse_damaged_metrics(run / "metrics.jsonl", rows)
     labels = run_labels(runs)
-    reasons = [divergence(run) for run in runs]
+    reasons = [divergence(run, rows) for run, rows in zip(runs, rows_by_run, strict=True)]
     diverged = [reason is not None for reason in reasons]
     shown = [f"{label} (diverged)" if bad else label for label, bad in zip(labels, diverged, strict=True)]
     written: list[Path] = []
     suffix = "_log" if log_scale else ""
     floors = [_loss_floor(run) for run in runs]
-    for run, label, floor, reason in zip(runs, labels, floors, reasons, strict=True):
-        if len(runs) > 1 and not read_run_metrics(run / "metrics.jsonl"):
+    for run, rows, label, floor, reason in zip(runs, rows_by_run, labels, floors, reasons, strict=True):
+        if len(runs) > 1 and not rows:
             # A run that diverged before its first log row has no curve of its own; the others still get theirs.
             log.warning(
                 "%s has no logged metrics row yet; it has no figure of its own and no curve in the overlay", run
@@ -239,6 +255,7 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
         written += plot_training_curves(
             [run], run / "plots" / f"curves_{x}{suffix}", x=x, log_scale=log_scale, labels=[label], floor=floor,
             diverged=[reason is not None], title=label if reason is None else f"{label}: diverged ({reason})",
+            metrics=[rows],
         )  # fmt: skip
     if len(runs) > 1:
         # Named and titled by the plain labels: a run judged diverged later keeps overwriting the same file.
@@ -248,16 +265,47 @@ def plot_runs(run_dirs: Sequence[str | Path], *, x: str = "step", log_scale: boo
         shared = floors[0] if len(set(floors)) == 1 else None
         first = plot_training_curves(
             runs, runs[0] / "plots" / name, x=x, log_scale=log_scale, labels=shown, diverged=diverged, floor=shared,
-            title=title,
+            title=title, metrics=rows_by_run,
         )  # fmt: skip
         written += first
         for run in runs[1:]:  # the same figure in every run's plots/: drawn once, copied
             for path in first:
                 target = run / "plots" / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)  # a run without a figure of its own has none
-                shutil.copyfile(path, target)
+                # atomic_write as save_figure: creates a plots/ a run without a figure of its own lacks, and
+                # keeps the previous copy when the write is refused
+                with atomic_write(target) as fh:
+                    fh.write(path.read_bytes())
                 written.append(target)
     return written
+
+
+def _check_run_dir(run: Path) -> None:
+    """DataError, naming what `run` is instead, unless it is a directory with a regular metrics.jsonl."""
+    hint = "pass run directories (runs/NAME) that have trained."
+    if not run.exists():
+        raise DataError(f"{run} does not exist; check the path, or {hint}")
+    if not run.is_dir():
+        raise DataError(f"{run} is a file, not a run directory; pass the folder that holds it, or {hint}")
+    metrics = run / "metrics.jsonl"
+    # A folder or a named pipe in its place: reading a pipe would wait forever for a writer.
+    refuse_special_file(metrics, "metrics log")
+    if not metrics.is_file():
+        raise DataError(f"{run} has no metrics.jsonl; {hint}")
+
+
+def _refuse_damaged_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """DataError for a metrics file with bytes in it but no row: not a run that has yet to log its first row
+    (its file is empty), so "train it further" would be the wrong advice. The size is all that is looked at:
+    the rows were read once already."""
+    if rows:
+        return
+    size = path.stat().st_size
+    if size:
+        raise DataError(
+            f"{path} holds {size} bytes but no complete metrics row (a line with a JSON object with an integer "
+            "step): it is damaged, or its run was killed writing its first row; restore it from a copy, or leave "
+            "that run out."
+        )
 
 
 def run_labels(runs: Sequence[Path]) -> list[str]:

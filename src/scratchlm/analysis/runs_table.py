@@ -187,11 +187,13 @@ def _planned_steps(saved: dict[str, Any], rows: list[dict[str, Any]]) -> int | N
     return None
 
 
-def divergence(run_dir: str | Path) -> str | None:
+def divergence(run_dir: str | Path, rows: list[dict[str, Any]] | None = None) -> str | None:
     """Why a run counts as diverged, or None when it does not: its summary.json or outcome.json says so, the
     experiment that trained it judged it so (`_experiment_verdict`), or it logged a non-finite loss (the
     metrics log writes NaN/Inf as null; `train.on_nonfinite = "skip"` trains on past one). A run whose files
-    cannot be read does not count: `runs` lists it as damaged."""
+    cannot be read does not count: `runs` lists it as damaged.
+
+    rows: the run's metrics rows, for a caller that has read them already (`plot`); default: read them."""
     run_dir = Path(run_dir)
     try:
         outcome = read_outcome(run_dir)
@@ -201,10 +203,11 @@ def divergence(run_dir: str | Path) -> str | None:
         return str(outcome.reason or "diverged")
     if outcome is not None and (verdict := _experiment_verdict(run_dir)) is not None:
         return verdict
-    try:
-        rows = read_run_metrics(run_dir / "metrics.jsonl")
-    except DataError:
-        return None
+    if rows is None:
+        try:
+            rows = read_run_metrics(run_dir / "metrics.jsonl")
+        except DataError:
+            return None
     return _nonfinite_loss(rows)
 
 
