@@ -77,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
 
     from scratchlm.device import resolve_device
     from scratchlm.errors import ConfigError
+    from scratchlm.infer.generate import check_max_new_tokens
     from scratchlm.infer.runs import load_run
     from scratchlm.infer.sampling import check_sampling_args, seeded_generator
 
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}.")
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    if args.max_new_tokens is not None:
+        check_max_new_tokens(args.max_new_tokens)
     text_mode = args.prompt is not None or args.prompt_file is not None
     for flag, value in (("--compile", args.compile), ("--cuda-graph", args.cuda_graph)):
         if value and args.no_cache:
@@ -101,12 +102,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json and not rollout_mode:
         raise ConfigError("--json writes rollout metrics; give it with --rollout N or --from-val K.")
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        # Checked now, not after a rollout that may take minutes to compute.
-        raise ConfigError(f"--json {args.json}: its folder {Path(args.json).parent} does not exist; create it first.")
+    if args.json:
+        _check_json_target(args.json)
     temperature = args.temperature if args.temperature is not None else (1.0 if text_mode else 0.0)
     check_sampling_args(temperature, args.top_k, args.top_p)
     loaded = load_run(args.run, args.checkpoint, device=resolve_device(args.device))
+    if args.json:
+        _check_json_spares_the_run(args.json, loaded)
     device = loaded.model.token_embeddings.weight.device
     if args.cuda_graph and device.type != "cuda":
         raise ConfigError(f"--cuda-graph needs a CUDA device, but the model is on {device}; give --device cuda.")
@@ -123,21 +125,73 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _check_json_target(json_path: str) -> None:
+    """Refuse a --json path the metrics cannot be written to, before a rollout that may take minutes."""
+    import tempfile
+
+    from scratchlm.errors import ConfigError, WriteError
+    from scratchlm.fileio import describe_os_error, refuse_special_file
+
+    folder = Path(json_path).resolve().parent
+    if not folder.is_dir():
+        parent = Path(json_path).parent
+        if folder.exists():
+            raise ConfigError(f"--json {json_path}: {parent} is a file, not a folder; give a path in a folder.")
+        raise ConfigError(f"--json {json_path}: its folder {parent} does not exist; create it first.")
+    refuse_special_file(json_path, "--json")  # a directory would fail only at the end, a FIFO would block forever
+    try:
+        # The one sure test of a folder's writability (root passes os.access, /proc refuses new files anyway).
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{Path(json_path).name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        message = describe_os_error(exc, json_path, note="nothing was computed")
+        raise WriteError(message, exc.errno, json_path) from None
+
+
+def _check_json_spares_the_run(json_path: str, loaded: LoadedRun) -> None:
+    """Refuse a --json path that is the run's checkpoint or config: metrics written there would destroy it."""
+    from scratchlm.errors import ConfigError
+
+    target = Path(json_path).resolve()
+    checkpoints = (loaded.run_dir / "checkpoints").resolve()
+    if target in (loaded.checkpoint.resolve(), (loaded.run_dir / "config.toml").resolve()) or checkpoints in (
+        target.parents
+    ):
+        raise ConfigError(
+            f"--json {json_path} points at the checkpoint, the config or the checkpoints/ of the run being read; "
+            f"write the metrics elsewhere, e.g. --json {loaded.run_dir / 'rollout.json'}."
+        )
+
+
+def _read_prompt_file(path: str) -> str:
+    """The text of --prompt-file, or one sentence saying why it cannot be the prompt."""
+    from scratchlm.errors import DataError
+    from scratchlm.fileio import refuse_special_file
+
+    refuse_special_file(path, "--prompt-file")  # a FIFO or /dev/zero would block or be read forever
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(
+            f"--prompt-file {path} does not exist; check the path, or give the text itself with --prompt TEXT."
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"--prompt-file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "give a UTF-8 text file."
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataError(f"cannot read --prompt-file {path} ({reason}); give a UTF-8 text file you can read.") from None
+
+
 def _text(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, Any]) -> int:
-    from scratchlm.errors import ConfigError, DataError
+    from scratchlm.errors import ConfigError
     from scratchlm.infer.generate import decode_steps, generate
     from scratchlm.infer.runs import end_of_text_ids, sampling_vocab_limit, text_tokenizer
 
     tokenizer = text_tokenizer(loaded.config, loaded.model)
-    if args.prompt_file is not None:
-        try:
-            text = Path(args.prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(
-                f"cannot read --prompt-file {args.prompt_file!r} ({exc}); give a UTF-8 text file."
-            ) from None
-    else:
-        text = args.prompt
+    text = args.prompt if args.prompt_file is None else _read_prompt_file(args.prompt_file)
     stop = end_of_text_ids(tokenizer)
     ids = tokenizer.encode(text)
     if not ids:
@@ -273,7 +327,11 @@ def _rollout(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, An
     if args.rollout is not None:
         _print_horizons(metrics)
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        from scratchlm.fileio import atomic_write
+
+        # Atomic: a write refused halfway (disk full) leaves an earlier metrics file whole, with a WriteError.
+        with atomic_write(args.json, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(metrics, indent=2) + "\n")
     return 0
 
 

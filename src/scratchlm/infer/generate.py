@@ -169,6 +169,9 @@ def decode_steps(
     stops = as_stop_tokens(stop_tokens)
     check_generation_args(model, rows, max_new_tokens, temperature, top_k, top_p, stops, vocab_limit)
     check_step_options(model, use_cache, cuda_graph, compile)
+    # NumPy and 0-d tensor integers pass the checks; plain ints keep the cache sizes and slicing below Python ints.
+    max_new_tokens = int(max_new_tokens)
+    vocab_limit = None if vocab_limit is None else int(vocab_limit)
     if seed is not None:
         if generator is not None:
             raise ConfigError("pass a seed or a generator, not both (a generator carries its own seed).")
@@ -373,8 +376,7 @@ def check_generation_args(
 ) -> None:
     """Every argument error `decode_steps` can meet, raised before any model work (one sentence each)."""
     check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+    check_max_new_tokens(max_new_tokens)
     if not rows:
         raise ShapeError("no prompts were given; pass at least one list of token ids.")
     vocab, context = model.config.vocab_size, model.config.context_length
@@ -402,8 +404,18 @@ def check_generation_args(
     bad_stops = [t for t in stop_tokens if not 0 <= t < vocab]
     if bad_stops:
         raise ConfigError(f"stop tokens {bad_stops} are outside the model's vocabulary [0, {vocab}).")
-    if vocab_limit is not None and not 1 <= vocab_limit <= vocab:
+    if vocab_limit is not None and (not _is_token_id(vocab_limit) or not 1 <= vocab_limit <= vocab):
         raise ConfigError(f"vocab_limit must be in [1, {vocab}] (the model's vocabulary), got {vocab_limit}.")
+
+
+def check_max_new_tokens(max_new_tokens: object) -> None:
+    """ConfigError unless max_new_tokens is an integer >= 1 (Python or NumPy)."""
+    # Named as the library and the CLI both spell it, so `scratchlm generate` raises this very sentence.
+    if not _is_token_id(max_new_tokens) or max_new_tokens < 1:  # type: ignore[operator]
+        raise ConfigError(
+            f"max_new_tokens (--max-new-tokens) must be >= 1 (a whole number of tokens to generate), "
+            f"got {max_new_tokens!r}."
+        )
 
 
 def check_step_options(model: TransformerLM, use_cache: bool, cuda_graph: bool, compile: bool) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from scratchlm.config import RunConfig
 from scratchlm.errors import CheckpointError, ConfigError, DataError
+from scratchlm.fileio import refuse_special_file
 from scratchlm.model import TransformerLM
 from scratchlm.tokenizers.base import END_OF_TEXT, TextTokenizer
 
@@ -43,6 +44,13 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | t
     from scratchlm.train.checkpoint import load_model
 
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise DataError(
+            f"{run_dir} does not exist; give the directory of a trained run (runs/NAME) or a checkpoint file in it."
+        )
+    if not run_dir.is_dir():
+        # A pipe or device would hang torch.load (or read forever), and is named as what it is.
+        refuse_special_file(run_dir, "run")
     path = None
     if run_dir.is_file():
         if checkpoint is not None:
@@ -54,6 +62,7 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | t
         if not (run_dir / "config.toml").is_file():
             return LoadedRun(path.parent, _run_config_in_checkpoint(path), path, load_model(path, device=device))
     config_path = run_dir / "config.toml"
+    refuse_special_file(config_path, "run config")  # not "no config.toml" when a folder or pipe sits there
     if not config_path.is_file():
         raise DataError(
             f"{run_dir} is not a run directory (no config.toml); give the directory of a trained run, runs/NAME."
@@ -85,6 +94,8 @@ def resolve_checkpoint(run_dir: Path, choice: str | None) -> Path:
     folder = run_dir / "checkpoints"
     if choice is None:
         for name in CHECKPOINT_NAMES:
+            # A folder or pipe named best.pt is a damaged run: said so, rather than falling back to last.pt unseen.
+            refuse_special_file(folder / f"{name}.pt", "checkpoint")
             if (folder / f"{name}.pt").is_file():
                 return folder / f"{name}.pt"
         raise CheckpointError(
@@ -96,6 +107,10 @@ def resolve_checkpoint(run_dir: Path, choice: str | None) -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    for path in candidates:
+        # Something of that name exists but is no file (a directory x.pt, a FIFO): "does not exist" would mislead.
+        if path.exists():
+            refuse_special_file(path, "--checkpoint")
     held = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
     have = f"{folder} holds {', '.join(held)}" if held else f"{folder} holds no checkpoints"
     raise CheckpointError(

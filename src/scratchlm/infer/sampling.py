@@ -20,13 +20,14 @@ FLOAT32_TINY = torch.finfo(torch.float32).tiny
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """ConfigError unless temperature >= 0, top_k >= 1 (or None) and 0 < top_p <= 1 (or None)."""
     # Each message names the argument as the library and the CLI (--temperature, --top-k, --top-p) both spell it.
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    # numbers.Real / Integral: a NumPy scalar (say a value read from a config array) is as good as a Python one.
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ConfigError(f"temperature (--temperature) must be a number >= 0 (0 means greedy), got {temperature!r}.")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))):
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)):
         raise ConfigError(f"top_p (--top-p) must be a number in (0, 1], got {top_p!r}.")
     if not temperature >= 0.0:
         raise ConfigError(f"temperature (--temperature) must be >= 0 (0 means greedy), got {temperature}.")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ConfigError(f"top_k (--top-k) must be a positive integer (or left out), got {top_k!r}.")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ConfigError(f"top_p (--top-p) must be in (0, 1] (1 keeps every token), got {top_p}.")
@@ -75,6 +76,10 @@ def sample_next_token(
 ) -> Tensor:
     """(B, V) logits -> (B,) int64 token ids. temperature 0 is greedy (argmax; top-k/top-p are moot)."""
     check_sampling_args(temperature, top_k, top_p)
+    # As Python numbers: torch.topk takes no NumPy integer, and a NumPy float would leak its dtype into the math.
+    temperature = float(temperature)
+    top_k = None if top_k is None else int(top_k)
+    top_p = None if top_p is None else float(top_p)
     if temperature == 0.0:
         return logits_BV.argmax(dim=-1)
     # Shifting the row max to 0 first keeps a tiny temperature finite: (l - max) / T only grows more
