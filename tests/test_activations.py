@@ -59,6 +59,18 @@ def test_flash_attention_and_the_fused_loss_keep_no_t_by_t_scores_or_logits() ->
     assert flash.by_part["head and loss"] >= 4 * (b * t * d + v * d)
 
 
+def test_the_fast_swiglu_keeps_its_gate_up_output_and_not_the_sigmoid() -> None:
+    """Per layer, the fused FFN keeps its input x (N·D), the concatenated [W_1; W_3] (2F·D, a copy, not a
+    parameter), the gate|up output (2F·N) and W_2's input (F·N); the reference also keeps sigmoid(gate) and
+    silu(gate) but no concatenation: N·D + 5F·N."""
+    fast, reference = ModelConfig(**TINY, fast=True), ModelConfig(**TINY)
+    assert fast.d_ff is not None
+    n, d, f, layers, fp32 = 3 * TINY["context_length"], TINY["d_model"], fast.d_ff, TINY["num_layers"], 4
+    kept = measure_saved_activations(fast, batch_size=3).by_part["ffn"]
+    assert kept == layers * fp32 * (n * d + 2 * f * d + 3 * f * n)
+    assert measure_saved_activations(reference, batch_size=3).by_part["ffn"] == layers * fp32 * (n * d + 5 * f * n)
+
+
 def test_the_textbook_count_by_hand() -> None:
     # B 2, T 4, D 8, H 2, F 16, V 10, one pre-norm SwiGLU block: B·T·D = 64, B·H·T² = 64, B·T·F = 128, B·T·V = 80.
     config = ModelConfig(vocab_size=10, context_length=4, d_model=8, num_layers=1, num_heads=2, d_ff=16)

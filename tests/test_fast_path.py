@@ -50,6 +50,20 @@ def test_fused_projections_equal_the_separate_matmuls() -> None:
     torch.testing.assert_close(swiglu_gate_up(x, w1, w3), F.silu(x @ w1.T) * (x @ w3.T), rtol=1e-13, atol=1e-13)
 
 
+def test_the_fused_swiglu_backward_is_the_true_gradient() -> None:
+    """Its backward recomputes the sigmoid rather than keeping it (`_SiLUGateTimesUp`): checked against
+    finite differences in float64, and against autograd through F.silu, for x, W_1 and W_3."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 6, generator=g, dtype=F64, requires_grad=True)
+    w1, w3 = (torch.randn(5, 6, generator=g, dtype=F64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(swiglu_gate_up, (x, w1, w3))
+    grad_BTF = torch.randn(2, 3, 5, generator=g, dtype=F64)
+    fused = torch.autograd.grad(swiglu_gate_up(x, w1, w3), (x, w1, w3), grad_BTF)
+    plain = torch.autograd.grad(F.silu(x @ w1.T) * (x @ w3.T), (x, w1, w3), grad_BTF)
+    for a, b in zip(fused, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("chunk_tokens", [1, 4, 7, 1000])
 def test_linear_cross_entropy_matches_torch_in_value_and_both_gradients(chunk_tokens: int) -> None:
     g = torch.Generator().manual_seed(chunk_tokens)
