@@ -51,7 +51,7 @@ def test_fused_projections_equal_the_separate_matmuls() -> None:
 
 
 def test_the_fused_swiglu_backward_is_the_true_gradient() -> None:
-    """Its backward recomputes the sigmoid rather than keeping it (`_SiLUGateTimesUp`): checked against
+    """Its backward recomputes SiLU rather than keeping it (`_SiLUGateTimesUp`): checked against
     finite differences in float64, and against autograd through F.silu, for x, W_1 and W_3."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 6, generator=g, dtype=F64, requires_grad=True)
@@ -204,6 +204,24 @@ def test_compiled_blocks_keep_the_plain_state_dict_and_compute_the_same_loss() -
     torch.testing.assert_close(loss_compiled, loss_ref, rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_fast_training_model_compiles_into_one_graph() -> None:
+    """A graph break in the training forward or backward costs every compiled GPU step (CUDA graphs split
+    at it) and passes every eager test, so Dynamo is asked for one graph, forward and backward (AOTAutograd
+    traces the backward at compile time): `fullgraph=True` turns a break into an error. Inductor is not
+    needed for that check; `aot_eager` keeps it to seconds."""
+    torch.manual_seed(0)
+    model = TransformerLM(tiny(fast=True, attention_backend="sdpa", dropout=0.0))
+    idx = torch.randint(0, 61, (2, 24))
+    _, loss_eager = model(idx, idx)
+    grads_eager = torch.autograd.grad(loss_eager, list(model.parameters()))
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    _, loss = compiled(idx, idx)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, loss_eager, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), grads, grads_eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_whole_model_compile_wraps_without_touching_the_model() -> None:

@@ -21,9 +21,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-
-from scratchlm.nn.functional import silu
 
 # Logit elements per chunk of the fused LM-head loss: 2^26 fp32 values = 256 MiB, 6,710 tokens at vocab
 # 10k. Large enough that each chunk's three matmuls stay efficient, small enough to bound the memory.
@@ -58,36 +57,41 @@ def swiglu_gate_up(x_BTD: Tensor, w_1: Tensor, w_3: Tensor) -> Tensor:
 def packed_swiglu_gate_up(x_BTD: Tensor, w_13: Tensor) -> Tensor:
     """`swiglu_gate_up` over an already concatenated [W_1; W_3] (2F, D)."""
     gate_up_BT2F = x_BTD @ w_13.T
-    if gate_up_BT2F.requires_grad:
+    if gate_up_BT2F.requires_grad and not torch.compiler.is_compiling():
         return _SiLUGateTimesUp.apply(gate_up_BT2F)
     gate_BTF, up_BTF = gate_up_BT2F.chunk(2, dim=-1)
-    return silu(gate_BTF) * up_BTF
+    return F.silu(gate_BTF) * up_BTF
 
 
 class _SiLUGateTimesUp(torch.autograd.Function):
     """SiLU(gate) * up over the (..., 2F) gate|up matmul output, keeping only that output for backward.
 
-    Autograd over `silu(gate) * up` keeps gate|up (2F per token, alive through the chunk views) plus
-    sigmoid(gate) and silu(gate) (F each): 4F, and 5F with the product W_2's matmul keeps. Recomputing the
-    sigmoid in the backward (one pointwise op on F elements, against the 2·D·F-FLOP matmuls on either side)
-    keeps 3F, a third less of the FFN's activations; under torch.compile inductor's own recomputation gets
-    the same, so this is what an eager run gains. d silu(g)/dg = s·(1 + g·(1 - s)), s = sigmoid(g).
+    Autograd over `silu(gate) * up` with the from-scratch SiLU keeps gate|up (2F per token, alive through
+    the chunk views) plus sigmoid(gate) and silu(gate) (F each): 4F, and 5F with the product W_2's matmul
+    keeps. Recomputing SiLU in the backward (pointwise work on F elements, against the 2·D·F-FLOP matmuls
+    on either side) keeps 3F, a third less of the FFN's activations. Eager runs only: under torch.compile,
+    inductor's partitioner chooses what to keep and recompute itself (and Dynamo cannot trace the `out=`
+    views below). The backward writes both halves of the gradient into one (..., 2F) buffer, where a `cat`
+    would copy them again; its first version, separate pointwise ops and a `cat`, was 20% slower on CPU
+    than autograd's (NOTES.md §8).
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, gate_up_BT2F: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(gate_up_BT2F)
         gate_BTF, up_BTF = gate_up_BT2F.chunk(2, dim=-1)
-        return silu(gate_BTF) * up_BTF
+        return F.silu(gate_BTF) * up_BTF
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_BTF: Tensor) -> Tensor:  # type: ignore[override]
         (gate_up_BT2F,) = ctx.saved_tensors  # type: ignore[attr-defined]
         gate_BTF, up_BTF = gate_up_BT2F.chunk(2, dim=-1)
-        sigmoid_BTF = torch.sigmoid(gate_BTF)
-        grad_up_BTF = grad_BTF * (gate_BTF * sigmoid_BTF)
-        grad_gate_BTF = grad_BTF * up_BTF * sigmoid_BTF * (1 + gate_BTF * (1 - sigmoid_BTF))
-        return torch.cat((grad_gate_BTF, grad_up_BTF), dim=-1)
+        f = gate_BTF.shape[-1]
+        grad_BT2F = torch.empty_like(gate_up_BT2F)
+        torch.mul(grad_BTF, F.silu(gate_BTF), out=grad_BT2F[..., f:])
+        # d silu(g)/dg = s·(1 + g·(1 - s)), s = sigmoid(g), times d/d silu = grad · up, in one kernel.
+        torch.ops.aten.silu_backward.grad_input(grad_BTF * up_BTF, gate_BTF, grad_input=grad_BT2F[..., :f])
+        return grad_BT2F
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
