@@ -431,6 +431,8 @@ def main() -> None:
         parser.error(f"unknown section(s) {', '.join(unknown)}; the sections are {', '.join(known)}")
     if {"shakespeare", "shakespeare-search"} & set(sections) and args.shakespeare is None:
         parser.error("the shakespeare sections need --shakespeare PATH (Tiny Shakespeare's input.txt)")
+    if "shakespeare-search" in sections and not args.search:
+        parser.error("the shakespeare-search section needs at least one --search CANDIDATE (';'-joined overrides)")
     if args.cpu_smoke:
         global DEVICE
         DEVICE = torch.device("cpu")
