@@ -12,7 +12,7 @@ import torch
 from scratchlm.cli import main
 from scratchlm.commands.bench_train import readable_line
 from scratchlm.config import RunConfig
-from scratchlm.errors import ConfigError
+from scratchlm.errors import EXIT_OUT_OF_MEMORY, ConfigError
 from scratchlm.presets import resolve_tables
 from scratchlm.train.bench import benchmark_training
 from scratchlm.train.run import step_peak_flops
@@ -102,3 +102,24 @@ def test_readable_line_gives_mfu_as_a_percentage_or_says_there_is_no_peak() -> N
 def test_benchmark_json_writer_turns_non_finite_values_into_null() -> None:
     text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": (2, -float("inf")), "d": "x"})
     assert strict_loads(text) == {"a": None, "b": [1.0, None], "c": [2, None], "d": "x"}
+
+
+def test_a_batch_too_large_for_memory_is_one_sentence_with_the_batch_that_fits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real refusal: 10^10 windows of 33 int64 ids (2.6 TB) is more than any machine's allocator grants, so
+    the first step fails at once. It used to be reported as an internal error of scratchlm."""
+    args = ["bench", "train", "--preset", "debug", "--set", "train.batch_size=10000000000", "--steps", "1"]
+    assert main(args) == EXIT_OUT_OF_MEMORY
+    line = capsys.readouterr().err.strip()
+    assert line.count("\n") == 0 and "internal error" not in line
+    assert "ran out of cpu memory at train.batch_size=10000000000" in line
+    assert "--set train.batch_size=5000000000 --set train.grad_accum=2" in line and "heckpoint" not in line
+
+
+def test_a_model_too_large_to_build_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    # The embedding alone, 10^11 x 64 fp32 (25.6 TB), is refused at once: nothing is touched before.
+    args = ["bench", "train", "--preset", "debug", "--set", "model.vocab_size=100000000000", "--steps", "1"]
+    assert main(args) == EXIT_OUT_OF_MEMORY
+    line = capsys.readouterr().err.strip()
+    assert line.count("\n") == 0 and "building the model (" in line and "smaller model" in line

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scratchlm.cli import main
+from scratchlm.cli import main, run_guarded
+from scratchlm.errors import EXIT_OUT_OF_MEMORY
 from scratchlm.presets import list_presets
 
 
@@ -94,3 +95,23 @@ def test_unexpected_failures_are_one_line_and_debug_adds_the_traceback(
     assert main(["presets", "--debug"]) == status
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and err.strip().splitlines()[-1].startswith(line)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MemoryError(),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 5 bytes"),
+    ],
+)
+def test_memory_any_command_runs_out_of_is_exit_4_and_one_sentence(
+    exc: BaseException, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def exhausted() -> int:
+        raise exc
+
+    assert run_guarded(exhausted, debug=False) == EXIT_OUT_OF_MEMORY
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scratchlm: error: the machine ran out of memory (")
+    assert "bug" not in err and "use a machine with more memory" in err

@@ -25,7 +25,7 @@ from scratchlm.cli import main
 from scratchlm.data.text import load_token_dir, prepare_text_corpus
 from scratchlm.data.trajectories import generate_trajectories
 from scratchlm.data.trajectory_io import save_trajectories
-from scratchlm.errors import EXIT_BAD_INPUT, EXIT_IO, ConfigError, ScratchLMError, ShapeError
+from scratchlm.errors import EXIT_BAD_INPUT, EXIT_IO, EXIT_OUT_OF_MEMORY, ConfigError, ScratchLMError, ShapeError
 from scratchlm.infer.generate import generate
 from scratchlm.model import TransformerLM
 from scratchlm.train.checkpoint import load_model
@@ -348,6 +348,16 @@ def test_action_ids_out_of_range_are_one_error_line(
     runs: Runs, capsys: pytest.CaptureFixture[str], actions: str, expected: str
 ) -> None:
     assert expected in error_for(capsys, "--run", str(runs.traj), f"--prompt-actions={actions}")
+
+
+def test_more_samples_than_memory_holds_is_one_sentence_not_a_bug(
+    runs: Runs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """10^10 copies of the prompt are refused by the allocator at once (Python's MemoryError here); it used to
+    be reported as "internal error ... this is a bug in scratchlm"."""
+    args = ("--run", str(runs.traj), "--prompt-actions", "1,2,3", "--max-new-tokens", "2")
+    line = error_for(capsys, *args, "--num-samples", "10000000000", status=EXIT_OUT_OF_MEMORY)
+    assert "ran out of memory" in line and "a smaller --num-samples" in line and "bug" not in line
 
 
 def test_the_actions_prompt_takes_the_edges_of_top_k_and_top_p(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:

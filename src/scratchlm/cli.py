@@ -39,11 +39,13 @@ from scratchlm.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_IO,
+    EXIT_OUT_OF_MEMORY,
     EXIT_TERMINATED,
     ReportedElsewhere,
     ScratchLMError,
     Terminated,
     first_line,
+    is_out_of_memory,
 )
 from scratchlm.fileio import describe_os_error
 
@@ -178,6 +180,15 @@ def run_guarded(fn: Callable[[], int], debug: bool, prog: str = "scratchlm", *, 
             return _fail("interrupted", EXIT_INTERRUPTED, debug, prefix=stopped, every_rank=False)
         if isinstance(signalled, Terminated):
             return _fail("terminated by SIGTERM", EXIT_TERMINATED, debug, prefix=stopped, every_rank=False)
+        if is_out_of_memory(exc):  # commands that know what to shrink say so themselves (train, bench train)
+            detail = type(exc).__name__ + (f": {first_line(exc)}" if first_line(exc) else "")
+            return _fail(
+                f"the machine ran out of memory ({detail}); ask for less at once (a smaller --num-samples, "
+                "batch, model or input) or use a machine with more memory.",
+                EXIT_OUT_OF_MEMORY,
+                debug,
+                prefix=error,
+            )
         return _fail(
             f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a bug in scratchlm: run the command "
             "again with --debug and report the traceback.",

@@ -118,3 +118,13 @@ class PeerLostError(ScratchLMError, RuntimeError):
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (empty for a bare EOFError), cut to `limit` characters."""
     return (str(exc).splitlines() or [""])[0][:limit]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation the machine refused: Python's MemoryError, PyTorch's CUDA or CPU
+    allocator (torch.OutOfMemoryError says "out of memory"; the CPU allocator's RuntimeError "can't allocate
+    memory"), recognised by class name and message so this module needs no torch."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    text = str(exc)
+    return "out of memory" in text or "can't allocate memory" in text

@@ -19,11 +19,11 @@ from torch import Tensor
 from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.config import RunConfig
 from scratchlm.device import configure_cuda, resolve_device
-from scratchlm.errors import ConfigError
+from scratchlm.errors import ConfigError, is_out_of_memory
 from scratchlm.train.datasets import TrainingData
 from scratchlm.train.distributed import DistInfo
 from scratchlm.train.run import step_peak_flops
-from scratchlm.train.trainer import Run, build_model_and_optimizer, train_step
+from scratchlm.train.trainer import Run, build_model_and_optimizer, out_of_memory_error, train_step
 
 
 class RandomTokens:
@@ -90,13 +90,19 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
     if steps < 1 or warmup < 0:
         raise ConfigError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}.")
     untimed = warmup_steps(warmup)
-    run = bench_run(config, untimed + steps)
+    run = None
+    try:
+        run = bench_run(config, untimed + steps)
+        if run.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(run.device)
+        first_step_s = timed_steps(run, 1)
+        warmup_s = first_step_s + timed_steps(run, untimed - 1)
+        seconds = timed_steps(run, steps) / steps
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(config, run, checkpoints=False) from None
+        raise
     device, autocast_dtype, seq_len = run.device, run.autocast_dtype, run.data.seq_len
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    first_step_s = timed_steps(run, 1)
-    warmup_s = first_step_s + timed_steps(run, untimed - 1)
-    seconds = timed_steps(run, steps) / steps
     tokens_per_s = run.tokens_per_step / seconds
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     peak = step_peak_flops(device, autocast_dtype)

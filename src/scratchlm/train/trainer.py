@@ -35,6 +35,7 @@ from scratchlm.errors import (
     PeerLostError,
     ReportedElsewhere,
     Terminated,
+    is_out_of_memory,
 )
 from scratchlm.fileio import atomic_copy, atomic_write, signals_deferred
 from scratchlm.model import IGNORE_INDEX, TransformerLM
@@ -592,8 +593,8 @@ def train(
             shutdown_distributed(wait_for_all=True)
             return summary
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-            if _is_out_of_memory(exc):
-                raise _out_of_memory_error(config, run) from None
+            if is_out_of_memory(exc):
+                raise out_of_memory_error(config, run) from None
             if info.enabled and is_peer_loss(exc):
                 if not info.is_main:  # rank 0 says it (or, when rank 0 is the one gone, torchrun's report)
                     raise ReportedElsewhere(PeerLostError.exit_code) from None
@@ -650,7 +651,9 @@ def _interrupted_hint(run: Run, run_dir: Path, continue_with: str | None = None)
     return f"stopped at step {run.state.step}; the checkpoint of step {run.saved_step} is intact: {how} to continue"
 
 
-def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError:
+def out_of_memory_error(config: RunConfig, run: Run | None, *, checkpoints: bool = True) -> OutOfMemoryError:
+    """The sentence for an out-of-memory stop: while building the model (`run` None) or in a step, with the
+    batch that would fit and, for a real run (`checkpoints`), what is already saved."""
     if run is None:
         counts = param_counts(config.model)
         return OutOfMemoryError(
@@ -669,20 +672,11 @@ def _out_of_memory_error(config: RunConfig, run: Run | None) -> OutOfMemoryError
             "it cannot go lower, so shorten model.context_length, choose a smaller model (model.d_model, "
             "model.num_layers) or use a device with more memory"
         )
-    kept = (
-        f"Checkpoints already in {run.checkpoint_dir} (the newest at step {run.saved_step}) are intact."
-        if run.saved_step is not None
-        else "No checkpoint had been written yet."
-    )
-    return OutOfMemoryError(
-        f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; {fix}. {kept}"
-    )
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc)
-    return (
-        isinstance(exc, (torch.OutOfMemoryError, MemoryError))
-        or "out of memory" in text
-        or "can't allocate memory" in text
-    )
+    message = f"a training step ran out of {run.device.type} memory at train.batch_size={t.batch_size}; {fix}."
+    if checkpoints:
+        message += (
+            f" Checkpoints already in {run.checkpoint_dir} (the newest at step {run.saved_step}) are intact."
+            if run.saved_step is not None
+            else " No checkpoint had been written yet."
+        )
+    return OutOfMemoryError(message)
