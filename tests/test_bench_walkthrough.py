@@ -117,9 +117,11 @@ def test_a_batch_too_large_for_memory_is_one_sentence_with_the_batch_that_fits(
     assert "--set train.batch_size=5000000000 --set train.grad_accum=2" in line and "heckpoint" not in line
 
 
-def test_a_model_too_large_to_build_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
-    # The embedding alone, 10^11 x 64 fp32 (25.6 TB), is refused at once: nothing is touched before.
-    args = ["bench", "train", "--preset", "debug", "--set", "model.vocab_size=100000000000", "--steps", "1"]
+@pytest.mark.parametrize("setting", ["model.vocab_size", "model.context_length"])
+def test_a_model_too_large_to_build_is_one_sentence(setting: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # 10^11 rows of the embedding (25.6 TB in fp32) or of RoPE's cos/sin tables (a buffer, in no parameter
+    # count) are refused at once: nothing is touched before.
+    args = ["bench", "train", "--preset", "debug", "--set", f"{setting}=100000000000", "--steps", "1"]
     assert main(args) == EXIT_OUT_OF_MEMORY
     line = capsys.readouterr().err.strip()
-    assert line.count("\n") == 0 and "building the model (" in line and "smaller model" in line
+    assert line.count("\n") == 0 and "building the model (" in line and setting in line

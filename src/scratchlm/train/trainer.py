@@ -658,7 +658,8 @@ def out_of_memory_error(config: RunConfig, run: Run | None, *, checkpoints: bool
         counts = param_counts(config.model)
         return OutOfMemoryError(
             f"building the model ({counts.total:,} parameters) and its optimizer state ran out of memory; choose a "
-            "smaller model (model.d_model, model.num_layers, model.vocab_size) or a device with more memory."
+            "smaller model (model.d_model, model.num_layers, model.vocab_size; model.context_length sizes its "
+            "position tables) or a device with more memory."
         )
     t = config.train
     if t.batch_size > 1:
