@@ -16,7 +16,7 @@ from scratchlm.analysis.ablate import Study, grid_variants, parse_grid, run_stud
 from scratchlm.analysis.runs_table import runs_table
 from scratchlm.analysis.sweep import lr_sweep
 from scratchlm.cli import main
-from scratchlm.errors import ConfigError
+from scratchlm.errors import EXIT_OUT_OF_MEMORY, ConfigError
 from scratchlm.presets import resolve_run_config
 from scratchlm.train.trainer import train
 from tests.experiment_helpers import debug_overrides, tiny_trajectories
@@ -61,6 +61,24 @@ def test_a_grid_without_a_section_is_refused_naming_grid(capsys: pytest.CaptureF
     assert main(["ablate", "--preset", "debug", "--grid", "model=1,2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scratchlm: error: --grid expects")
+
+
+@pytest.mark.parametrize("command", ["ablate", "sweep"])
+def test_a_model_too_large_for_memory_is_the_trainers_sentence_before_any_run(
+    tmp_path: Path, data: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Studies measure the untrained model's loss before the first run (`sweep.start_loss`): a model the
+    allocator refuses used to fail there with the generic out-of-memory line, not the trainer's advice."""
+    sets = [arg for item in debug_overrides(data, 2) for arg in ("--set", item)]
+    huge = "model.d_model=100000000000"  # a 10^11-wide embedding: refused at once
+    args = {
+        "ablate": ["ablate", "--preset", "debug", *sets, "--grid", f"{huge},64"],
+        "sweep": ["sweep", "lr", "--preset", "debug", *sets, "--set", huge, "--values", "1e-3", "1e-2"],
+    }[command]
+    assert main([*args, "--out", str(tmp_path / "study")]) == EXIT_OUT_OF_MEMORY
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scratchlm: error: building the model (")
+    assert "choose a smaller model (model.d_model" in err[0]
 
 
 def test_an_exploding_variant_is_marked_diverged_and_left_out_of_the_means(tmp_path: Path, data: Path) -> None:

@@ -357,7 +357,7 @@ def test_more_samples_than_memory_holds_is_one_sentence_not_a_bug(
     be reported as "internal error ... this is a bug in scratchlm"."""
     args = ("--run", str(runs.traj), "--prompt-actions", "1,2,3", "--max-new-tokens", "2")
     line = error_for(capsys, *args, "--num-samples", "10000000000", status=EXIT_OUT_OF_MEMORY)
-    assert "ran out of memory" in line and "a smaller --num-samples" in line and "bug" not in line
+    assert "ran out of memory" in line and "fewer samples" in line and "bug" not in line
 
 
 def test_the_actions_prompt_takes_the_edges_of_top_k_and_top_p(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:

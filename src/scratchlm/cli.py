@@ -183,8 +183,8 @@ def run_guarded(fn: Callable[[], int], debug: bool, prog: str = "scratchlm", *, 
         if is_out_of_memory(exc):  # commands that know what to shrink say so themselves (train, bench train)
             detail = type(exc).__name__ + (f": {first_line(exc)}" if first_line(exc) else "")
             return _fail(
-                f"the machine ran out of memory ({detail}); ask for less at once (a smaller --num-samples, "
-                "batch, model or input) or use a machine with more memory.",
+                f"the machine ran out of memory ({detail}); ask for less at once (fewer samples, runs or seeds, "
+                "a smaller batch, model or input) or use a machine with more memory.",
                 EXIT_OUT_OF_MEMORY,
                 debug,
                 prefix=error,

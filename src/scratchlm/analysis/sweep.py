@@ -45,7 +45,7 @@ from scratchlm.analysis.study_runs import (
     steps_run,
 )
 from scratchlm.config import RunConfig
-from scratchlm.errors import ConfigError
+from scratchlm.errors import ConfigError, is_out_of_memory
 from scratchlm.presets import parse_override, resolve_run_config
 from scratchlm.train.tracking import read_metrics
 
@@ -103,6 +103,7 @@ def _initial_loss(config: RunConfig) -> float | None:
     from scratchlm.model import TransformerLM
     from scratchlm.train.datasets import build_training_data
     from scratchlm.train.distributed import DistInfo
+    from scratchlm.train.trainer import out_of_memory_error
 
     model_config = config.model
     if model_config.kernels == "triton":  # the same weights through PyTorch ops: this runs on the CPU
@@ -113,7 +114,13 @@ def _initial_loss(config: RunConfig) -> float | None:
         if (data.vocab_size or 0) > model_config.vocab_size or data.seq_len > model_config.context_length:
             return None  # the run itself fails with the message that says how to fix the config
         inputs_BT, targets_BT = next(iter(data.val_batches()))
-        _, loss = TransformerLM(model_config).eval()(inputs_BT[:START_ROWS], targets_BT[:START_ROWS])
+        try:
+            model = TransformerLM(model_config).eval()
+        except (MemoryError, RuntimeError) as exc:  # before any run: say it as the run would have
+            if is_out_of_memory(exc):
+                raise out_of_memory_error(config, None) from None
+            raise
+        _, loss = model(inputs_BT[:START_ROWS], targets_BT[:START_ROWS])
     return float(loss)
 
 
