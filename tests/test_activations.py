@@ -71,6 +71,23 @@ def test_the_fast_swiglu_keeps_its_gate_up_output_and_not_the_sigmoid() -> None:
     assert measure_saved_activations(reference, batch_size=3).by_part["ffn"] == layers * fp32 * (n * d + 5 * f * n)
 
 
+def test_the_fast_attention_with_rope_keeps_no_more_of_the_qkv_output_than_without() -> None:
+    """Without RoPE, q, k and v are views of one (N, 3D) matmul output that attention keeps. RoPE gives q and k
+    their own storage, and v is copied out of the output too, so v alone does not keep it alive (that was
+    2·N·D more per layer). RoPE then adds its cos and sin rows, gathered once for q and once for k
+    (4·T·Dh/2), and one (N, D) copy of the attention output: SDPA writes its output in q's layout, T-major
+    for a view of the matmul output (so the output projection reads it as it is) but head-major after RoPE."""
+    by_positional = {
+        positional: measure_saved_activations(
+            ModelConfig(**TINY, fast=True, attention_backend="sdpa", positional=positional), batch_size=3
+        ).by_part["attention"]
+        for positional in ("rope", "none")
+    }
+    n, d, t, layers, fp32 = 3 * TINY["context_length"], TINY["d_model"], TINY["context_length"], TINY["num_layers"], 4
+    head_dim = d // TINY["num_heads"]
+    assert by_positional["rope"] - by_positional["none"] == layers * fp32 * (n * d + 4 * t * head_dim // 2)
+
+
 def test_the_textbook_count_by_hand() -> None:
     # B 2, T 4, D 8, H 2, F 16, V 10, one pre-norm SwiGLU block: B·T·D = 64, B·H·T² = 64, B·T·F = 128, B·T·V = 80.
     config = ModelConfig(vocab_size=10, context_length=4, d_model=8, num_layers=1, num_heads=2, d_ff=16)
