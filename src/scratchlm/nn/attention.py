@@ -124,9 +124,10 @@ class CausalSelfAttention(nn.Module):
                 rope = self.rope
                 return rope_split_heads(qkv_BT3D, rope.cos_TP, rope.sin_TP, token_positions, self.num_heads)
             q_BTD, k_BTD, v_BTD = qkv_projection(x_BTD, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-            if self.rope is not None:
+            if self.rope is not None and not torch.compiler.is_compiling():
                 # RoPE gives q and k storage of their own, so attention's backward would keep the (..., T, 3D)
                 # matmul output alive only through v, a view of its last third: a copy of v (T·D) frees 2·T·D.
+                # Eager only: under torch.compile the partitioner chooses what the backward keeps.
                 v_BTD = v_BTD.contiguous()
         else:
             q_BTD, k_BTD, v_BTD = self.q_proj(x_BTD), self.k_proj(x_BTD), self.v_proj(x_BTD)
