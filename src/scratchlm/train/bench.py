@@ -90,7 +90,7 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
     if steps < 1 or warmup < 0:
         raise ConfigError(f"the benchmark needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}.")
     untimed = warmup_steps(warmup)
-    run = None
+    run: Run | None = None  # None while the model is being built (the error message differs)
     try:
         run = bench_run(config, untimed + steps)
         if run.device.type == "cuda":
