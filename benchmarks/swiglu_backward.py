@@ -28,7 +28,7 @@ from torch import Tensor
 from machine_info import describe_machine, emit, require, run_main
 from scratchlm.nn.functional import silu
 from scratchlm.nn.fused import packed_swiglu_gate_up
-from scratchlm.presets import load_preset, model_config_from_preset
+from scratchlm.presets import resolve_run_config
 
 
 def autograd_scratch_silu(x_ND: Tensor, w_13: Tensor) -> Tensor:
@@ -83,9 +83,9 @@ def main() -> None:
     require(args.max_tokens >= 1, f"--max-tokens must be at least 1, got {args.max_tokens}.")
     rows = []
     for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        config = model_config_from_preset(preset)
-        train = load_preset(preset).get("train", {})
-        tokens = min(int(train.get("batch_size", 32)) * config.context_length, args.max_tokens)
+        run_config = resolve_run_config(preset)  # the preset's own batch, as training resolves it
+        config = run_config.model
+        tokens = min(run_config.train.batch_size * config.context_length, args.max_tokens)
         d, f = config.d_model, config.d_ff
         assert f is not None
         g = torch.Generator().manual_seed(0)

@@ -98,7 +98,7 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         first_step_s = timed_steps(run, 1)
         warmup_s = first_step_s + timed_steps(run, untimed - 1)
         seconds = timed_steps(run, steps) / steps
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if is_out_of_memory(exc):
             raise out_of_memory_error(config, run, checkpoints=False) from None
         raise
