@@ -436,3 +436,94 @@ def test_a_corpus_fingerprint_is_its_content_not_its_paths_or_timings(tmp_path: 
     assert _corpus_fingerprint({**meta, "sources": [{**meta["sources"][0], "sha256": "cd"}]}, tokenizer) != fingerprint
     (tokenizer / "vocab.json").write_text("[1, 3]")  # a tokenizer retrained in place
     assert _corpus_fingerprint(meta, tokenizer) != fingerprint
+
+
+def test_resuming_from_an_older_checkpoint_keeps_the_later_best(tmp_path: Path, trajectories: Path) -> None:
+    config = debug_config(trajectories)
+    run_dir = tmp_path / "run"
+    train(config, run_dir)
+    ckpts = run_dir / "checkpoints"
+    best = read_checkpoint(ckpts / "best.pt")
+    assert best["train_state"]["step"] == 12  # the loss still falls: step 6 was best once, step 12 is now
+    (ckpts / "step_000000006.pt").replace(ckpts / "last.pt")  # the rollback the damaged-last.pt message suggests
+    train(debug_config(trajectories, "train.max_steps=14"), run_dir, resume=True, stop_after=1)
+    kept = read_checkpoint(ckpts / "best.pt")
+    assert kept["train_state"]["step"] == 12
+    assert all(torch.equal(v, kept["model"][k]) for k, v in best["model"].items())
+    assert read_checkpoint(ckpts / "last.pt")["train_state"]["best_step"] == 12
+
+
+def test_eval_and_checkpoint_time_stay_out_of_throughput_and_elapsed_time(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as real_time
+    from types import SimpleNamespace
+
+    from scratchlm.train import log_window
+
+    offset = [0.0]  # a clock that jumps 1000 s during every save and every eval
+    monkeypatch.setattr(log_window, "time", SimpleNamespace(perf_counter=lambda: real_time.perf_counter() + offset[0]))
+
+    def slow(real):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            offset[0] += 1000.0
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "save", slow(trainer.save))
+    monkeypatch.setattr(trainer, "evaluate", slow(trainer.evaluate))
+    train(debug_config(trajectories), tmp_path / "run")
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [3, 6, 9, 12]
+    assert rows[-1]["elapsed_s"] < 1000
+    assert min(r["tokens_per_s"] for r in rows) > 3 * 8 * 19 / 1000
+
+
+def test_mfu_under_data_parallelism_is_per_device(
+    tmp_path: Path, trajectories: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm.train.distributed import DistInfo
+    from scratchlm.train.log_window import LogWindow
+
+    run = setup(debug_config(trajectories), tmp_path / "run")
+    run.dist = DistInfo(world_size=2)  # what rank 0 of two sees; tokens_per_step stays the global batch's
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: tensor)
+    window = LogWindow(run.device, {})
+    window.add(torch.tensor(2.0), torch.tensor(1.0))
+    window.seconds = 1.0
+    row = window.row(run, flops=1.0, peak=run.tokens_per_step * 1.0)  # one device's peak = the global rate
+    assert row["tokens_per_s"] == run.tokens_per_step
+    assert row["mfu"] == 0.5
+
+
+def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_device(tmp_path: Path, trajectories: Path) -> None:
+    from types import SimpleNamespace
+
+    from scratchlm.train.resume import _read_last
+
+    train(debug_config(trajectories), tmp_path / "run", stop_after=6)
+    run = SimpleNamespace(device=torch.device("meta"), checkpoint_dir=tmp_path / "run" / "checkpoints")
+    ckpt = _read_last(run.checkpoint_dir / "last.pt", run)  # type: ignore[arg-type]
+    devices = set()
+
+    def collect(value: object) -> None:
+        if isinstance(value, torch.Tensor):
+            devices.add(value.device.type)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                collect(v)
+
+    collect(ckpt)
+    assert devices == {"cpu"}  # the RNG and sampler states cannot be restored from another device
+
+
+@pytest.mark.cuda
+def test_a_cuda_run_resumes(tmp_path: Path, trajectories: Path) -> None:
+    config = debug_config(trajectories, 'train.device="cuda"')
+    train(config, tmp_path / "run", stop_after=6)
+    summary = train(config, tmp_path / "run", resume=True)
+    assert summary["steps"] == 12

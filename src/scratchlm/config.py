@@ -9,6 +9,7 @@ model. Presets, config files and `--set` overrides are resolved into a RunConfig
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import types
 import typing
@@ -54,6 +55,11 @@ class _Section:
                 raise ConfigError(
                     f"{self.SECTION}.{f.name} must be {_type_name(base)}, got {value!r} ({type(value).__name__}){hint}."
                 )
+            numbers_in = getattr(self, f.name) if origin is tuple else (getattr(self, f.name),)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers_in):
+                # TOML spells nan and inf; neither is a usable rate, size or clip (nan > 0 is even False).
+                what = "finite numbers" if origin is tuple else "a finite number"
+                raise ConfigError(f"{self.SECTION}.{f.name} must be {what}, got {value!r}.")
 
     def _choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)

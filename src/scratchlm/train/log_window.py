@@ -52,7 +52,8 @@ class LogWindow:
             "grad_norm": float(self.norm_sum) / self.steps,
             "grad_norm_max": float(self.norm_max),
             "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": round(flops * tokens_per_s / peak, 4) if peak else None,
+            # tokens_per_s is every rank's; peak is one device's
+            "mfu": round(flops * tokens_per_s / (peak * run.dist.world_size), 4) if peak else None,
             "elapsed_s": round(run.state.elapsed_s, 3),
         }
 

@@ -176,7 +176,9 @@ def check_same_data(run: Run, saved: Any, step: int) -> None:
 def _read_last(path: Path, run: Run) -> dict[str, Any]:
     """The run's last.pt; an unreadable one says which earlier checkpoint of the run can take its place."""
     try:
-        return read_checkpoint(path, map_location=run.device)
+        # On the CPU whatever the run's device: the RNG and sampler states must stay there, and load_state_dict
+        # moves the weights and the optimizer's moments onto the device.
+        return read_checkpoint(path, map_location="cpu")
     except CheckpointError as exc:
         earlier = fallback_checkpoint(run.checkpoint_dir)
         instead = (
@@ -268,5 +270,25 @@ def redo_checkpoint_copies(run: Run) -> None:
     step, last = run.state.step, run.checkpoint_dir / "last.pt"
     if step > 0 and step % run.config.train.checkpoint_interval == 0 and not run.step_checkpoint_path.is_file():
         atomic_copy(last, run.step_checkpoint_path)
-    if step > 0 and run.state.best_step == step:  # cannot tell whether best.pt got this step's copy: redo it
-        atomic_copy(last, run.checkpoint_dir / "best.pt")
+    best = run.checkpoint_dir / "best.pt"
+    kept = _train_state_of(best)
+    if kept is not None and kept["step"] > step:
+        # last.pt was rolled back to an older step_*.pt: best.pt holds a later, better model; keep it, and let
+        # only a model that beats it replace it.
+        run.state.best_val_loss, run.state.best_step = kept["best_val_loss"], kept["best_step"]
+        log.info("%s keeps best.pt from step %d (resuming at step %d)", run.run_dir, run.state.best_step, step)
+    elif step > 0 and run.state.best_step == step:  # cannot tell whether best.pt got this step's copy: redo it
+        atomic_copy(last, best)
+
+
+def _train_state_of(path: Path) -> dict[str, Any] | None:
+    """step, best_val_loss and best_step of the TrainState a checkpoint holds; None when there is none or it
+    is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        state = read_checkpoint(path)["train_state"]
+        return {"step": int(state["step"]), "best_val_loss": float(state["best_val_loss"]),
+                "best_step": int(state["best_step"])}  # fmt: skip
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None

@@ -485,13 +485,13 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
                 assert run.logger is not None
                 run.logger.log(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}")
-            window.reset()
             run.state.window = {}
             stopped = monitor(row) if monitor is not None else None
             if stopped:
                 log.warning("%s stopped at step %d: %s", run.run_dir.name, step, stopped)
             if do_eval or do_ckpt or step == end_step or stopped:
                 save(run, periodic=do_ckpt, best=best)
+            window.reset()  # after the eval and the save: neither counts as training time or throughput
             if stopped:
                 break
     summary = _summary(run, stopped)
