@@ -64,9 +64,9 @@ pack() {
 }
 
 run_train() {
-    echo "--- triton kernel: CUDA tests, then kernels.py (${SECONDS} s)"
-    timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton_rope.py -m cuda 2>&1 | tail -15 \
-        | tee "$WORK/test-triton-rope-cuda.txt"
+    echo "--- CUDA tests (triton kernel, resume on the GPU), then kernels.py (${SECONDS} s)"
+    timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton_rope.py tests/test_train_loop.py -m cuda \
+        2>&1 | tail -15 | tee "$WORK/test-cuda.txt"
     timeout 120 "$PYTHON" benchmarks/kernels.py --out "$WORK/kernels.json" 2>&1 | tee "$WORK/kernels.txt"
     pack
     local fast=(--set model.fast=true --set train.compile=true --set train.compile_scope=model

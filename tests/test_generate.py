@@ -162,6 +162,24 @@ def test_bad_generation_arguments_are_refused_before_any_work(prompts, kwargs, e
         decode_steps(make_model(), prompts, **kwargs)  # raises on the call, before the first step
 
 
+def test_a_non_causal_model_is_refused_the_cache_on_the_call() -> None:
+    model = make_model(causal=False)
+    with pytest.raises(ConfigError, match="without the causal mask"):
+        decode_steps(model, [[1, 2]], max_new_tokens=3)  # before the first step, so the CLI prints nothing first
+    assert len(list(decode_steps(model, [[1, 2]], max_new_tokens=3, use_cache=False))) == 3
+
+
+def test_stop_tokens_may_be_none_or_an_array() -> None:
+    import numpy as np
+
+    model = make_model()
+    plain = generate(model, [[1, 2]], max_new_tokens=5, seed=4).tokens
+    assert generate(model, [[1, 2]], max_new_tokens=5, seed=4, stop_tokens=None).tokens == plain
+    stop = plain[0][2]
+    for stops in (np.array(stop), np.array([stop, VOCAB - 1]), torch.tensor([stop])):
+        assert generate(model, [[1, 2]], max_new_tokens=5, seed=4, stop_tokens=stops).tokens[0] == plain[0][:2]
+
+
 # ------------------------------------------------------------------------------------------ the CLI
 
 
@@ -255,3 +273,39 @@ def test_cli_bad_input_is_one_clear_line(
 def test_cli_refuses_a_checkpoint_from_another_vocabulary(text_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--run", str(text_run / "run-small-vocab"), "--prompt", "fox"]) == 2
     assert "different vocabularies" in one_error_line(capsys)
+
+
+def test_cli_refuses_another_runs_checkpoint_with_a_larger_vocabulary(
+    text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    import tomllib
+
+    from scratchlm.config import RunConfig
+
+    config = RunConfig.from_tables(tomllib.loads((text_run / "run" / "config.toml").read_text()))
+    wider = dataclasses.replace(config.model, vocab_size=config.model.vocab_size + 40)
+    save_checkpoint(TransformerLM(wider), None, 0, tmp_path / "other.pt")
+    args = ["generate", "--run", str(text_run / "run"), "--checkpoint", str(tmp_path / "other.pt"), "--prompt", "fox"]
+    assert main(args) == 2
+    assert "so it comes from another run" in one_error_line(capsys)
+
+
+def test_cli_refuses_a_checkpoint_with_nan_weights(
+    text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    from scratchlm.config import RunConfig
+
+    config = RunConfig.from_tables(tomllib.loads((text_run / "run" / "config.toml").read_text()))
+    model = TransformerLM(config.model)
+    with torch.no_grad():
+        model.lm_head.weight[3, 0] = float("nan")
+    save_checkpoint(model, None, 0, tmp_path / "diverged.pt")
+    for temperature in ("1", "0"):  # argmax of NaN logits would print noise without a word
+        args = ["generate", "--run", str(text_run / "run"), "--checkpoint", str(tmp_path / "diverged.pt"),
+                "--prompt", "fox", "--temperature", temperature]  # fmt: skip
+        assert main(args) == 2
+        assert "holds NaN or infinite weights (lm_head.weight)" in one_error_line(capsys)

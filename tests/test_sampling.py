@@ -30,6 +30,19 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p():
     assert kept_tiny.tolist() == [[True, False, False, False]]  # the top token always survives
 
 
+def test_a_prefix_whose_mass_is_exactly_p_is_the_whole_nucleus():
+    # In float32 these prefixes sum to a hair under p; the nucleus must still stop at them.
+    kept = ~torch.isinf(filter_top_p(torch.tensor([[0.4, 0.3, 0.1, 0.1, 0.1]]).log(), 0.8))
+    assert kept.sum().item() == 3
+    wrong = [
+        (size, j)
+        for size in range(1, 60)
+        for j in range(1, size + 1)
+        if (~torch.isinf(filter_top_p(torch.zeros(1, size), j / size))).sum().item() != j
+    ]
+    assert wrong == []
+
+
 def test_a_seeded_generator_reproduces_draws_and_frequencies_follow_the_softmax():
     logits = torch.tensor([[0.0, 1.0, 2.0]]).expand(4000, 3)
     first = sample_next_token(logits, generator=torch.Generator().manual_seed(1))

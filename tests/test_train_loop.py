@@ -464,8 +464,8 @@ def test_eval_and_checkpoint_time_stay_out_of_throughput_and_elapsed_time(
     offset = [0.0]  # a clock that jumps 1000 s during every save and every eval
     monkeypatch.setattr(log_window, "time", SimpleNamespace(perf_counter=lambda: real_time.perf_counter() + offset[0]))
 
-    def slow(real):  # noqa: ANN001, ANN202
-        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def slow(real):
+        def wrapped(*args, **kwargs):
             offset[0] += 1000.0
             return real(*args, **kwargs)
 

@@ -55,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens")
     parser.add_argument("--top-p", type=float, metavar="P", help="nucleus: the smallest set with probability >= P")
     parser.add_argument("--seed", type=int, help="seed of the sampler (default: a random one, reported on stderr)")
-    parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations of the prompt")
+    parser.add_argument(
+        "--num-samples", type=int, default=1, metavar="N",
+        help="continuations of the prompt, sampled as one batch from one seeded generator (so with --seed S, "
+        "sample 1 of 2 is not the lone sample of --num-samples 1)",
+    )  # fmt: skip
     parser.add_argument("--no-cache", action="store_true", help="recompute every position each step (slow reference)")
     parser.add_argument(
         "--compile", action="store_true", help="compile the decode step with torch.compile (text and --prompt-actions)"

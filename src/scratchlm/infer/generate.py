@@ -34,7 +34,7 @@ from torch import Tensor
 
 from scratchlm.config import ModelConfig
 from scratchlm.errors import ConfigError, ShapeError
-from scratchlm.infer.kv_cache import KVCache
+from scratchlm.infer.kv_cache import KVCache, check_cacheable
 from scratchlm.infer.sampling import check_sampling_args, sample_next_token, seeded_generator
 from scratchlm.model import TransformerLM
 
@@ -87,7 +87,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Sequence[int] | int = (),
+    stop_tokens: Sequence[int] | int | None = (),
     generator: torch.Generator | None = None,
     seed: int | None = None,
     use_cache: bool = True,
@@ -102,7 +102,8 @@ def generate(
     max_new_tokens must fit in context_length (there is no sliding window). temperature 0 is greedy;
     top_k keeps the k most likely tokens, top_p the smallest set whose probability reaches p. stop_tokens
     (an id or a list of ids) end a row, and are left out of its tokens. seed: draw from a fresh
-    torch.Generator seeded with it (or pass your own `generator`; not both).
+    torch.Generator seeded with it (or pass your own `generator`; not both); the batch shares it, so the
+    same call draws the same tokens again, but a prompt's draws depend on the rows beside it.
     vocab_limit: sample only ids below it (a model whose vocabulary is padded past its tokenizer's).
     use_cache=False recomputes every position each step. cuda_graph (CUDA only) replays one captured
     decode step over a static cache (see cuda_graph.py). compile runs the decode step through torch.compile
@@ -151,7 +152,7 @@ def decode_steps(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Sequence[int] | int = (),
+    stop_tokens: Sequence[int] | int | None = (),
     generator: torch.Generator | None = None,
     seed: int | None = None,
     use_cache: bool = True,
@@ -344,12 +345,14 @@ def _token_row(b: int, row: object) -> list[int]:
     return [int(token) for token in row]
 
 
-def as_stop_tokens(stop_tokens: Sequence[int] | int) -> list[int]:
-    """A list of stop ids from one id or a sequence of them."""
+def as_stop_tokens(stop_tokens: Sequence[int] | int | None) -> list[int]:
+    """A list of stop ids from one id, a sequence, tensor or array of them, or None (no stop tokens)."""
+    if stop_tokens is None:
+        return []
     if _is_token_id(stop_tokens):
         return [int(stop_tokens)]  # type: ignore[call-overload]
-    if isinstance(stop_tokens, Tensor):
-        stop_tokens = stop_tokens.flatten().tolist()
+    if hasattr(stop_tokens, "tolist") and hasattr(stop_tokens, "reshape"):  # a tensor or NumPy array, 0-d too
+        stop_tokens = stop_tokens.reshape(-1).tolist()
     if isinstance(stop_tokens, (str, bytes)) or not all(_is_token_id(t) for t in stop_tokens):
         raise ConfigError(f"stop_tokens must be a token id or a list of ids, got {stop_tokens!r}.")
     return [int(token) for token in stop_tokens]
@@ -419,7 +422,9 @@ def check_max_new_tokens(max_new_tokens: object) -> None:
 
 
 def check_step_options(model: TransformerLM, use_cache: bool, cuda_graph: bool, compile: bool) -> None:
-    """The errors of `decode_steps`'s step options (compile, cuda_graph), one sentence each."""
+    """The errors of `decode_steps`'s step options (use_cache, compile, cuda_graph), one sentence each."""
+    if use_cache:
+        check_cacheable(model.config)
     if compile and not use_cache:
         raise ConfigError("compile=True compiles the cached decode step; it needs use_cache=True.")
     if cuda_graph and not use_cache:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scratchlm.config import ModelConfig
 from scratchlm.errors import ConfigError, ShapeError
 from scratchlm.infer.packed_weights import PackedLayer, pack_projections
 
@@ -141,11 +142,7 @@ class KVCache:
         For a fast-path model it also holds the session's concatenated projection weights.
         """
         config = model.config
-        if not config.causal:
-            raise ConfigError(
-                "this model was trained without the causal mask (model.causal = false), so earlier positions "
-                "depend on later ones and cannot be cached; decode it without the cache."
-            )
+        check_cacheable(config)
         if max_len > config.context_length:
             raise ConfigError(
                 f"a KV cache of {max_len} slots exceeds the model's context_length {config.context_length}; "
@@ -230,3 +227,12 @@ class KVCache:
     def restore(self, state: tuple[int, Tensor]) -> None:
         self.length = state[0]
         self.next_slot.copy_(state[1])
+
+
+def check_cacheable(config: ModelConfig) -> None:
+    """Refuse a model whose earlier positions attend to later ones: their keys and values change each step."""
+    if not config.causal:
+        raise ConfigError(
+            "this model was trained without the causal mask (model.causal = false), so earlier positions "
+            "depend on later ones and cannot be cached; decode it without the cache."
+        )

@@ -60,7 +60,8 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | t
             )
         path, run_dir = run_dir, run_dir.parent.parent
         if not (run_dir / "config.toml").is_file():
-            return LoadedRun(path.parent, _run_config_in_checkpoint(path), path, load_model(path, device=device))
+            model = check_finite_weights(load_model(path, device=device), path)
+            return LoadedRun(path.parent, _run_config_in_checkpoint(path), path, model)
     config_path = run_dir / "config.toml"
     refuse_special_file(config_path, "run config")  # not "no config.toml" when a folder or pipe sits there
     if not config_path.is_file():
@@ -70,10 +71,31 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str | t
     config = RunConfig.from_tables(load_toml_file(str(config_path)))
     if path is None:
         path = resolve_checkpoint(run_dir, checkpoint)
-    model = load_model(path, device=device)
+    model = check_finite_weights(load_model(path, device=device), path)
+    if model.config.vocab_size != config.model.vocab_size:
+        # Its ids mean another tokenizer's (or trajectory layout's) tokens: decoding them here prints noise.
+        raise CheckpointError(
+            f"{path} was trained with a vocabulary of {model.config.vocab_size} ids but the run in {run_dir} has "
+            f"{config.model.vocab_size}, so it comes from another run; give --run the run it was trained in."
+        )
     if model.config.to_dict() != config.model.to_dict():
         logger.warning("%s was built with another [model] than %s says; using the checkpoint's", path, config_path)
     return LoadedRun(run_dir, config, path, model)
+
+
+def check_finite_weights(model: TransformerLM, path: Path) -> TransformerLM:
+    """Refuse a checkpoint of a diverged model: NaN logits sample nothing (and argmax of NaN is noise)."""
+    bad = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights ({bad[0]}{' and more' if len(bad) > 1 else ''}): the run had "
+            "diverged when it was saved; use an earlier checkpoint (--checkpoint STEP) or retrain with a lower lr."
+        )
+    return model
 
 
 def _run_config_in_checkpoint(path: Path) -> RunConfig:

@@ -15,6 +15,7 @@ from scratchlm.errors import ConfigError
 from scratchlm.nn.functional import softmax
 
 FLOAT32_TINY = torch.finfo(torch.float32).tiny
+TOP_P_SLACK = 1e-6  # relative: float32 sums of probabilities are off by a few ulps; the nucleus is p to 1e-6
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -62,7 +63,10 @@ def filter_top_p(logits_BV: Tensor, p: float, rank_BV: Tensor | None = None) -> 
     order_BV = torch.sort(logits_BV if rank_BV is None else rank_BV, dim=-1, descending=True, stable=True).indices
     probs_BV = softmax(logits_BV.gather(-1, order_BV), dim=-1)
     # A token is dropped when the tokens ranked above it already reach p, so the top token always stays.
-    drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= p
+    # The slack absorbs float32 rounding: a prefix whose mass is p (0.4 + 0.3 + 0.1 against p = 0.8, or 2
+    # of 3 equal tokens against 2/3) sums to a hair under p and would keep one token too many. (No float64:
+    # MPS has none.)
+    drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= p * (1.0 - TOP_P_SLACK)
     drop_BV = torch.zeros_like(drop_sorted_BV).scatter(-1, order_BV, drop_sorted_BV)
     return logits_BV.masked_fill(drop_BV, float("-inf"))
 
