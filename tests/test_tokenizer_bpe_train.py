@@ -197,3 +197,29 @@ def test_non_utf8_offset_is_absolute_in_parallel_chunks(tmp_path: Path, monkeypa
 def test_bad_special_token_lists(tmp_path: Path, specials, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         train_bpe(_write(tmp_path, "abc"), 300, specials)
+
+
+@pytest.mark.parametrize("spacing", ["\n\n", "  \n\n", "\r\n\r\n", "\n\t"])
+def test_a_file_without_single_line_breaks_is_still_cut_into_ranges(tmp_path: Path, spacing: str) -> None:
+    # Paragraphs separated by blank lines (or CRLF blank lines, or tab-indented lines) hold no `x\ny`.
+    text = "".join(f"Paragraph {i} says 'hi'.{spacing}" for i in range(400)) + EOT + "tail"
+    path = _write(tmp_path, text)
+    pattern = special_pattern([EOT])
+    ranges = list(iter_ranges(TextSource(str(path)), [EOT], 256))
+    assert len(ranges) > 20  # it was one range: the whole file, read and counted by one process
+    assert max(end - start for start, end in ranges) < 512
+    pieces = Counter()
+    for start, end in ranges:
+        pieces.update(count_pretokens(read_range(path, start, end), pattern))
+    assert pieces == count_pretokens(text, pattern)
+
+
+def test_no_cut_inside_a_whitespace_run_before_a_special(tmp_path: Path) -> None:
+    # Before a special token the run ends its piece and is one pre-token ("\n\n"); a cut inside made two.
+    text = "".join(f"doc {i}.\n\n{EOT}" for i in range(300))
+    path = _write(tmp_path, text)
+    pattern = special_pattern([EOT])
+    pieces = Counter()
+    for start, end in iter_ranges(TextSource(str(path)), [EOT], 64):
+        pieces.update(count_pretokens(read_range(path, start, end), pattern))
+    assert pieces == count_pretokens(text, pattern)

@@ -266,3 +266,46 @@ def test_trained_tinystories_fast_equals_pure_on_real_text(shared_data: Path) ->
     ids = tok.encode(text)
     assert ids == tok.encode_pure(text)
     assert tok.decode(ids) == text
+
+
+SPACED_TEXTS = {  # none has the `x\ny` line break the streaming cut once relied on
+    "crlf": "".join(f"Line {i} of the file.\r\n" + "\r\n" * (i % 3 == 0) for i in range(1200)),
+    "tabs": "".join(f"\tif x{i}:\n\t\treturn {i}\n" for i in range(900)),
+    "paragraphs": "".join(f"Paragraph {i} is here.\n\n" for i in range(1200)),
+}
+
+
+@pytest.fixture(scope="module")
+def spacing_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """A BPE whose merges join whitespace runs (\\n\\n, \\t\\t, ...), so a run cut in two changes the ids."""
+    path = tmp_path_factory.mktemp("spacing") / "train.txt"
+    runs = "end.\n\n\nStart\t\t\tcode\r\n\r\n\r\nmore\n" * 1000  # runs the pattern keeps whole, to merge
+    path.write_text("".join(SPACED_TEXTS.values()) + runs, encoding="utf-8", newline="")
+    vocab, merges = train_bpe(path, 300, [])
+    assert {b"\n\n", b"\t\t", b"\r\n\r"} <= set(vocab.values())
+    return Tokenizer(vocab, merges)
+
+
+@pytest.mark.parametrize("name", sorted(SPACED_TEXTS))
+def test_encode_iterable_equals_encode_on_crlf_tabs_and_blank_lines(spacing_tokenizer: Tokenizer, name: str) -> None:
+    text = SPACED_TEXTS[name] * 2
+    expected = spacing_tokenizer.encode(text)
+    rng = random.Random(len(name))
+    cuts = sorted(rng.sample(range(1, len(text)), 300))
+    for chunks in (
+        list(text),
+        text.splitlines(keepends=True),
+        [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)],
+    ):
+        assert list(spacing_tokenizer.encode_iterable(chunks)) == expected
+
+
+def test_encode_iterable_looks_for_a_cut_a_logarithmic_number_of_times(
+    small_tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = Tokenizer._safe_cut
+    monkeypatch.setattr(Tokenizer, "_safe_cut", lambda self, text: calls.append(len(text)) or real(self, text))
+    lines = ["\n"] * 100_000  # one run of blank lines: no safe cut until it ends
+    assert list(small_tokenizer.encode_iterable(lines)) == small_tokenizer.encode("".join(lines))
+    assert len(calls) < 20  # it was one scan of the whole buffer per line once the buffer held 16k characters

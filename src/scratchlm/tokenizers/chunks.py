@@ -1,17 +1,18 @@
 """Cut a text file into byte ranges that can be pre-tokenized (or encoded) independently and exactly.
 
 A cut at byte `q` is safe when pre-tokenizing (or encoding) the two sides separately gives the same
-pre-tokens as the whole. Three kinds of position qualify:
+pre-tokens as the whole. Two kinds of position qualify:
   * the start of a special token, since text is split at special tokens before anything else;
-  * just after a newline that has a printable, non-space ASCII character on both sides (`x\\ny`): the GPT-2
-    pattern always ends a pre-token at such a newline (it cannot join a newline to a word, and the lone
-    newline between two non-space characters is its own pre-token either way);
-  * between the two bytes of a Windows line break with such characters around it (`x\\r|\\ny`): whole, the
-    pattern splits `\\r\\n` before a word into `\\r` and `\\n` (`\\s+(?!\\S)` gives back the last space), just as
-    the two sides do apart; after the `\\n` would not do, since `x\\r\\n` alone ends in the one pre-token `\\r\\n`.
-    Without this a CRLF file with no special tokens had no safe cut at all and was read, and encoded, whole.
-    Not before a special token, though (`x\\r|\\n<|endoftext|>`): the piece before it then ends in `\\r\\n`, one
-    pre-token, which the cut would split in two.
+  * before the last character of a run of ASCII whitespace (space, tab, CR, LF) that has a printable,
+    non-space ASCII character on both sides (`x␣|␣y`, `x|\\ny`, `x\\r|\\ny`, `x\\n\\n|\\ny`). Whole, the GPT-2
+    pattern ends a pre-token there: no pattern joins a non-space character to the whitespace after it,
+    `\\s+(?!\\S)` gives the run back its last character, and that character then starts the next pre-token
+    (a space joins the word after it, a newline or tab stands alone). Apart, the left side ends in the run
+    minus its last character, which `\\s+(?!\\S)` takes whole at the end of the text, and the right side starts
+    the same. Not where `y` starts a special token and the run is longer than one character
+    (`x\\r|\\n<|endoftext|>`): the piece before the special then ends in the whole run, one pre-token, which
+    the cut would split in two. With single line breaks as the only cuts, a file of paragraphs separated
+    by blank lines had none and was read, and encoded, whole.
 In each case no special-token occurrence may straddle `q`. Ranges are found by scanning the file in small
 windows, so memory stays bounded however large the file is; the file is never decoded here (UTF-8 is
 self-synchronizing, so byte-level search for a special token's encoding finds exactly its occurrences).
@@ -19,6 +20,8 @@ self-synchronizing, so byte-level search for a special token's encoding finds ex
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -29,7 +32,8 @@ from scratchlm.errors import DataError
 from scratchlm.fileio import refuse_special_file
 
 _WINDOW_BYTES = 1 << 16  # bytes scanned per look; the window slides on when it holds no safe cut
-_NEWLINE_CUT = re.compile(rb"(?<=[\x21-\x7e]\n)(?=[\x21-\x7e])|(?<=[\x21-\x7e]\r)(?=\n[\x21-\x7e])")
+_WHITESPACE_CUT = re.compile(rb"[\x21-\x7e][\t\n\r ]*(?=[\t\n\r ][\x21-\x7e])")  # the cut is the match's end
+_ASCII_SPACE = frozenset(b"\t\n\r ")
 
 
 @dataclass(frozen=True)
@@ -90,20 +94,26 @@ def next_safe_cut(fh: BinaryIO, position: int, size: int, specials: Sequence[byt
         # A cut is judged only when every special occurrence that could straddle it, and the bytes around it,
         # lie inside this window.
         upper = window_end if window_end == size else window_end - longest - 1
-        occurrences: list[tuple[int, int]] = []  # every special occurrence, overlapping ones included
-        candidates: list[int] = []
+        begins: list[int] = []  # every special occurrence in order, overlapping ones included
+        reach: list[int] = []  # reach[i]: the furthest end of occurrences 0..i
         if special_starts is not None:
             for match in special_starts.finditer(window):
                 begin = window_start + match.start()
-                occurrences.append((begin, begin + len(match.group(1))))
-            candidates.extend(begin for begin, _ in occurrences)
-        candidates.extend(window_start + m.start() for m in _NEWLINE_CUT.finditer(window))
-        starts = {begin for begin, _ in occurrences}
-        for cut in sorted(c for c in candidates if lower <= c <= upper and 0 < c < size):
-            if any(begin < cut < end for begin, end in occurrences):
+                begins.append(begin)
+                reach.append(max(begin + len(match.group(1)), reach[-1] if reach else 0))
+        # Candidates in order, the spacing ones found lazily: the first safe cut is usually a word away.
+        spacing = (window_start + m.end() for m in _WHITESPACE_CUT.finditer(window, max(0, lower - window_start - 1)))
+        starts = set(begins)
+        for cut in heapq.merge(begins, spacing):
+            if cut < lower or cut == 0:
                 continue
+            if cut > upper or cut >= size:
+                break
+            earlier = bisect.bisect_left(begins, cut) - 1  # the occurrences that begin before the cut
+            if earlier >= 0 and reach[earlier] > cut:
+                continue  # one of them straddles it
             # `x\r|\n<special>`: whole, the `\r\n` ends its piece and is one pre-token; cut, it would be two.
-            if cut + 1 in starts and window[cut - window_start - 1 : cut - window_start + 1] == b"\r\n":
+            if cut + 1 in starts and window[cut - window_start - 1] in _ASCII_SPACE:
                 continue
             return cut
         if window_end >= size:

@@ -17,6 +17,7 @@ from scratchlm.errors import ConfigError
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
+PRETOKEN_SPACE_RE = regex.compile(r"\s")  # whitespace as the pattern's \s sees it (Unicode, not str.isspace)
 
 
 def check_special_tokens(special_tokens: Sequence[str] | None) -> list[str]:

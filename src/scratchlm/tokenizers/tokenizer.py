@@ -28,7 +28,13 @@ from scratchlm.tokenizers import fast as fast_backend
 from scratchlm.tokenizers import gpt2_files
 from scratchlm.tokenizers.base import TokenizerAPIMixin, id_list
 from scratchlm.tokenizers.merge_list import MergeList
-from scratchlm.tokenizers.pretokenize import PRETOKEN_RE, check_special_tokens, special_pattern, split_specials
+from scratchlm.tokenizers.pretokenize import (
+    PRETOKEN_RE,
+    PRETOKEN_SPACE_RE,
+    check_special_tokens,
+    special_pattern,
+    split_specials,
+)
 from scratchlm.tokenizers.saving import write_tokenizer_files
 
 logger = logging.getLogger(__name__)
@@ -37,7 +43,10 @@ FORMAT_VERSION = 1
 _CACHE_LIMIT = 1 << 14  # distinct pre-tokens memoized by the pure path (bounded: a few MB at most)
 _FLUSH_CHARS = 1 << 14  # encode_iterable encodes once this much text is buffered
 # A cut after a newline with printable, non-space ASCII on both sides is a pre-token boundary (see chunks.py).
-_NEWLINE_CUT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
+# Before the last character of an ASCII whitespace run between printable non-space characters (`x␣|␣y`,
+# `x|\ny`, `x\r|\ny`, `x\n\t|\ty`): the GPT-2 pattern ends a pre-token there whole and apart (chunks.py says
+# why); the cut is the match's end.
+_WHITESPACE_CUT = re.compile(r"[!-~][\t\n\r ]*(?=[\t\n\r ][!-~])")
 
 
 class Tokenizer(TokenizerAPIMixin):
@@ -151,19 +160,23 @@ class Tokenizer(TokenizerAPIMixin):
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
         """Ids of the concatenation of `iterable`'s strings (e.g. a file's lines), yielded lazily.
 
-        At most about 16k characters (plus one unbroken pre-token) are buffered, and the result equals
-        `encode("".join(iterable))`: text is only encoded up to a point where no pre-token or special
-        token can continue past it.
+        About 16k characters are buffered (up to twice the longest stretch without a safe cut, such as one
+        unbroken pre-token), and the result equals `encode("".join(iterable))`: text is only encoded up to
+        a point where no pre-token or special token can continue past it.
         """
         buffer = ""
+        next_look = _FLUSH_CHARS
         for chunk in iterable:
             buffer += chunk
-            if len(buffer) < _FLUSH_CHARS:
+            if len(buffer) < next_look:
                 continue
             cut = self._safe_cut(buffer)
             if cut > 0:
                 yield from self.encode(buffer[:cut])
                 buffer = buffer[cut:]
+            # Look again once what is left has doubled (or grown by the flush size): a long stretch without
+            # a cut (100k blank lines fed one by one) is scanned a logarithmic number of times, not per chunk.
+            next_look = len(buffer) + max(_FLUSH_CHARS, len(buffer))
         if buffer:
             yield from self.encode(buffer)
 
@@ -228,17 +241,21 @@ class Tokenizer(TokenizerAPIMixin):
         if segment_start >= uncertain:
             return segment_start
         limit = uncertain
-        cuts = list(_NEWLINE_CUT.finditer(text, max(segment_start, limit - _FLUSH_CHARS), limit))
-        if cuts and cuts[-1].start() > segment_start:
-            return cuts[-1].start()
-        # No newline cut: keep every pre-token whose match may depend on characters not seen yet. The GPT-2
-        # pattern looks at most two characters past a match ("'" then "ll"), so matches ending two or more
-        # characters before the limit are final.
+        # The lookahead stops at `limit`, so the character after a cut is never the start of a special token.
+        for span in (256, _FLUSH_CHARS):  # the last cut; ordinary text has one in its last few words
+            cuts = list(_WHITESPACE_CUT.finditer(text, max(segment_start, limit - span), limit))
+            if cuts and cuts[-1].end() > segment_start:
+                return cuts[-1].end()
+        # No such cut (text without ASCII spacing): keep every pre-token whose match may depend on characters
+        # not seen yet. The GPT-2 pattern looks at most two characters past a match ("'" then "ll"), so
+        # matches ending two or more characters before the limit are final -- except a whitespace run,
+        # which a following whitespace joins (the piece "\n\n" alone is one pre-token, "\n\nHe" two).
         cut = segment_start
         for match in PRETOKEN_RE.finditer(text, segment_start, limit):
             if match.end() > limit - 2:
                 break
-            cut = match.end()
+            if not PRETOKEN_SPACE_RE.match(text, match.end() - 1):
+                cut = match.end()
         return cut
 
     def save(self, directory: str | os.PathLike) -> Path:
