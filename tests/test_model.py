@@ -311,3 +311,15 @@ def test_gpt2_init_gives_small_weights_and_depth_scaled_residual_projections() -
     again = TransformerLM(tiny(init="gpt2", d_model=64, d_ff=192, num_layers=2))
     again.reset_parameters()  # re-initializing keeps the scheme
     assert abs(again.token_embeddings.weight.std().item() - 0.02) < 0.003
+
+
+@pytest.mark.parametrize("init", ["cs336", "gpt2"])
+def test_building_on_meta_then_to_empty_keeps_embeddings_tied(init: str) -> None:
+    config = ModelConfig(vocab_size=13, context_length=8, d_model=16, num_layers=1, num_heads=2,
+                         tie_embeddings=True, init=init)  # fmt: skip
+    model = TransformerLM(config, device="meta")
+    model.to_empty(device="cpu")
+    model.reset_parameters()
+    assert model.lm_head.weight is model.token_embeddings.weight
+    assert model.num_params() == TransformerLM(config).num_params()
+    assert model.lm_head.weight.std() < 0.5  # the head's init, not the embedding's std 1, as when built directly

@@ -225,3 +225,16 @@ def test_dropout_draws_the_mask_pytorch_draws_from_the_same_seed() -> None:
     torch.manual_seed(7)
     ref = F.dropout(x, 0.3, training=True)
     torch.testing.assert_close(ours, ref, **TOL)
+
+
+def test_cross_entropy_takes_masked_classes_and_narrow_integer_targets() -> None:
+    logits = torch.tensor([[0.0, 1.0, float("-inf")], [2.0, float("-inf"), 0.5]])
+    targets = torch.tensor([1, 0])
+    assert torch.allclose(cross_entropy(logits, targets), F.cross_entropy(logits, targets))
+    scores = torch.randn(4, 5)
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        narrow = torch.tensor([1, 2, 0, 4], dtype=dtype)
+        assert torch.allclose(cross_entropy(scores, narrow), F.cross_entropy(scores, narrow.long()))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ShapeError, match="NaN or \\+Inf"):
+            cross_entropy(torch.tensor([[0.0, bad]]), torch.tensor([0]))

@@ -198,3 +198,19 @@ def test_a_norm_name_without_a_layer_is_an_error_not_a_silent_identity() -> None
     assert isinstance(build_norm("none", 8, 1e-5, None, None), NoNorm)
     with pytest.raises(ConfigError, match="no norm layer is built for 'scalenorm'"):
         build_norm("scalenorm", 8, 1e-5, None, None)
+
+
+def test_embedding_and_rope_read_narrow_integer_ids_as_ids_not_masks() -> None:
+    from scratchlm.errors import ShapeError
+    from scratchlm.nn.positions import RotaryPositionalEmbedding
+
+    embedding = Embedding(5, 3)
+    ids = torch.tensor([1, 0, 1, 1, 0])
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32):
+        assert torch.equal(embedding(ids.to(dtype)), embedding.weight[ids])  # uint8 once selected rows as a mask
+    with pytest.raises(ShapeError, match="must be integers"):
+        embedding(ids.float())
+    rope = RotaryPositionalEmbedding(theta=10000.0, d_k=8, max_seq_len=16)
+    x = torch.randn(2, 4, 8)
+    positions = torch.tensor([3, 0, 2, 1])
+    assert torch.equal(rope(x, positions.to(torch.uint8)), rope(x, positions))

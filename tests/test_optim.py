@@ -199,3 +199,27 @@ def test_adamw_matches_torch_per_group_with_params_that_skip_steps(impl: str) ->
     theirs = run_two_groups(lambda groups: torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=0.0))
     for name, a, b in zip(("matrix", "other", "vector"), ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_clipping_fp16_gradients_with_a_large_norm_scales_them_as_torch_does() -> None:
+    ours, theirs = (torch.nn.Parameter(torch.zeros(100, dtype=torch.float16)) for _ in range(2))
+    for p in (ours, theirs):
+        p.grad = torch.full((100,), 30.0, dtype=torch.float16)  # norm 300: its square overflows fp16
+    norm = clip_grad_norm([ours], 1.0)
+    expected = torch.nn.utils.clip_grad_norm_([theirs], 1.0)
+    assert float(norm) == pytest.approx(float(expected), rel=1e-3)
+    assert torch.allclose(ours.grad.float(), theirs.grad.float(), rtol=1e-3)
+    assert float(ours.grad[0]) == pytest.approx(0.1, rel=1e-2)  # it was 0: every gradient zeroed
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_a_tensor_learning_rate_steps_on_every_path(foreach: bool) -> None:
+    torch.manual_seed(0)
+    start = torch.randn(3, 4)
+    reference, with_tensor_lr = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    for p in (reference, with_tensor_lr):
+        p.grad = torch.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    AdamW([reference], lr=1e-3, foreach=foreach).step()
+    AdamW([with_tensor_lr], lr=torch.tensor(1e-3), foreach=foreach).step()
+    assert torch.allclose(with_tensor_lr, reference, rtol=0, atol=1e-7)
+    assert not torch.equal(reference, start)

@@ -210,6 +210,8 @@ class TransformerLM(nn.Module):
 
     def reset_parameters(self) -> None:
         """(Re-)initialize every parameter, e.g. after building on the meta device and `to_empty()`."""
+        if self.config.tie_embeddings:  # to_empty() gives each module a parameter of its own: share it again
+            self.lm_head.weight = self.token_embeddings.weight
         for module in self.modules():
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()

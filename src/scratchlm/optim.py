@@ -108,10 +108,11 @@ class AdamW(torch.optim.Optimizer):
 
     def _step_sizes(self, group: dict, params: list[Tensor]) -> list[float]:
         beta1, beta2 = group["betas"]
+        lr = float(group["lr"])  # a 0-d tensor lr too: _foreach_addcdiv_ takes a list of Python numbers
         sizes = []
         for p in params:
             t = self.state[p]["step"]
-            sizes.append(group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t))
+            sizes.append(lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t))
         return sizes
 
     def _update_reference(self, group: dict, params: list[Tensor]) -> None:
@@ -129,7 +130,7 @@ class AdamW(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         ms = [self.state[p]["exp_avg"] for p in params]
         vs = [self.state[p]["exp_avg_sq"] for p in params]
-        torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+        torch._foreach_mul_(params, 1.0 - float(group["lr"]) * group["weight_decay"])
         torch._foreach_mul_(ms, beta1)
         torch._foreach_add_(ms, grads, alpha=1.0 - beta1)
         torch._foreach_mul_(vs, beta2)
@@ -230,7 +231,9 @@ def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_l2_norm: float, ep
     if not grads:
         return torch.zeros(())
     per_tensor_norms = torch._foreach_norm(grads)  # one fused kernel instead of a loop of reductions
-    total_norm = torch.stack(per_tensor_norms).pow(2).sum().sqrt()
+    # Squared in float32: an fp16 norm above 256 squares to inf, and max / inf would zero every gradient.
+    norms = torch.stack(per_tensor_norms)
+    total_norm = norms.to(torch.promote_types(norms.dtype, torch.float32)).pow(2).sum().sqrt()
     scale = (max_l2_norm / (total_norm + eps)).clamp(max=1.0)
     torch._foreach_mul_(grads, scale)
     return total_norm

@@ -65,6 +65,8 @@ def cross_entropy(logits: Tensor, targets: Tensor, *, ignore_index: int = -100, 
     """
     if validate:
         _check_cross_entropy_inputs(logits, targets, ignore_index)
+    if targets.dtype not in (torch.int32, torch.int64):
+        targets = targets.long()  # gather takes no uint8 / int8 / int16 index
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # log-sum-exp over a 10k vocabulary is not safe in 8 mantissa bits
     # The max is detached: log-sum-exp's derivative w.r.t. the shift is exactly zero, so this is exact
@@ -99,9 +101,10 @@ def _check_cross_entropy_inputs(logits: Tensor, targets: Tensor, ignore_index: i
             f"cross_entropy: `targets` holds ids in [{int(real.min())}, {int(real.max())}] but `logits` "
             f"has a vocabulary of {vocab}; every id must lie in [0, {vocab})."
         )
-    if not bool(torch.isfinite(logits).all()):
+    # -inf is a masked-out class (as in F.cross_entropy); NaN and +inf say something went wrong.
+    if bool((torch.isnan(logits) | torch.isposinf(logits)).any()):
         raise ShapeError(
-            "cross_entropy: `logits` contains NaN or Inf; the model diverged or its inputs are corrupt "
+            "cross_entropy: `logits` contains NaN or +Inf; the model diverged or its inputs are corrupt "
             "(lower the learning rate or check the data)."
         )
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scratchlm.errors import ConfigError
+from scratchlm.errors import ConfigError, ShapeError
 
 
 class Linear(nn.Module):
@@ -73,7 +73,7 @@ class Embedding(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """(...) integer ids -> (..., embedding_dim)."""
-        return self.weight[token_ids]
+        return self.weight[as_index(token_ids, "Embedding: token ids")]
 
     def extra_repr(self) -> str:
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
@@ -176,3 +176,13 @@ def build_norm(
     if kind == "none":
         return NoNorm()
     raise ConfigError(f"no norm layer is built for {kind!r}; add it to scratchlm.nn.layers.build_norm.")
+
+
+def as_index(ids: Tensor, what: str) -> Tensor:
+    """Integer ids as an index tensor: uint8 (or bool) indexing would select rows as a mask, and int8 / int16
+    are not index dtypes at all."""
+    if ids.dtype in (torch.int64, torch.int32):
+        return ids
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ShapeError(f"{what} must be integers, got {ids.dtype}; convert with .long().")
+    return ids.long()

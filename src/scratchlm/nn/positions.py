@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scratchlm.nn.layers import Embedding
+from scratchlm.nn.layers import Embedding, as_index
 
 # Both additive schemes start at the same per-element RMS (1/sqrt(2), that of a sinusoid) against ~0.99
 # for the token embeddings: positions are visible but never dominant, and the ablation compares schemes,
@@ -85,6 +85,7 @@ class RotaryPositionalEmbedding(_DerivedTables):
         in_dtype = x.dtype
         # Rotate in float32 at least: bf16 q/k keep their precision through the rotation.
         compute_dtype = torch.promote_types(in_dtype, self.cos_TP.dtype)
+        token_positions = as_index(token_positions, "RoPE: token_positions")
         cos_TP = self.cos_TP[token_positions].to(compute_dtype)
         sin_TP = self.sin_TP[token_positions].to(compute_dtype)
         x = x.to(compute_dtype)
