@@ -129,3 +129,25 @@ def test_cli_rollout_bad_input(
     assert main(["generate", "--run", str(runs / f"run-{run}"), *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
+
+
+def test_rollouts_and_attention_maps_refuse_data_changed_since_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scratchlm.analysis.attention_runs import run_attention_figures
+    from scratchlm.errors import DataError
+
+    data = tmp_path / "traj.pkl"
+    save_trajectories(generate_trajectories(40, seq_length=STEPS, seed=3, fast=True), data)
+    train = ["train", "--preset", "debug", "--set", f"data.path={json.dumps(str(data))}", "--set", "train.max_steps=2",
+             "--set", "train.progress=false", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(train) == 0
+    assert main(["generate", "--run", str(tmp_path / "run"), "--rollout", "0"]) == 0
+    capsys.readouterr()
+    # Regenerated with more rows: the old validation split's place now holds rows the run trained on.
+    save_trajectories(generate_trajectories(80, seq_length=STEPS, seed=3, fast=True), data)
+    assert main(["generate", "--run", str(tmp_path / "run"), "--rollout", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "is not what" in err and "Traceback" not in err
+    with pytest.raises(DataError, match="some of them trained on"):
+        run_attention_figures(tmp_path / "run", sample=0, out_dir=tmp_path / "plots")

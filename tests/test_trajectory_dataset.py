@@ -192,3 +192,28 @@ def test_metrics_of_a_diverged_model_report_a_capped_perplexity_not_an_overflow(
     result = action_metrics(logits, torch.ones(2, 3, dtype=torch.long))
     assert result["loss"] == pytest.approx(5000.0)
     assert result["perplexity"] == pytest.approx(math.exp(MAX_LOG_PERPLEXITY))
+
+
+@pytest.mark.parametrize(("states", "trains"), [("all", False), ("ee", False), ("joints", True)])
+def test_a_unified_run_on_joint_angles_only_names_the_state_subset(
+    tmp_path, capsys: pytest.CaptureFixture[str], states: str, trains: bool
+) -> None:
+    import json
+
+    from scratchlm.cli import main
+    from scratchlm.data.trajectories import TrajectoryData
+    from scratchlm.data.trajectory_io import save_trajectories
+
+    full = generate_trajectories(60, seq_length=12, seed=3, fast=True)
+    path = tmp_path / "joints.pkl"
+    save_trajectories(TrajectoryData(full.states_NTS[..., :7].copy(), full.actions_NT, full.version), path)
+    dims = 7 if states == "joints" else (3 if states == "ee" else 10)
+    sets = [f"data.path={json.dumps(str(path))}", 'data.layout="unified"', f'data.states="{states}"',
+            "data.state_bins=8", f"model.vocab_size={dims * 8 + 256}", f"model.context_length={12 * (dims + 1)}",
+            "train.max_steps=1", "train.progress=false"]  # fmt: skip
+    overrides = [a for s in sets for a in ("--set", s)]
+    code = main(["train", "--preset", "debug", "--out", str(tmp_path / "run"), *overrides])
+    err = capsys.readouterr().err
+    assert (code == 0) is trains, err
+    if not trains:
+        assert "holds 7 per step" in err and "Traceback" not in err

@@ -21,6 +21,7 @@ import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -339,6 +340,16 @@ def numpy_placeholder(shape: tuple[int, ...]) -> bytes:
     return pickle.dumps({"states": Placeholder()}, protocol=4)
 
 
+def reduce_to(call: Any, *args: Any) -> bytes:
+    """{'states': call(*args)} as a pickle: a tiny file whose one REDUCE would allocate."""
+
+    class Call:
+        def __reduce__(self) -> tuple:
+            return (call, args)
+
+    return pickle.dumps({"states": Call()}, protocol=4)
+
+
 def deep_lists(depth: int) -> bytes:
     """{'states': [[[...]]] nested `depth` deep, 'actions': []}, written opcode by opcode."""
     nested = b"]" * depth + b"a" * (depth - 1)  # EMPTY_LIST x depth, then APPEND each into the one below
@@ -370,6 +381,12 @@ HUGE_CLAIMS: dict[str, tuple[Crafter, str]] = {
         "pre-allocates an array of shape (100000000000,)",
     ),
     "lists nested 300k deep": (raw_file(deep_lists(300_000), load_trajectories), "not a rectangular numeric array"),
+    "numpy.ndarray((10^11, 50, 10)) called": (
+        raw_file(reduce_to(np.ndarray, (10**11, 50, 10), "f4"), load_trajectories),
+        "calls numpy.ndarray() directly",
+    ),
+    "bytearray(4 * 10^9) called": (raw_file(reduce_to(bytearray, 4 * 10**9), load_trajectories), "bytearray() on int"),
+    "bytes(4 * 10^9) called": (raw_file(reduce_to(bytes, 4 * 10**9), load_trajectories), "bytes() on int"),
 }
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from scratchlm.analysis.attention import attention_maps, plot_attention_maps, plot_layer_means
 from scratchlm.config import RunConfig
 from scratchlm.errors import ConfigError
-from scratchlm.infer.runs import LoadedRun, load_run, text_tokenizer
+from scratchlm.infer.runs import LoadedRun, check_trained_on, load_run, text_tokenizer
 from scratchlm.model import TransformerLM
 
 
@@ -48,7 +48,7 @@ def run_attention_figures(
         tag, what = "prompt", f"prompt {prompt[:40]!r}"
     else:
         k = 0 if sample is None else sample
-        ids, labels = validation_sequence(config, k)
+        ids, labels = validation_sequence(config, k, loaded.checkpoint)
         tag, what = f"val{k}", f"validation {'trajectory' if config.data.kind == 'trajectories' else 'window'} {k}"
     ids = ids[: model.config.context_length]
     labels = labels[: len(ids)]
@@ -61,13 +61,16 @@ def run_attention_figures(
     return AttentionFigures(grid, means, labels, maps, what)
 
 
-def validation_sequence(config: RunConfig, k: int) -> tuple[list[int], list[str]]:
-    """The model input of validation row k (as evaluation feeds it) and its token labels."""
+def validation_sequence(config: RunConfig, k: int, checkpoint: Path | None = None) -> tuple[list[int], list[str]]:
+    """The model input of validation row k (as evaluation feeds it) and its token labels; with `checkpoint`,
+    refused if the data at data.path is no longer what that checkpoint trained on."""
     from scratchlm.train.datasets import build_training_data
     from scratchlm.train.distributed import DistInfo
 
     every_row = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_batches=0))
     data = build_training_data(every_row, torch.device("cpu"), DistInfo())
+    if checkpoint is not None:
+        check_trained_on(data.fingerprint, config, checkpoint)
     if k < 0:
         raise ConfigError(f"--sample must be >= 0, got {k}.")
     seen = 0

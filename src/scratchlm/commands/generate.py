@@ -299,7 +299,7 @@ def _rollout(args: argparse.Namespace, loaded: LoadedRun, sampling: dict[str, An
     from scratchlm.infer.rollout import rollout_actions, rollout_metrics
     from scratchlm.infer.runs import validation_trajectories
 
-    val = validation_trajectories(loaded.config, loaded.model)
+    val = validation_trajectories(loaded.config, loaded.model, loaded.checkpoint)
     steps = val.steps
     if not 1 <= args.context_steps < steps:
         raise ConfigError(

@@ -13,7 +13,8 @@ course's files):
   list) followed by each storage's element count (int64) and raw bytes. Its only global is the storage
   type (`torch.FloatStorage`, `torch.LongStorage`, ...), used as a dtype tag and never called.
 
-NumPy arrays need `numpy.core.multiarray._reconstruct` (or `numpy._core...` in NumPy 2), `numpy.ndarray`,
+NumPy arrays need `numpy.core.multiarray._reconstruct` (or `numpy._core...` in NumPy 2), `numpy.ndarray` (a tag
+`_reconstruct` checks, refused if called),
 `numpy.dtype`, `numpy.core.numeric._frombuffer` (protocol 5), `numpy.core.multiarray.scalar` and, in
 protocol-2 files, `_codecs.encode` for bytes. Dicts, lists, tuples, numbers and strings need no globals.
 Every admitted callable is a wrapper that checks its arguments (no object arrays, tensor views inside
@@ -110,8 +111,40 @@ def _dtype(*args: Any) -> np.dtype:
     return _check_plain_dtype(np.dtype(*args))
 
 
+class _NdarrayTag:
+    """What `numpy.ndarray` resolves to: NumPy's pickles only pass it to `_reconstruct`. Called, as a crafted
+    file can ask, np.ndarray(shape) would hand back uninitialized memory of any size the file claims."""
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+    def __call__(self, *args: Any) -> None:
+        raise UnsafePickleError(
+            "the pickle calls numpy.ndarray() directly, which allocates uninitialized memory of whatever shape "
+            "it names (NumPy never writes that); refusing it."
+        )
+
+
+_NDARRAY = _NdarrayTag()
+
+
+def _no_size(kind: type) -> Any:
+    """bytes / bytearray as pickles call them (empty, from bytes, or from a latin-1 str); bytes(n) would
+    allocate n zero bytes a tiny file never holds."""
+
+    def build(*args: Any) -> Any:
+        if args and not isinstance(args[0], (bytes, bytearray, str)):
+            raise UnsafePickleError(
+                f"the pickle calls {kind.__name__}() on {type(args[0]).__name__}, which only allocates memory "
+                "(NumPy and torch never write that); refusing it."
+            )
+        return kind(*args)
+
+    return build
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY:
         raise UnsafePickleError("the pickle rebuilds an ndarray subclass; only plain NumPy arrays are allowed.")
     # NumPy pickles an empty placeholder here and sets the real shape and data in __setstate__; a larger
     # shape would allocate memory the file does not hold.
@@ -145,13 +178,13 @@ except ImportError:  # pragma: no cover - NumPy 1.x
 _ADMITTED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 for _builtins in ("builtins", "__builtin__"):  # protocol 2 writes the Python 2 name
-    _ADMITTED[(_builtins, "bytes")] = bytes
-    _ADMITTED[(_builtins, "bytearray")] = bytearray
+    _ADMITTED[(_builtins, "bytes")] = _no_size(bytes)
+    _ADMITTED[(_builtins, "bytearray")] = _no_size(bytearray)
 for _core in ("numpy.core", "numpy._core"):
     _ADMITTED[(f"{_core}.multiarray", "_reconstruct")] = _reconstruct
     _ADMITTED[(f"{_core}.multiarray", "scalar")] = _scalar
@@ -246,6 +279,10 @@ def safe_load(data: bytes | IO[bytes], source: str = "pickle") -> Any:
         return _TrajectoryUnpickler(stream, source).load()
     except DataError:
         raise
+    except MemoryError:
+        raise DataError(
+            f"{source}: the pickle asks for more memory than this machine has; the file is damaged or crafted."
+        ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise DataError(
             f"{source}: not a readable trajectory pickle ({exc}); the file is damaged or not a pickle."

@@ -185,8 +185,11 @@ class ValidationTrajectories:
         return self.tokens_NL.shape[1] // self.tokens_per_step
 
 
-def validation_trajectories(config: RunConfig, model: TransformerLM) -> ValidationTrajectories:
-    """Every validation trajectory of the run, rebuilt through the training data path (same split, same bins)."""
+def validation_trajectories(
+    config: RunConfig, model: TransformerLM, checkpoint: Path | None = None
+) -> ValidationTrajectories:
+    """Every validation trajectory of the run, rebuilt through the training data path (same split, same bins);
+    with `checkpoint`, refused if the data at data.path is no longer what that checkpoint trained on."""
     from scratchlm.data.actions import layout_from_dict
     from scratchlm.model import IGNORE_INDEX
     from scratchlm.train.datasets import build_training_data
@@ -199,6 +202,8 @@ def validation_trajectories(config: RunConfig, model: TransformerLM) -> Validati
         )
     all_rows = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_batches=0))
     data = build_training_data(all_rows, torch.device("cpu"), DistInfo())
+    if checkpoint is not None:
+        check_trained_on(data.fingerprint, config, checkpoint)
     layout = layout_from_dict(data.info["layout"])
     check_vocabulary(model.config.vocab_size, layout.vocab_size, "the run's trajectory layout")
     rows = []
@@ -209,3 +214,19 @@ def validation_trajectories(config: RunConfig, model: TransformerLM) -> Validati
     tokens_NL = torch.cat(rows).numpy()
     per_step = getattr(layout, "tokens_per_step", 1)
     return ValidationTrajectories(tokens_NL, per_step, layout.action_offset, layout.action_vocab, data.info["version"])
+
+
+def check_trained_on(fingerprint: str | None, config: RunConfig, checkpoint: Path) -> None:
+    """Refuse data that changed under data.path since `checkpoint` was trained (regenerated trajectories, a
+    corpus prepared again): its validation split would be other rows, some of them trained on. Checkpoints
+    from before fingerprints were kept are not checked."""
+    from scratchlm.train.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(checkpoint).get("data_fingerprint")
+    if saved is None or fingerprint is None or saved == fingerprint:
+        return
+    raise DataError(
+        f"the data at {config.data.path} is not what {checkpoint} was trained on (it changed since), so its "
+        "validation split would hold other rows, some of them trained on; put the run's data back there, or "
+        "train a new run on this data."
+    )

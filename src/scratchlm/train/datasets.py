@@ -137,6 +137,15 @@ def _trajectory_data(config: RunConfig, device: torch.device, dist: DistInfo) ->
     train_split, val_split = split_trajectories(trajectories, d.val_fraction, d.split_seed)
     if d.layout == "unified":  # state bins are fitted on the training split only
         columns = list(STATE_SUBSETS[d.states])
+        state_dim = trajectories.states_NTS.shape[-1]
+        if max(columns) >= state_dim:
+            from scratchlm.errors import DataError
+
+            raise DataError(
+                f"data.states = {d.states!r} takes state columns {columns[0]}..{columns[-1]} of the course's "
+                f"10-dim state, but {d.path} holds {state_dim} per step; use a file with the full state, or "
+                'data.layout = "actions" (actions only).'
+            )
         train_split, val_split = (
             TrajectoryData(split.states_NTS[..., columns], split.actions_NT, split.version)
             for split in (train_split, val_split)
