@@ -110,3 +110,28 @@ def test_info_prints_the_n_its_flops_use_when_the_head_is_tied(capsys: pytest.Ca
     n = 28_832  # 2 layers x (4·32² + 3·32·64 + 2·32) + final norm 32 + the tied 256 x 32 head
     assert f"N = {n:,} in matmuls" in out
     assert f"{6 * n + 12 * 2 * 4 * 8 * 64:.4g} (6N + 12·L·H·Q·T at T=64)" in out
+
+
+@pytest.mark.parametrize(
+    ("preset", "args", "overrides"),
+    [
+        ("shakespeare-char", ["--ffn", "gelu"], ['model.ffn="gelu"']),
+        ("capstone-10m", ["--set", 'model.ffn="gelu"'], ['model.ffn="gelu"']),
+        ("scratch1", ["--set", "model.d_model=128"], ["model.d_model=128"]),  # the preset's d_ff 1024 stays
+    ],
+)
+def test_account_counts_the_model_train_builds_from_the_same_settings(
+    capsys: pytest.CaptureFixture[str], preset: str, args: list[str], overrides: list[str]
+) -> None:
+    import torch
+
+    from scratchlm.model import TransformerLM
+    from scratchlm.presets import resolve_run_config
+
+    assert main(["account", "--preset", preset, *args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    config = resolve_run_config(preset, None, overrides).model
+    with torch.device("meta"):
+        built = TransformerLM(config)
+    assert report["model"]["d_ff"] == config.d_ff
+    assert report["params"]["total"] == sum(p.numel() for p in built.parameters())

@@ -76,6 +76,42 @@ def test_a_finished_run_is_reused_and_a_changed_config_refused(tmp_path: Path, d
         run_or_reuse(other, tmp_path / "run")
 
 
+def test_a_finished_run_on_data_that_changed_since_is_not_reused(tmp_path: Path) -> None:
+    data = tiny_trajectories(tmp_path)
+    config = resolve_run_config("debug", None, debug_overrides(data, 4))
+    assert run_or_reuse(config, tmp_path / "run").status == "finished"
+    assert run_or_reuse(config, tmp_path / "run").reused  # the same data: read back
+    from scratchlm.data.trajectories import generate_trajectories
+    from scratchlm.data.trajectory_io import save_trajectories
+
+    save_trajectories(generate_trajectories(300, seq_length=20, seed=9, fast=True), data)
+    with pytest.raises(ConfigError, match="trained on other data than"):
+        run_or_reuse(config, tmp_path / "run")
+
+
+def test_a_finished_run_resumed_for_more_steps_reads_as_interrupted_until_it_ends(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm.analysis.runs_table import runs_table
+    from scratchlm.train import trainer
+
+    train(resolve_run_config("debug", None, debug_overrides(data, 4)), tmp_path / "run")
+    real_step, calls = trainer.train_step, []
+
+    def killed_on_the_third(run):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(run)
+
+    monkeypatch.setattr(trainer, "train_step", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        longer = resolve_run_config("debug", None, [*debug_overrides(data, 4), "train.max_steps=40"])
+        train(longer, tmp_path / "run", resume=True)
+    assert read_outcome(tmp_path / "run") is None  # not "finished at step 4" any more: resumable
+    assert runs_table(tmp_path / "run")[0].status != "finished"
+
+
 def test_a_run_cut_short_is_resumed_and_a_nan_is_recorded_not_raised(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +197,25 @@ def test_a_changed_config_is_refused_before_any_run_trains(tmp_path: Path, data:
 
 
 # ------------------------------------------------------------------------------------------- ablation
+
+
+def test_a_config_file_study_names_its_recipe_and_plots_no_diverged_seed(tmp_path: Path, data: Path) -> None:
+    from scratchlm.analysis.ablate import finished_seed_losses
+    from scratchlm.presets import to_toml
+
+    recipe = tmp_path / "recipe.toml"
+    tables = resolve_run_config("debug", None, [*debug_overrides(data, 6), "optim.grad_clip=0.0"]).to_tables()
+    recipe.write_text(to_toml(tables), encoding="utf-8")
+    grid = grid_variants({"optim.lr": [3e-3, 50.0]})
+    results = run_study(Study("t", None, grid, [0], config_file=str(recipe)), tmp_path / "study", command="x")
+    text = (tmp_path / "study" / "results.md").read_text()
+    assert "None" not in text and "No preset with `--config" in text
+    assert [r["status"] for r in results["runs"]] == ["finished", "diverged"]
+    assert len(finished_seed_losses(results, "lr=0.003")) == 1 and finished_seed_losses(results, "lr=50.0") == []
+    sizes = parse_sizes(["1x8,1x16,2x16"])
+    scaled = scaling_study(None, sizes, tmp_path / "scaling", [], config_file=str(recipe), tokens=400)
+    assert "# Scaling: recipe.toml (fixed tokens)" in (tmp_path / "scaling" / "results.md").read_text()
+    assert scaled["param_range"] is not None
 
 
 def test_grids_parse_into_every_combination() -> None:
@@ -278,7 +333,7 @@ def test_scaling_leaves_diverged_sizes_out_and_still_writes_its_table(tmp_path: 
     overrides = [*debug_overrides(data, 10), "optim.lr=50.0", "optim.grad_clip=0.0", "optim.warmup_steps=1"]
     results = scaling_study("debug", parse_sizes(["1x8,1x16,2x32"]), tmp_path / "s", overrides)
     assert all(p["status"] == "diverged" and p["final_val_loss"] is None for p in results["points"])
-    assert results["fit"] is None
+    assert results["fit"] is None and results["param_range"] is None  # no fitted sizes, no range
     assert "Every size diverged" in (tmp_path / "s" / "results.md").read_text()
 
 

@@ -410,3 +410,25 @@ def test_durations_in_tables_keep_digits_under_ten_seconds() -> None:
     from scratchlm.analysis.document import format_seconds
 
     assert [format_seconds(s) for s in (0.4912, 3.0, 9.94, 37.2, None)] == ["0.49 s", "3 s", "9.9 s", "37 s", "-"]
+
+
+def test_an_audit_of_other_data_is_flagged_and_the_same_file_spelled_otherwise_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm.analysis.report import RunFacts, _audit_provenance
+    from scratchlm.presets import to_toml
+
+    data, other = tiny_trajectories(tmp_path), tmp_path / "other.pkl"
+    shutil.copy(data, other)
+    ours = resolve_run_config("debug", None, debug_overrides(data, 4))
+    facts = RunFacts(tmp_path / "run", ours, {}, [])
+    (tmp_path / "audit" / "masked").mkdir(parents=True)
+    saved = tmp_path / "audit" / "masked" / "config.toml"
+    monkeypatch.chdir(tmp_path)
+    for path, flagged in ((other, True), (Path("traj.pkl"), False), (data, False)):
+        audited = resolve_run_config("debug", None, [*debug_overrides(data, 4), f"data.path={json.dumps(str(path))}"])
+        saved.write_text(to_toml(audited.to_tables()), encoding="utf-8")
+        blocks = _audit_provenance(facts, tmp_path / "audit")
+        assert bool(blocks) is flagged, path
+        if flagged:
+            assert "`data.path`" in blocks[0].text

@@ -301,6 +301,16 @@ def _plot(study: Study, outcomes: dict[tuple[str, int], RunOutcome], out_dir: Pa
     return paths[0]
 
 
+def finished_seed_losses(results: dict[str, Any], variant: str) -> list[float]:
+    """The final validation losses of a variant's seeds that finished: a diverged seed's last loss is no result
+    (the means leave it out too; the table counts it)."""
+    return [
+        r["final_val_loss"]
+        for r in results["runs"]
+        if r["variant"] == variant and r["status"] != "diverged" and math.isfinite(r["final_val_loss"])
+    ]
+
+
 def _plot_variants(results: dict[str, Any], out_dir: Path) -> Path:
     """Final validation loss by variant: every seed as a dot, mean ± std as a bar (the curves' tails are too
     close to compare by eye)."""
@@ -308,8 +318,7 @@ def _plot_variants(results: dict[str, Any], out_dir: Path) -> Path:
     names = [v["variant"] for v in results["variants"]]
     fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2.5, 3.8))
     for i, variant in enumerate(results["variants"]):
-        seeds = [r["final_val_loss"] for r in results["runs"] if r["variant"] == variant["variant"]]
-        finite = [loss for loss in seeds if math.isfinite(loss)]
+        finite = finished_seed_losses(results, variant["variant"])
         ax.plot([i] * len(finite), finite, "o", color="C0", alpha=0.5, ms=5)
         stats = variant["final_val_loss"]
         if stats:
@@ -345,6 +354,10 @@ def format_delta(stats: dict[str, float], best: dict[str, float]) -> str:
         return text
     standard_error = math.sqrt(stats["std"] ** 2 / stats["n"] + best["std"] ** 2 / best["n"])
     return f"{text} ≈" if abs(delta) < 2 * standard_error else text
+
+
+def _preset_phrase(results: dict[str, Any]) -> str:
+    return f"Preset `{results['preset']}`" if results.get("preset") else "No preset"
 
 
 def _settings(results: dict[str, Any]) -> str:
@@ -400,7 +413,7 @@ def study_blocks(results: dict[str, Any], out_dir: Path) -> list:
             rows,
         ),
         Paragraph(
-            f"Preset `{results['preset']}` with {_settings(results)}; "
+            f"{_preset_phrase(results)} with {_settings(results)}; "
             f"seeds {results['seeds']} (`train.seed`: initialization and batch order). Standard deviations are "
             "sample standard deviations over seeds; the range is the lowest and highest seed. A Δ marked ≈ is "
             "under twice its standard error, so these seeds do not tell that variant from the best; with few "

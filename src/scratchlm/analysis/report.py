@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -309,11 +310,12 @@ def _audit_provenance(facts: RunFacts, audit_dir: Path) -> list[Block]:
     if not saved.is_file():
         return []
     audited = load_toml_file(str(saved))
+    ours = facts.config.to_tables()
     differs = sorted(
         f"{section}.{key}"
-        for section in ("model", "optim", "train")
+        for section in ("model", "optim", "train", "data")
         for key, value in audited.get(section, {}).items()
-        if key not in ("causal", "seed") and facts.config.to_tables().get(section, {}).get(key) != value
+        if key not in ("causal", "seed") and not _same_setting(key, ours.get(section, {}).get(key), value)
     )
     if not differs:
         return []
@@ -326,6 +328,18 @@ def _audit_provenance(facts: RunFacts, audit_dir: Path) -> list[Block]:
             f"{facts.run_dir}-audit`."
         )
     ]
+
+
+def _same_setting(key: str, ours: Any, theirs: Any) -> bool:
+    """Equal values; for data.path, the same file however each run spelled its path."""
+    if ours == theirs:
+        return True
+    if key == "path" and isinstance(ours, str) and isinstance(theirs, str):
+        try:
+            return os.path.samefile(ours, theirs)
+        except OSError:
+            return False
+    return False
 
 
 def report_document(

@@ -196,6 +196,7 @@ def scaling_study(
         if len(usable) >= 3
         else None
     )
+    fitted = [p["non_embedding_params"] for p in usable]  # the range the fit spans: diverged sizes are not in it
     results = {
         "experiment": "scaling",
         "preset": preset,
@@ -210,7 +211,7 @@ def scaling_study(
         "points": points,
         "fit": None if fit is None else {"a": fit.a, "alpha": fit.alpha, "c": fit.c, "r2": fit.r2, "rmse": fit.rmse},
         "fit_c_at_bound": None if fit is None else _offset_bound(fit, [p["final_val_loss"] for p in usable]),
-        "param_range": max(counts) / min(counts),
+        "param_range": max(fitted) / min(fitted) if fitted else None,
         "command": command,
     }
     results["figures"] = _plots(results, fit, out_dir)
@@ -220,9 +221,16 @@ def scaling_study(
         out_dir,
         "results",
         results,
-        Document(f"Scaling: {preset} ({results['mode']})", scaling_blocks(results, out_dir)),
+        Document(f"Scaling: {recipe_name(results)} ({results['mode']})", scaling_blocks(results, out_dir)),
     )
     return results
+
+
+def recipe_name(results: dict[str, Any]) -> str:
+    """A short name for the study's recipe in titles: its preset, else its --config file's name."""
+    if results.get("preset"):
+        return str(results["preset"])
+    return Path(results["config_file"]).name if results.get("config_file") else "defaults"
 
 
 def _data_shape(config: RunConfig) -> tuple[int, int]:
@@ -306,7 +314,7 @@ def _plots(results: dict[str, Any], fit: PowerLawFit | None, out_dir: Path) -> d
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"{results['preset']}: {results['mode']}", fontsize=9)
+    ax.set_title(f"{recipe_name(results)}: {results['mode']}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()

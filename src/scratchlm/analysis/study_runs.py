@@ -79,6 +79,33 @@ def check_reusable(config: RunConfig, run_dir: str | Path) -> None:
             raise ConfigError(
                 f"{run_dir} holds a run with a different config; delete it or write the experiment to another --out."
             )
+        _check_same_data(config, run_dir)
+
+
+def _check_same_data(config: RunConfig, run_dir: Path) -> None:
+    """Refuse a run trained on other data than data.path holds now (regenerated, or prepared again): reused,
+    it would sit in one table with runs trained and validated on the new data."""
+    import torch
+
+    from scratchlm.train.checkpoint import read_checkpoint
+    from scratchlm.train.datasets import build_training_data
+    from scratchlm.train.distributed import DistInfo
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return
+    saved = read_checkpoint(last).get("data_fingerprint")
+    if saved is None:  # a checkpoint from before fingerprints were kept
+        return
+    try:
+        current = build_training_data(config, torch.device("cpu"), DistInfo()).fingerprint
+    except DataError:
+        return  # no data to compare with: reading back finished runs needs none, training says what is missing
+    if current not in (None, saved):
+        raise ConfigError(
+            f"{run_dir} was trained on other data than {config.data.path} holds now (it changed since); delete it "
+            "or write the experiment to another --out."
+        )
 
 
 def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | None = None) -> RunOutcome:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from scratchlm.config import ModelConfig
     from scratchlm.errors import ConfigError
-    from scratchlm.presets import model_config_from_preset
+    from scratchlm.presets import model_config_from_preset, resolve_tables
 
     explicit = {
         "d_model": args.d_model,
@@ -61,14 +61,17 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         base = gpt2_config(args.model).to_dict()
     elif args.preset:
-        base = model_config_from_preset(args.preset).to_dict()
+        # The preset's [model] as written, not its built config: a size it leaves to be derived (d_ff from
+        # ffn and d_model) is derived again from what --ffn / --set change, as `train` and `info` build it.
+        model_config_from_preset(args.preset)  # a preset without a [model] table is one sentence
+        base = dict(resolve_tables(args.preset, None, []).get("model", {}))
     else:
         required = ("d_model", "num_layers", "num_heads", "vocab_size", "context_length")
         missing = [f"--{k.replace('_', '-')}" for k in required if k not in explicit]
         if missing:
             raise ConfigError(f"give --preset, --model, or a full shape (missing {' '.join(missing)}).")
         base = {}
-    if "d_model" in explicit and "d_ff" not in explicit:
+    if args.d_model is not None and "d_ff" not in explicit:  # --d-model scales the shape; --set is as in train
         if args.model:  # the handout's GPT-2 shapes: d_ff = 4·d_model at any width
             explicit["d_ff"] = 4 * explicit["d_model"]
         else:

@@ -433,6 +433,10 @@ def fit(run: Run, *, stop_after: int | None = None, monitor: Monitor | None = No
             run.device,
             f" x{run.dist.world_size}" if run.dist.enabled else "",
         )
+    if main and run.state.step < end_step:
+        # A resume that trains on (a finished run given a larger budget) ends the old summary's truth: until
+        # this session writes its own, the run reads as interrupted, not as finished at the old step.
+        (run.run_dir / "summary.json").unlink(missing_ok=True)
     first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
     stopped: str | None = None
     window = LogWindow(run.device, run.state.window)
