@@ -280,3 +280,55 @@ def test_cs336_adapters(corpus: Path) -> None:
     text = corpus.read_text(encoding="utf-8")
     assert tok.decode(tok.encode(text)) == text
     assert list(tok.encode_iterable(text.splitlines(keepends=True))) == tok.encode(text)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.13, 0.17, 0.3])
+def test_the_validation_split_starts_at_a_document_with_the_default_special_token(
+    tmp_path: Path, fraction: float
+) -> None:
+    # Cyrillic stories: no ASCII spacing to cut at, and no --special-tokens given (bpe's default is EOT).
+    path = tmp_path / "ru.txt"
+    path.write_text(EOT.join(f"жили-были дед и баба {i}" for i in range(150)), encoding="utf-8")
+    prepare_text_corpus(path, tmp_path / f"data{fraction}", "bpe", vocab_size=300, val_fraction=fraction)
+    train, val = _decode_splits(tmp_path / f"data{fraction}")
+    assert train + val == path.read_text(encoding="utf-8")
+    assert val.startswith(EOT) and not train.endswith("<")
+
+
+def test_the_validation_split_of_plain_text_starts_at_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(300)))
+    prepare_text_corpus(path, tmp_path / "data", "char", val_fraction=0.1)
+    train, val = _decode_splits(tmp_path / "data")
+    assert train.endswith("\n") and val.startswith("line ")  # not between two words of a line
+
+
+def test_a_validation_input_that_is_also_a_training_input_is_refused(corpus: Path, tmp_path: Path) -> None:
+    other = tmp_path / "more.txt"
+    other.write_text(STORY * 20, encoding="utf-8")
+    with pytest.raises(ConfigError, match="is both a training input and the validation input"):
+        prepare_text_corpus([corpus, other], tmp_path / "data", "char", val_inputs=[other])
+
+
+def test_non_ascii_text_is_cut_into_ranges_for_bounded_memory(tmp_path: Path) -> None:
+    from scratchlm.tokenizers.chunks import TextSource, iter_ranges, read_range
+    from scratchlm.tokenizers.pretokenize import PRETOKEN_RE
+
+    path = tmp_path / "zh-ru.txt"
+    lines = (f"жили-были {i} 中文 文本\n\u3000дед\u00a0и баба.\n" for i in range(2000))
+    path.write_text("".join(lines), encoding="utf-8")
+    ranges = list(iter_ranges(TextSource(str(path)), [], 1024))
+    assert len(ranges) > 50  # it was one range: the whole file, decoded and encoded at once
+    text = path.read_text(encoding="utf-8")
+    assert [t for a, b in ranges for t in PRETOKEN_RE.findall(read_range(path, a, b))] == PRETOKEN_RE.findall(text)
+
+
+def test_get_batch_reads_a_copy_on_write_memmap_as_its_array(tmp_path: Path) -> None:
+    from scratchlm.data.tokens import get_batch
+
+    path = tmp_path / "raw.bin"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    written = np.memmap(path, np.uint16, mode="c")
+    written[:] = 7  # in memory only: the file still holds 0..999
+    x, y = get_batch(written, 4, 3, "cpu")
+    assert x.eq(7).all() and y.eq(7).all()

@@ -43,7 +43,7 @@ def test_crlf_counts_encodings_and_the_validation_cut_match_one_pass(
     data = tmp_path / "data"
     meta = prepare_text_corpus(crlf, data, "bpe", vocab_size=300, val_fraction=0.25, special_tokens=[], num_workers=2)
     cut = meta["val_split"]["byte_offset"]
-    assert text[cut - 1 : cut + 1] == "\r\n"  # a line break, not the middle of a word as before
+    assert text[cut - 2 : cut] == "\r\n"  # the start of a line, not the middle of a word as before
     corpus = load_token_dir(data, full_check=True)
     tokenizer = corpus.tokenizer()
     assert corpus.train.tolist() == tokenizer.encode(text[:cut]) and corpus.val.tolist() == tokenizer.encode(text[cut:])

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -130,8 +131,9 @@ def prepare_text_corpus(
     work unless `overwrite`; the same preparation run again rewrites it with the same files.
     """
     timings: dict[str, float] = {}
-    train_sources, val_sources, val_split = _split_sources(inputs, val_inputs, val_fraction, special_tokens)
     tokenizer_source, specials = _tokenizer_plan(tokenizer, vocab_size, special_tokens, gpt2_dir)
+    # The tokenizer's special tokens (its defaults too) are where the validation split prefers to start.
+    train_sources, val_sources, val_split = _split_sources(inputs, val_inputs, val_fraction, specials)
     out_dir = Path(out_dir)
     source_paths = [os.path.abspath(path) for path in _unique_paths([*train_sources, *val_sources])]
     recorded_source = _rerun_source(out_dir, _recipe(source_paths, val_split, tokenizer_source, specials))
@@ -251,6 +253,14 @@ def _split_sources(
     if val_inputs is not None:
         val = as_sources(val_inputs)
         total_size(val)
+        for held_out in val:
+            for source in train:
+                if os.path.samefile(held_out.path, source.path):
+                    raise ConfigError(
+                        f"{held_out.path} is both a training input and the validation input, so validation "
+                        "would measure text the model trains on; give a file of held-out text to --val-input, or "
+                        "leave it out to split the last --val-fraction off the inputs."
+                    )
         return train, val, {"kind": "files", "paths": [s.path for s in val]}
     if val_fraction is None or not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}; or give val inputs.")
@@ -272,16 +282,45 @@ def _split_sources(
     )
 
 
+_VAL_CUT_LOOK = 1 << 20  # how far past its target the validation split looks for a document or line start
+
+
 def _val_cut(path: str, position: int, size: int, special_tokens: Sequence[str]) -> int | None:
-    """A cut at a line or special-token boundary at or after `position`, else a character boundary."""
+    """Where validation text starts, at or after `position`: the next special token (a document boundary),
+    else the next line start, looking at most a quarter of what is left (and a MiB) ahead; else the next
+    cut the chunker would take (between words); else a character boundary. The two splits are encoded
+    apart, so the cut need not keep pre-tokens whole -- only special tokens."""
+    start = max(position, 1)
+    specials = [t.encode("utf-8") for t in special_tokens]
     with open(path, "rb") as fh:
-        cut = next_safe_cut(fh, max(position, 1), size, [t.encode("utf-8") for t in special_tokens])
+        fh.seek(start)
+        ahead = fh.read(min(_VAL_CUT_LOOK, max(1, (size - start) // 4)))
+        found = [i for i in (ahead.find(s) for s in specials) if i >= 0]
+        line = ahead.find(b"\n")
+        cut = start + min(found) if found else (start + line + 1 if line >= 0 else None)
+        if cut is not None and (cut >= size or _inside_special(fh, cut, specials)):
+            cut = None
+        if cut is None:
+            cut = next_safe_cut(fh, start, size, specials)
         if cut is None:  # no clean boundary: the next UTF-8 character start will do for a validation split
             fh.seek(max(position, 1))
             tail = fh.read(4)
             step = next((i for i, b in enumerate(tail) if b & 0xC0 != 0x80), None)
             cut = None if step is None else max(position, 1) + step
     return cut if cut is not None and 0 < cut < size else None
+
+
+def _inside_special(fh: BinaryIO, cut: int, specials: Sequence[bytes]) -> bool:
+    """Whether an occurrence of a special token straddles byte `cut` of the open file."""
+    longest = max((len(s) for s in specials), default=0)
+    if longest < 2:
+        return False
+    fh.seek(max(0, cut - longest + 1))
+    around = fh.read(2 * longest - 1)
+    offset = cut - max(0, cut - longest + 1)
+    return any(
+        0 < offset - begin < len(s) for s in specials for begin in range(len(around)) if around.startswith(s, begin)
+    )
 
 
 def _tokenizer_plan(

@@ -94,5 +94,12 @@ def _read_windows(x: np.ndarray, starts_B: np.ndarray, length: int) -> np.ndarra
 
 
 def _whole_file_memmap(x: np.ndarray) -> bool:
-    # A slice of a memmap keeps its parent's `offset`, so only the memmap that owns the mapping qualifies.
-    return isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.ndim == 1 and hasattr(os, "preadv")
+    # A slice of a memmap keeps its parent's `offset`, so only the memmap that owns the mapping qualifies; a
+    # copy-on-write one ("c") may hold writes the file does not, so it is read as an array.
+    return (
+        isinstance(x, np.memmap)
+        and isinstance(x.base, mmap.mmap)
+        and x.ndim == 1
+        and getattr(x, "mode", None) in ("r", "r+")
+        and hasattr(os, "preadv")
+    )

@@ -3,8 +3,8 @@
 A cut at byte `q` is safe when pre-tokenizing (or encoding) the two sides separately gives the same
 pre-tokens as the whole. Two kinds of position qualify:
   * the start of a special token, since text is split at special tokens before anything else;
-  * before the last character of a run of ASCII whitespace (space, tab, CR, LF) that has a printable,
-    non-space ASCII character on both sides (`x␣|␣y`, `x|\\ny`, `x\\r|\\ny`, `x\\n\\n|\\ny`). Whole, the GPT-2
+  * before the last character of a run of ASCII whitespace (space, tab, CR, LF) that has a non-space
+    character on both sides (`x␣|␣y`, `x|\\ny`, `x\\r|\\ny`, `x\\n\\n|\\ny`). Whole, the GPT-2
     pattern ends a pre-token there: no pattern joins a non-space character to the whitespace after it,
     `\\s+(?!\\S)` gives the run back its last character, and that character then starts the next pre-token
     (a space joins the word after it, a newline or tab stands alone). Apart, the left side ends in the run
@@ -30,9 +30,13 @@ from typing import BinaryIO
 
 from scratchlm.errors import DataError
 from scratchlm.fileio import refuse_special_file
+from scratchlm.tokenizers.pretokenize import PRETOKEN_SPACE_RE
 
 _WINDOW_BYTES = 1 << 16  # bytes scanned per look; the window slides on when it holds no safe cut
-_WHITESPACE_CUT = re.compile(rb"[\x21-\x7e][\t\n\r ]*(?=[\t\n\r ][\x21-\x7e])")  # the cut is the match's end
+# The cut is the match's end. x is printable ASCII or the last byte of a multi-byte character, y printable
+# ASCII or a lead byte; multi-byte ones are decoded and must be no Unicode whitespace (U+00A0, U+3000, ...),
+# which the pattern's \s would join to the run.
+_WHITESPACE_CUT = re.compile(rb"[\x21-\x7e\x80-\xbf][\t\n\r ]*(?=[\t\n\r ][\x21-\x7e\xc2-\xf4])")
 _ASCII_SPACE = frozenset(b"\t\n\r ")
 
 
@@ -102,7 +106,7 @@ def next_safe_cut(fh: BinaryIO, position: int, size: int, specials: Sequence[byt
                 begins.append(begin)
                 reach.append(max(begin + len(match.group(1)), reach[-1] if reach else 0))
         # Candidates in order, the spacing ones found lazily: the first safe cut is usually a word away.
-        spacing = (window_start + m.end() for m in _WHITESPACE_CUT.finditer(window, max(0, lower - window_start - 1)))
+        spacing = (window_start + cut for cut in _spacing_cuts(window, max(0, lower - window_start - 1)))
         starts = set(begins)
         for cut in heapq.merge(begins, spacing):
             if cut < lower or cut == 0:
@@ -120,6 +124,42 @@ def next_safe_cut(fh: BinaryIO, position: int, size: int, specials: Sequence[byt
             return None
         lower = upper + 1
         window_start = lower - longest - 1
+
+
+def _spacing_cuts(window: bytes, start: int) -> Iterator[int]:
+    """Offsets in `window` (from `start` on) before the last character of a whitespace run between two
+    non-space characters (see the module docstring)."""
+    for match in _WHITESPACE_CUT.finditer(window, start):
+        if window[match.start()] >= 0x80 and not _is_non_space(_char_ending_at(window, match.start())):
+            continue
+        after = match.end() + 1
+        if window[after] >= 0x80 and not _is_non_space(_char_starting_at(window, after)):
+            continue
+        yield match.end()
+
+
+def _char_starting_at(window: bytes, start: int) -> str | None:
+    lead = window[start]
+    length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    try:
+        return window[start : start + length].decode("utf-8")
+    except UnicodeDecodeError:  # cut off by the window's end, or not UTF-8: no cut here
+        return None
+
+
+def _char_ending_at(window: bytes, last: int) -> str | None:
+    for length in (2, 3, 4):
+        begin = last - length + 1
+        if begin >= 0 and window[begin] >= 0xC0:
+            try:
+                return window[begin : last + 1].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def _is_non_space(char: str | None) -> bool:
+    return char is not None and len(char) == 1 and PRETOKEN_SPACE_RE.match(char) is None
 
 
 def read_range(path: str | os.PathLike, start: int, end: int) -> str:

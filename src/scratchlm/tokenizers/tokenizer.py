@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+
+import regex
 
 from scratchlm.errors import ConfigError, DataError
 from scratchlm.fileio import refuse_special_file
@@ -43,10 +44,10 @@ FORMAT_VERSION = 1
 _CACHE_LIMIT = 1 << 14  # distinct pre-tokens memoized by the pure path (bounded: a few MB at most)
 _FLUSH_CHARS = 1 << 14  # encode_iterable encodes once this much text is buffered
 # A cut after a newline with printable, non-space ASCII on both sides is a pre-token boundary (see chunks.py).
-# Before the last character of an ASCII whitespace run between printable non-space characters (`x␣|␣y`,
+# Before the last character of an ASCII whitespace run between non-space characters (`x␣|␣y`,
 # `x|\ny`, `x\r|\ny`, `x\n\t|\ty`): the GPT-2 pattern ends a pre-token there whole and apart (chunks.py says
 # why); the cut is the match's end.
-_WHITESPACE_CUT = re.compile(r"[!-~][\t\n\r ]*(?=[\t\n\r ][!-~])")
+_WHITESPACE_CUT = regex.compile(r"\S[\t\n\r ]*(?=[\t\n\r ]\S)")  # \S as the GPT-2 pattern sees it
 
 
 class Tokenizer(TokenizerAPIMixin):
