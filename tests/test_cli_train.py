@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scratchlm.cli import main
@@ -211,3 +212,26 @@ def test_a_run_saved_before_a_config_key_existed_still_resumes(
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 4
+
+
+def test_the_demo_keeps_data_that_is_not_the_courses_and_generates_the_courses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm import demo
+    from scratchlm.data.trajectories import generate_trajectories
+    from scratchlm.data.trajectory_io import load_trajectories, save_trajectories, sidecar_path
+
+    monkeypatch.setattr(demo, "DEMO_TRAJECTORIES", 30)
+    monkeypatch.setattr(demo, "DEMO_SEQ_LENGTH", 12)
+    path = tmp_path / "trajectories.pkl"
+    other = generate_trajectories(30, 12, seed=7, fast=True)  # the same shape: only the content differs
+    save_trajectories(other, path, {"seed": 7, "mode": "fast"})
+    demo.ensure_course_dataset(path)
+    course = generate_trajectories(30, 12, seed=42, version="v2")
+    assert np.array_equal(load_trajectories(path).actions_NT, course.actions_NT)
+    kept = list(tmp_path.glob("trajectories.*.pkl"))
+    assert len(kept) == 1 and np.array_equal(load_trajectories(kept[0]).actions_NT, other.actions_NT)
+    assert sidecar_path(kept[0]).is_file()
+    before = path.stat().st_mtime_ns
+    demo.ensure_course_dataset(path)  # the course's data now: used as it is
+    assert path.stat().st_mtime_ns == before and len(list(tmp_path.glob("trajectories.*.pkl"))) == 1
