@@ -312,7 +312,9 @@ class TrainConfig(_Section):
     max_tokens: int | None = None
     epochs: float | None = None
     eval_interval: int = 200  # steps; evaluation also runs after the last step
-    eval_batches: int = 20  # validation batches per evaluation, the same ones every time; 0 = all
+    # Validation batches per evaluation, the same ones every time; 0 = all. Batches are of batch_size x
+    # processes rows, so runs that compare batch sizes should use 0 (the course presets do).
+    eval_batches: int = 20
     checkpoint_interval: int = 1000  # steps between step_*.pt files (last.pt and best.pt are kept too)
     log_interval: int = 10
     seed: int = 1337
