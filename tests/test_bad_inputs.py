@@ -65,6 +65,9 @@ def gen(run: str, *args: str) -> tuple[str, ...]:
 CASES: dict[str, Case] = {
     # config keys and types
     "unknown preset": Case(("train", "--preset", "nope"), "unknown preset 'nope'; available presets:"),
+    "a path as a preset name": Case(("presets", "show", "../presets/debug"), "unknown preset '../presets/debug'"),
+    "info with a section typo": Case(("info", "--set", "modle.d_model=128"), "unknown config section(s) ['modle']"),
+    "info with a bad optim value": Case(("info", "--set", "optim.lr=abc"), "optim.lr must be float, got 'abc'"),
     "unknown model key": Case(train_args("model.depth=3"), "unknown model key(s) ['depth']; valid keys:"),
     "unknown section": Case(train_args("nonsense.key=1"), "unknown config section(s) ['nonsense']"),
     "string for an int": Case(train_args("model.d_model=big"), "model.d_model must be int, got 'big'"),

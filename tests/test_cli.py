@@ -115,3 +115,18 @@ def test_memory_any_command_runs_out_of_is_exit_4_and_one_sentence(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("scratchlm: error: the machine ran out of memory (")
     assert "bug" not in err and "use a machine with more memory" in err
+
+
+def test_output_cut_short_by_its_reader_is_a_quiet_exit_141(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class ClosedPipe:  # what stdout is once `| head -1` has read its line and gone
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["presets"]) == 141
+    assert "error" not in capsys.readouterr().err  # it was "cannot access a file: broken pipe", exit 5

@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 from scratchlm import __version__
 from scratchlm.errors import (
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -166,6 +167,12 @@ def run_guarded(fn: Callable[[], int], debug: bool, prog: str = "scratchlm", *, 
         return exc.exit_code
     except ScratchLMError as exc:
         return _fail(str(exc), exc.exit_code, debug, prefix=error)
+    except BrokenPipeError:
+        # `scratchlm presets | head -1`: the reader has what it wanted. Not an I/O error to report; stdout goes
+        # to /dev/null so the interpreter's own flush at exit cannot raise again.
+        with suppress(OSError, AttributeError, ValueError):  # a stdout without a file descriptor has no flush to fear
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         return _fail(describe_os_error(exc, action="access"), EXIT_IO, debug, prefix=error)
     except KeyboardInterrupt:

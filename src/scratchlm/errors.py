@@ -18,6 +18,7 @@ EXIT_OUT_OF_MEMORY = 4
 EXIT_IO = 5  # the operating system refused a read or write
 EXIT_LOCKED = 6  # another live process trains in the run directory
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (`| head`)
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 

@@ -36,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
         budget.pop(key, None)
     budget["max_steps"] = warmup_steps(args.warmup) + args.steps
     result = benchmark_training(RunConfig.from_tables(tables), steps=args.steps, warmup=args.warmup)
+    label = args.preset if args.config is None else f"{args.preset} + {args.config}"  # the file's settings win
     if not args.json:
-        print(readable_line(args.preset, result))
-    print(dumps_strict({"preset": args.preset, **result}))
+        print(readable_line(label, result))
+    print(dumps_strict({"preset": args.preset, "config": args.config, **result}))
     return 0
 
 

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scratchlm.analysis.accounting import flops_per_token, param_counts
-    from scratchlm.config import ModelConfig
+    from scratchlm.config import RunConfig
     from scratchlm.errors import ConfigError
     from scratchlm.presets import resolve_tables, toml_value
 
@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         config, checkpoint = _from_run(args.source)
     else:
         tables = resolve_tables(args.preset or "debug", args.config, args.set)
-        config = ModelConfig.from_dict(tables.get("model", {}))
+        # Every section is checked, as `train` would: `--set modle.d_model=128` or `--set optim.lr=abc` is an
+        # error here too, not a silent description of the unchanged model.
+        config = RunConfig.from_tables(tables).model
     counts = param_counts(config)
     train_flops = flops_per_token(config, training=True)
     report: dict[str, Any] = {

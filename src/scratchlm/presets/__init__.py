@@ -29,7 +29,7 @@ def list_packaged(package: str) -> list[str]:
 def load_packaged(package: str, name: str, kind: tuple[str, str]) -> dict[str, Any]:
     """The raw tables of `package`'s TOML file `name`; `kind` (singular, plural) names it in the error."""
     path = resources.files(package) / f"{name}.toml"
-    if not path.is_file():
+    if name not in list_packaged(package):  # a name, not a path: "../x" or "/tmp/x" is no shipped file
         raise ConfigError(f"unknown {kind[0]} {name!r}; available {kind[1]}: {', '.join(list_packaged(package))}.")
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
