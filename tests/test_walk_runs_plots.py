@@ -306,3 +306,27 @@ def test_plot_of_several_runs_skips_the_own_figure_of_one_with_no_rows_yet(
     assert any(path.name.startswith("compare_step") for path in written)
     with pytest.raises(DataError, match="no metrics to plot"):  # alone, it is still one clear error
         plots.plot_runs([tmp_path / "early"])
+
+
+def test_runs_reads_a_finished_runs_best_loss_and_time_from_its_summary_and_guards_its_out_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tiny_trajectories(tmp_path)
+    run = tmp_path / "runs" / "a"
+    summary = train(resolve_run_config("debug", None, debug_overrides(data, 6)), run)
+    metrics = run / "metrics.jsonl"
+    rows = metrics.read_text().splitlines()
+    metrics.write_text(rows[0] + "\n")  # torn after its first row: no eval row left
+    row = runs_table(tmp_path / "runs")[0]
+    assert row.status == "finished" and row.best_val_loss == summary["best_val_loss"]
+    assert row.elapsed_s == summary["elapsed_s"]
+    first = json.loads(rows[0])
+    metrics.write_text("\n".join([*rows[:1], json.dumps({**first, "step": 3, "val_loss": float("nan")}), *rows[1:]]))
+    assert main(["runs", str(tmp_path / "runs"), "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    config_before = (run / "config.toml").read_text()
+    assert main(["runs", str(tmp_path / "runs"), "--out", str(run / "config.toml")]) == 2
+    assert "no experiment log" in capsys.readouterr().err and (run / "config.toml").read_text() == config_before
+    log = tmp_path / "log.md"
+    assert main(["runs", str(tmp_path / "runs"), "--out", str(log)]) == 0
+    assert main(["runs", str(tmp_path / "runs"), "--out", str(log)]) == 0  # an earlier log is replaced

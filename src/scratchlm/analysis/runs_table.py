@@ -112,7 +112,7 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         rows, unreadable = read_run_metrics(run_dir / "metrics.jsonl"), False
     except DataError:  # one run's damaged metrics must not take the whole log with it
         rows, unreadable = [], True
-    vals = [r["val_loss"] for r in rows if is_number(r.get("val_loss"))]
+    vals = [r["val_loss"] for r in rows if is_number(r.get("val_loss")) and math.isfinite(r["val_loss"])]
     summary = _summary(run_dir)
     try:
         outcome = read_outcome(run_dir) if valid else None
@@ -144,8 +144,15 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     if outcome is None:
         total = _count(_json_object(run_dir / PLAN_FILE).get("total_steps")) or _planned_steps(saved, rows) or total
     elapsed = rows[-1].get("elapsed_s") if rows else None
+    # A run that ended says in summary.json what it took and its best loss; a torn metrics.jsonl may have
+    # lost the rows after its first.
+    if outcome is not None and is_number(summary.get("elapsed_s")):
+        elapsed = summary["elapsed_s"]
     if not is_number(elapsed):
         elapsed = summary.get("elapsed_s") if is_number(summary.get("elapsed_s")) else None
+    recorded_best = summary.get("best_val_loss")
+    if not vals and outcome is not None and is_number(recorded_best) and math.isfinite(recorded_best):
+        vals = [recorded_best]
     return RunRow(
         name=name,
         preset=preset,
