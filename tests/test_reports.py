@@ -432,3 +432,14 @@ def test_an_audit_of_other_data_is_flagged_and_the_same_file_spelled_otherwise_i
         assert bool(blocks) is flagged, path
         if flagged:
             assert "`data.path`" in blocks[0].text
+
+
+def test_attention_maps_of_another_checkpoint_keep_the_default_figure(runs: Path) -> None:
+    from scratchlm.analysis.attention_runs import run_attention_figures
+
+    run = runs / "rope"
+    default = run_attention_figures(run, sample=1)
+    before = default.grid.read_bytes()
+    other = run_attention_figures(run, sample=1, checkpoint="last")
+    assert other.grid.name == "attention_val1_last.png" and other.means.name == "attention_val1_last_mean.png"
+    assert default.grid.read_bytes() == before and "last.pt" in other.what

@@ -50,6 +50,10 @@ def run_attention_figures(
         k = 0 if sample is None else sample
         ids, labels = validation_sequence(config, k, loaded.checkpoint)
         tag, what = f"val{k}", f"validation {'trajectory' if config.data.kind == 'trajectories' else 'window'} {k}"
+    if checkpoint is not None and loaded.checkpoint.name != "best.pt":
+        # Another checkpoint's maps get their own files: the default ones (best's) are what the report shows.
+        tag += f"_{loaded.checkpoint.stem}"
+        what += f" ({loaded.checkpoint})"
     ids = ids[: model.config.context_length]
     labels = labels[: len(ids)]
     maps = attention_maps(model, torch.as_tensor(ids))
