@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from machine_info import current_rss_mb, describe_machine, emit, require, run_main
+from machine_info import current_rss_mb, describe_machine, emit, parse_checked, run_main, shared_data_parser
 
 EOT = "<|endoftext|>"
 TINYSTORIES = ["tinystories_v1_train_2mib.txt", "tinystories_v2_train_1728.txt", "tinystories_valid_prefix.txt"]
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # GPT-2's pattern, spelled out so the HF child does not import scratchlm (and torch, which would inflate its
 # RSS); main() checks it equals scratchlm's.
 HF_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -121,16 +120,14 @@ def corpus_en(path: Path, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data directory")
-    parser.add_argument("--repeats", type=int, default=3, help="TinyStories runs per trainer (corpus.en: 10x)")
-    parser.add_argument("--out", type=Path, help="write the JSON results here")
+    parser = shared_data_parser(
+        __doc__.splitlines()[0], repeats=3, repeats_help="TinyStories runs per trainer (corpus.en: 10x)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--vocab-size", type=int, default=10000, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    require(args.repeats >= 1, f"--repeats must be at least 1, got {args.repeats}.")
+    args = parse_checked(parser)
     if args.child:
         print(json.dumps(child(args.child, args.files, args.vocab_size, args.workers)))
         return

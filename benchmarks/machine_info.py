@@ -1,8 +1,10 @@
-"""Shared by the benchmarks: the machine a figure was measured on, how results are printed and saved, and how
-a script reports a user's mistake (one sentence, no traceback)."""
+"""Shared by the benchmarks: the machine a figure was measured on, how results are printed and saved, the
+arguments of the benchmarks over the shared data, and how a script reports a user's mistake (one sentence,
+no traceback)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchlm.train.tracking import dumps_strict
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 
 
 def describe_machine() -> dict:
@@ -63,6 +67,22 @@ def require(condition: bool, message: str) -> None:
         from scratchlm.errors import ConfigError
 
         raise ConfigError(message)
+
+
+def shared_data_parser(description: str, repeats: int, repeats_help: str | None = None) -> argparse.ArgumentParser:
+    """The arguments of a benchmark over the shared data: --data, --repeats and --out (see `parse_checked`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared data directory")
+    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    parser.add_argument("--out", type=Path, help="write the JSON results here")
+    return parser
+
+
+def parse_checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """parse_args, with --repeats (where the parser has it) refused below 1 in one sentence."""
+    args = parser.parse_args()
+    require(getattr(args, "repeats", 1) >= 1, f"--repeats must be at least 1, got {getattr(args, 'repeats', 1)}.")
+    return args
 
 
 def device_from(name: str) -> Any:

@@ -12,7 +12,6 @@ with 1 and 2 worker processes. Every throughput is one `encode` call on the whol
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -24,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from machine_info import describe_machine, emit, require, run_main
+from machine_info import describe_machine, emit, parse_checked, require, run_main, shared_data_parser
 
 EOT = "<|endoftext|>"
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GPT2_URLS = {
     "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
@@ -57,12 +55,7 @@ def tiktoken_gpt2(gpt2_dir: Path, cache_dir: Path):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data directory")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="write the JSON results here")
-    args = parser.parse_args()
-    require(args.repeats >= 1, f"--repeats must be at least 1, got {args.repeats}.")
+    args = parse_checked(shared_data_parser(__doc__.splitlines()[0], repeats=5))
     needed = [
         args.data / "text" / name
         for name in ("tinystories_v1_train_2mib.txt", "tinystories_v2_train_1728.txt", "tinystories_valid_prefix.txt")

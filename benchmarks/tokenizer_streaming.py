@@ -14,16 +14,13 @@ To compare two trees side by side, run this script against each one's sources:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from machine_info import describe_machine, emit, require, run_main
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from machine_info import describe_machine, emit, parse_checked, require, run_main, shared_data_parser
 
 
 def median_s(work: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -36,12 +33,7 @@ def median_s(work: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data directory")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="write the JSON results here")
-    args = parser.parse_args()
-    require(args.repeats >= 1, f"--repeats must be >= 1, got {args.repeats}.")
+    args = parse_checked(shared_data_parser(__doc__.splitlines()[0], repeats=5))
     gpt2, text_path = args.data / "gpt2", args.data / "text" / "tinyshakespeare.txt"
     require(
         (gpt2 / "encoder.json").is_file() and text_path.is_file(),

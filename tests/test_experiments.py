@@ -19,7 +19,7 @@ from scratchlm.analysis.study_runs import read_outcome, run_or_reuse
 from scratchlm.analysis.sweep import DivergenceMonitor, lr_sweep
 from scratchlm.cli import main
 from scratchlm.config import ModelConfig
-from scratchlm.errors import ConfigError
+from scratchlm.errors import ConfigError, DataError
 from scratchlm.model import TransformerLM
 from scratchlm.presets import load_toml_file, resolve_run_config
 from scratchlm.studies import list_studies, load_study_tables
@@ -85,7 +85,7 @@ def test_a_finished_run_on_data_that_changed_since_is_not_reused(tmp_path: Path)
     from scratchlm.data.trajectory_io import save_trajectories
 
     save_trajectories(generate_trajectories(300, seq_length=20, seed=9, fast=True), data)
-    with pytest.raises(ConfigError, match="trained on other data than"):
+    with pytest.raises(DataError, match=r"was trained on .* reused, it would share a table"):
         run_or_reuse(config, tmp_path / "run")
 
 

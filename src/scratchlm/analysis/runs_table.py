@@ -143,13 +143,11 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
     total = (outcome.summary if outcome is not None else summary).get("total_steps")
     if outcome is None:
         total = _count(_json_object(run_dir / PLAN_FILE).get("total_steps")) or _planned_steps(saved, rows) or total
-    elapsed = rows[-1].get("elapsed_s") if rows else None
-    # A run that ended says in summary.json what it took and its best loss; a torn metrics.jsonl may have
-    # lost the rows after its first.
-    if outcome is not None and is_number(summary.get("elapsed_s")):
-        elapsed = summary["elapsed_s"]
-    if not is_number(elapsed):
-        elapsed = summary.get("elapsed_s") if is_number(summary.get("elapsed_s")) else None
+    # A run that ended says in summary.json what it took and its best loss (a torn metrics.jsonl may have lost
+    # rows); one still going or cut short has only its metrics for its time.
+    logged = rows[-1].get("elapsed_s") if rows else None
+    recorded = summary.get("elapsed_s") if is_number(summary.get("elapsed_s")) else None
+    elapsed = recorded if (outcome is not None and recorded is not None) or not is_number(logged) else logged
     recorded_best = summary.get("best_val_loss")
     if not vals and outcome is not None and is_number(recorded_best) and math.isfinite(recorded_best):
         vals = [recorded_best]

@@ -87,25 +87,21 @@ def _check_same_data(config: RunConfig, run_dir: Path) -> None:
     it would sit in one table with runs trained and validated on the new data."""
     import torch
 
-    from scratchlm.train.checkpoint import read_checkpoint
+    from scratchlm.infer.runs import check_trained_on
     from scratchlm.train.datasets import build_training_data
     from scratchlm.train.distributed import DistInfo
 
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         return
-    saved = read_checkpoint(last).get("data_fingerprint")
-    if saved is None:  # a checkpoint from before fingerprints were kept
-        return
     try:
         current = build_training_data(config, torch.device("cpu"), DistInfo()).fingerprint
     except DataError:
         return  # no data to compare with: reading back finished runs needs none, training says what is missing
-    if current not in (None, saved):
-        raise ConfigError(
-            f"{run_dir} was trained on other data than {config.data.path} holds now (it changed since); delete it "
-            "or write the experiment to another --out."
-        )
+    check_trained_on(
+        current, config, last, harm="reused, it would share a table with runs on the new data",
+        fix=f"delete {run_dir} or write the experiment to another --out",
+    )  # fmt: skip
 
 
 def run_or_reuse(config: RunConfig, run_dir: str | Path, *, monitor: Monitor | None = None) -> RunOutcome:

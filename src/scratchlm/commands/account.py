@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from scratchlm.config import ModelConfig
     from scratchlm.errors import ConfigError
-    from scratchlm.presets import model_config_from_preset, resolve_tables
+    from scratchlm.presets import resolve_tables
 
     explicit = {
         "d_model": args.d_model,
@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.preset:
         # The preset's [model] as written, not its built config: a size it leaves to be derived (d_ff from
         # ffn and d_model) is derived again from what --ffn / --set change, as `train` and `info` build it.
-        model_config_from_preset(args.preset)  # a preset without a [model] table is one sentence
         base = dict(resolve_tables(args.preset, None, []).get("model", {}))
     else:
         required = ("d_model", "num_layers", "num_heads", "vocab_size", "context_length")

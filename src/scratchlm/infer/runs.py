@@ -216,17 +216,22 @@ def validation_trajectories(
     return ValidationTrajectories(tokens_NL, per_step, layout.action_offset, layout.action_vocab, data.info["version"])
 
 
-def check_trained_on(fingerprint: str | None, config: RunConfig, checkpoint: Path) -> None:
-    """Refuse data that changed under data.path since `checkpoint` was trained (regenerated trajectories, a
-    corpus prepared again): its validation split would be other rows, some of them trained on. Checkpoints
-    from before fingerprints were kept are not checked."""
+def check_trained_on(
+    fingerprint: str | None,
+    config: RunConfig,
+    checkpoint: Path,
+    *,
+    harm: str = "its validation split would hold other rows, some of them trained on",
+    fix: str = "put the run's data back there, or train a new run on this data",
+) -> None:
+    """Refuse data whose `fingerprint` differs from the one `checkpoint` was trained on (regenerated
+    trajectories, a corpus prepared again), saying the `harm` and the `fix`. Checkpoints from before
+    fingerprints were kept are not checked."""
     from scratchlm.train.checkpoint import read_checkpoint
 
     saved = read_checkpoint(checkpoint).get("data_fingerprint")
     if saved is None or fingerprint is None or saved == fingerprint:
         return
     raise DataError(
-        f"the data at {config.data.path} is not what {checkpoint} was trained on (it changed since), so its "
-        "validation split would hold other rows, some of them trained on; put the run's data back there, or "
-        "train a new run on this data."
+        f"the data at {config.data.path} is not what {checkpoint} was trained on (it changed since), so {harm}; {fix}."
     )
