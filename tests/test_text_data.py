@@ -332,3 +332,37 @@ def test_get_batch_reads_a_copy_on_write_memmap_as_its_array(tmp_path: Path) -> 
     written[:] = 7  # in memory only: the file still holds 0..999
     x, y = get_batch(written, 4, 3, "cpu")
     assert x.eq(7).all() and y.eq(7).all()
+
+
+def test_input_files_are_separated_by_end_of_text_as_documents(tmp_path: Path) -> None:
+    files = []
+    for name, text in (("a", "first story ends here."), ("b", f"second story.{EOT}"), ("c", f"{EOT}third.")):
+        files.append(tmp_path / f"{name}.txt")
+        files[-1].write_text(text * 40 + "\n", encoding="utf-8")
+    last = tmp_path / "d.txt"
+    last.write_text("fourth and last, long enough to hold the split.\n" * 40, encoding="utf-8")
+    meta = prepare_text_corpus([*files, last], tmp_path / "data", "char", special_tokens=[EOT], val_fraction=0.1)
+    train, val = _decode_splits(tmp_path / "data")
+    a, b, c = (f.read_text(encoding="utf-8") for f in files)
+    # One EOT between a and b and between c and d; b ends with one already and c starts with one, so none
+    # is added between them.
+    assert train.startswith(a + EOT + b + c + EOT) and meta["file_separator"] == EOT
+    # The split cuts d in the middle: no separator at the cut, so the two halves make d again.
+    assert train[len(a + EOT + b + c + EOT) :] + val == last.read_text(encoding="utf-8")
+    characters = len(train + val) - (len(EOT) - 1) * (train + val).count(EOT)  # EOT is one token
+    assert meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"] == characters
+    # Without an end-of-text token there is nothing to separate with: the files are joined as they are.
+    plain = prepare_text_corpus([*files, last], tmp_path / "plain", "char", special_tokens=[], val_fraction=0.1)
+    assert (
+        "".join(_decode_splits(tmp_path / "plain")) == a + b + c + last.read_text() and plain["file_separator"] is None
+    )
+
+
+def test_a_validation_file_list_is_separated_too(tmp_path: Path) -> None:
+    train_file, val1, val2 = (tmp_path / f"{n}.txt" for n in ("train", "v1", "v2"))
+    train_file.write_text("some training text\n" * 30, encoding="utf-8")
+    val1.write_text("held out one\n", encoding="utf-8")
+    val2.write_text("held out two\n", encoding="utf-8")
+    prepare_text_corpus(train_file, tmp_path / "data", "bpe", vocab_size=300, val_inputs=[val1, val2])
+    train, val = _decode_splits(tmp_path / "data")
+    assert train == train_file.read_text() and val == f"held out one\n{EOT}held out two\n"

@@ -10,7 +10,13 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text file(s) to tokenize")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="UTF-8 text file(s) to tokenize; with an <|endoftext|> token one goes between two files",
+    )
     val = parser.add_mutually_exclusive_group()
     val.add_argument("--val-input", nargs="+", metavar="FILE", help="validation text file(s)")
     val.add_argument(

@@ -4,7 +4,9 @@ A data directory holds `train.bin` and `val.bin` (ids, see `token_files`), `toke
 tokenizer, reloaded with `load_tokenizer`) and `meta.json`:
     {"format": 1, "vocab_size", "dtype", "tokenizer": {"kind", "dir", "special_tokens", "source"},
      "splits": {"train": {"file", "tokens", "bytes"}, "val": {...}}, "sources": [{"path", "bytes", "sha256"}],
-     "val_split": {...}, "timings_s": {...}}
+     "file_separator", "val_split": {...}, "timings_s": {...}}
+Each input file is a document: with an `<|endoftext|>` special token (`file_separator`) one goes between
+two files in a split.
 Everything is written into a staging directory first and moved into place at the end (meta.json last),
 so a failed run leaves the output directory as it was.
 """
@@ -142,6 +144,9 @@ def prepare_text_corpus(
     tok = _make_tokenizer(tokenizer_source, specials, train_sources, val_sources, num_workers, progress)
     timings["tokenizer"] = time.perf_counter() - t_start
     dtype = token_dtype(tok.vocab_size)
+    # Each input file is a document: like nanoGPT's and litgpt's corpora, an end-of-text token between two
+    # files keeps the model from learning one file's end as the next one's context.
+    separator = tok.special_token_id(END_OF_TEXT) if END_OF_TEXT in tok.special_tokens else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
@@ -149,7 +154,9 @@ def prepare_text_corpus(
         splits = {}
         for name, sources in (("train", train_sources), ("val", val_sources)):
             t_start = time.perf_counter()
-            tokens = encode_sources(tok, sources, staging / f"{name}.bin", dtype, num_workers, progress)
+            tokens = encode_sources(
+                tok, sources, staging / f"{name}.bin", dtype, num_workers, progress, separator=separator
+            )
             timings[f"encode_{name}"] = time.perf_counter() - t_start
             if tokens == 0:
                 raise DataError(f"the {name} split encodes to no tokens; give it some text.")
@@ -166,6 +173,7 @@ def prepare_text_corpus(
                 "source": recorded_source,
             },
             "splits": splits,
+            "file_separator": None if separator is None else END_OF_TEXT,
             "sources": [_describe(path) for path in _unique_paths([*train_sources, *val_sources])],
             "val_split": val_split,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -209,39 +217,68 @@ def encode_sources(
     dtype: np.dtype,
     num_workers: int | None = None,
     progress: bool | None = None,
+    *,
+    separator: int | None = None,
 ) -> int:
     """Encode the sources in order into one token file (written atomically); returns the token count.
 
     Sources are cut at safe boundaries and encoded in parallel worker processes for large inputs; the ids
-    equal those of encoding each source's text in one call.
+    equal those of encoding each source's text in one call. `separator` (a special token's id) goes between
+    a source that ends its file and the next source, unless either side already has it there.
     """
     total = sum(s.stop() - s.start for s in sources)
     workers, target = plan_workers(total, num_workers)
-    tasks = [
-        (source.path, start, end, dtype.str)
-        for source in sources
-        for start, end in iter_ranges(source, tokenizer.special_tokens, target)
-    ]
+    tasks: list[tuple[str, int, int, str]] = []
+    # Index of the task after which a separator is written, with the separator's bytes.
+    separate_after: dict[int, bytes] = {}
+    previous: TextSource | None = None
+    for source in sources:
+        if source.stop() <= source.start:
+            continue  # an empty source is no document; the separator rule skips it
+        if (
+            separator is not None
+            and previous is not None
+            and tasks
+            and _needs_separator(previous, source, tokenizer, separator)
+        ):
+            separate_after[len(tasks) - 1] = np.asarray([separator], dtype=dtype).tobytes()
+        tasks.extend((source.path, a, b, dtype.str) for a, b in iter_ranges(source, tokenizer.special_tokens, target))
+        previous = source
     count = 0
     bar = progress_bar(total, progress, f"encoding {os.path.basename(out_path)}")
     try:
-        with atomic_write(out_path, "wb") as fh:
+        with contextlib.ExitStack() as stack:
+            fh = stack.enter_context(atomic_write(out_path, "wb"))
             if workers == 1 or len(tasks) == 1:
                 _init_worker(tokenizer)
                 results = map(_encode_range, tasks)
-                for ids, nbytes in results:
-                    fh.write(ids.tobytes())
-                    count += len(ids)
-                    bar.update(nbytes)
             else:
-                with worker_pool(workers, _init_worker, (tokenizer,)) as pool:
-                    for ids, nbytes in pool.imap(_encode_range, tasks):
-                        fh.write(ids.tobytes())
-                        count += len(ids)
-                        bar.update(nbytes)
+                pool = stack.enter_context(worker_pool(workers, _init_worker, (tokenizer,)))
+                results = pool.imap(_encode_range, tasks)
+            for index, (ids, nbytes) in enumerate(results):
+                fh.write(ids.tobytes())
+                count += len(ids)
+                if index in separate_after:
+                    fh.write(separate_after[index])
+                    count += 1
+                bar.update(nbytes)
     finally:
         bar.close()
     return count
+
+
+def _needs_separator(left: TextSource, right: TextSource, tokenizer: TextTokenizer, separator: int) -> bool:
+    """Whether a separator goes between `left` and `right`: `left` ends its file, `right` starts one, and
+    neither already has the separator's text at that end."""
+    if left.stop() != os.path.getsize(left.path) or right.start != 0:
+        return False  # the two halves of one file split in the middle, or part of a file
+    marker = tokenizer.decode([separator]).encode("utf-8")
+    with open(left.path, "rb") as fh:
+        fh.seek(max(0, left.stop() - len(marker)))
+        ends_with = fh.read(len(marker)) == marker
+    with open(right.path, "rb") as fh:
+        starts_with = fh.read(len(marker)) == marker
+    return not (ends_with or starts_with)
 
 
 # ---- inputs, tokenizer, outputs ----------------------------------------------------------------------------
