@@ -21,6 +21,14 @@ def test_targets_are_inputs_shifted_by_one() -> None:
     assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(8, 6, dtype=torch.int64))
 
 
+def test_inputs_and_targets_are_contiguous_and_do_not_alias() -> None:
+    x, y = get_batch(np.arange(100), batch_size=4, context_length=8, device="cpu")
+    assert x.is_contiguous() and y.is_contiguous()
+    assert y.view(-1).shape == (32,)  # the usual `cross_entropy(logits.view(-1, V), targets.view(-1))`
+    x[0, 1] = -1
+    assert y[0, 0] != -1
+
+
 def test_every_valid_start_is_drawn_uniformly() -> None:
     n, context, batch, iters = 100, 7, 32, 1000
     data = np.arange(n)

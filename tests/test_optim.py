@@ -163,6 +163,14 @@ def test_clip_grad_norm_matches_torch(max_norm: float) -> None:
     assert new_norm <= max_norm + 1e-9
 
 
+def test_a_norm_just_under_the_maximum_is_left_as_is() -> None:
+    # torch's clip_grad_norm_ scales by max/(norm + 1e-6) clamped at 1, which shrinks this gradient too.
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    p.grad = torch.tensor([1 - 1e-7], dtype=torch.float64)
+    clip_grad_norm([p], 1.0)
+    assert p.grad.item() == 1 - 1e-7
+
+
 def test_clip_grad_norm_without_grads_returns_zero() -> None:
     assert clip_grad_norm([torch.zeros(3, requires_grad=True)], 1.0).item() == 0.0
 

@@ -234,6 +234,8 @@ def clip_grad_norm(parameters: Iterable[Tensor] | Tensor, max_l2_norm: float, ep
     # Squared in float32: an fp16 norm above 256 squares to inf, and max / inf would zero every gradient.
     norms = torch.stack(per_tensor_norms)
     total_norm = norms.to(torch.promote_types(norms.dtype, torch.float32)).pow(2).sum().sqrt()
-    scale = (max_l2_norm / (total_norm + eps)).clamp(max=1.0)
+    # Only a norm above the maximum is scaled, as the CS336 handout has it: clamping max/(norm + eps) at 1
+    # would also shrink norms within eps under the maximum.
+    scale = torch.where(total_norm > max_l2_norm, max_l2_norm / (total_norm + eps), torch.ones_like(total_norm))
     torch._foreach_mul_(grads, scale)
     return total_norm

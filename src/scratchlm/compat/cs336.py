@@ -51,8 +51,9 @@ def run_swiglu(
 
 
 def run_scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
-    # A query whose keys are all masked attends to nothing and returns zero, as the handout and
-    # torch.nn.functional.scaled_dot_product_attention have it.
+    # A query whose keys are all masked attends to nothing and returns zero, as recent versions of
+    # torch.nn.functional.scaled_dot_product_attention do; the handout leaves that case open (its -inf
+    # rule taken literally would give NaN).
     return scaled_dot_product_attention(Q, K, V, mask)
 
 

@@ -59,15 +59,18 @@ def windows_at(
     it on files that opening checked only in samples (`token_files.fully_checked`), where a bad id would
     otherwise reach a GPU, whose model skips its own id check (a host sync per step), as a device assert.
     """
-    # One read of (B, T+1) tokens; inputs and targets are two views of it.
+    # One read of (B, T+1) tokens.
     raw_BT1 = _read_windows(x, starts_B, context_length + 1)
     if ids_below is not None:
         _check_window_ids(x, raw_BT1, starts_B, ids_below)
-    window_BT1 = torch.from_numpy(raw_BT1.astype(np.int64))
+    # Inputs and targets side by side in one (2, B, T) tensor: one copy to the device, and each half is
+    # contiguous and apart from the other (two shifted views of the (B, T+1) read would break
+    # `targets.view(-1)` and alias: writing to an input would change a target).
+    pair_2BT = torch.from_numpy(np.stack([raw_BT1[:, :-1], raw_BT1[:, 1:]]).astype(np.int64))
     # Pinned host memory lets the copy to a GPU overlap with compute.
     pinned = device.type == "cuda"
-    window_BT1 = (window_BT1.pin_memory() if pinned else window_BT1).to(device, non_blocking=pinned)
-    return window_BT1[:, :-1], window_BT1[:, 1:]
+    pair_2BT = (pair_2BT.pin_memory() if pinned else pair_2BT).to(device, non_blocking=pinned)
+    return pair_2BT[0], pair_2BT[1]
 
 
 def _check_window_ids(x: np.ndarray, raw_BT1: np.ndarray, starts_B: np.ndarray, ids_below: int) -> None:

@@ -50,6 +50,9 @@ class _DerivedTables(nn.Module):
 class RotaryPositionalEmbedding(_DerivedTables):
     """Rotates interleaved pairs (x[2k], x[2k+1]) by angle position * theta^(-2k/d_k) (Su et al., 2021).
 
+    k counts from 0. The CSE599-O handout writes the angle as i / theta^((2k-1)/d) with k from 1; the RoPE
+    paper's (and Llama's) exponent with k from 1 is (2k-2)/d, which this follows.
+
     forward(x, token_positions): x (..., T, d_k); token_positions (..., T) integer absolute positions,
     broadcastable against x's leading dims (attention passes (..., 1, T) so every head shares them).
     Returns (..., T, d_k) in x's dtype.
