@@ -112,3 +112,17 @@ def test_the_copy_is_claimed_early_only_without_a_floor(audit: tuple[Path, dict[
     assert "was already below the masked validation loss" not in late
     unmasked["train_curve"] = [[10, masked_val - 0.5], [60, masked_val - 1.0]]  # at step 10 of 60: early
     assert "was already below the masked validation loss at step 10 of 60" in page(edited, out_dir)
+
+
+def test_below_the_floor_late_in_the_run_is_the_copy_but_not_sooner(audit: tuple[Path, dict[str, Any]]) -> None:
+    out_dir, record = audit
+    edited = copy.deepcopy(record)
+    edited["loss_floor"] = floor = 1.609
+    unmasked = edited["runs"]["unmasked"]
+    unmasked["steps"] = 150
+    unmasked["train_curve"] = [[50, floor + 0.5], [150, floor - 0.1]]
+    late = page(edited, out_dir)
+    assert "went below the floor, where no model of the arm's motion can go, only at step 150 of 150" in late
+    assert "already below the floor" not in late
+    unmasked["train_curve"] = [[50, floor - 0.1], [150, floor - 0.5]]
+    assert "was already below the floor at step 50 of 150" in page(edited, out_dir)

@@ -121,6 +121,21 @@ def test_damaged_files_get_a_clear_error(tmp_path):
         load_trajectories(tmp_path / "saved.pt")
 
 
+def test_other_formats_are_named_and_an_npz_of_the_arrays_loads(tmp_path, caplog):
+    obj = _course_dict()
+    torch.save(obj, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(DataError, match=r"torch\.save file \(the format before PyTorch 1\.6\)"):
+        load_trajectories(tmp_path / "legacy.pt")
+    np.save(tmp_path / "one.npy", obj["actions"].numpy())
+    with pytest.raises(DataError, match=r"one NumPy array \(\.npy\)"):
+        load_trajectories(tmp_path / "one.npy")
+    np.savez(tmp_path / "arrays.npz", states=obj["states"].numpy(), actions=obj["actions"].numpy())
+    with caplog.at_level("WARNING"):
+        loaded = load_trajectories(tmp_path / "arrays.npz")
+    assert np.array_equal(loaded.actions_NT, obj["actions"].numpy()) and loaded.version is None
+    assert "matches neither version of the course's generator" in caplog.text  # random data: no floor, said so
+
+
 def test_save_then_load_round_trips_with_the_version(tmp_path):
     data = generate_trajectories(5, 6, seed=0, version="v1")
     path = tmp_path / "t.pkl"
@@ -179,6 +194,8 @@ def test_numpy_arrays_and_other_numeric_dtypes_are_converted(tmp_path):
         ({"states": torch.zeros(2, 3, 10), "actions": torch.full((2, 3), -1)}, r"\[0, 256\)"),
         ({"states": torch.zeros(2, 1, 10), "actions": torch.zeros(2, 1, dtype=torch.long)}, "at least 2 steps"),
         ({"states": "abc", "actions": torch.zeros(2, 3, dtype=torch.long)}, "must be a tensor"),
+        ({"states": [], "actions": []}, "holds no trajectories"),
+        ({"states": np.array([[["a"] * 10] * 3] * 2, dtype=object), "actions": np.zeros((2, 3))}, r"t\.pkl: .*objects"),
     ],
 )
 def test_bad_contents_get_one_clear_error(tmp_path, obj, needle):

@@ -383,13 +383,19 @@ def _generation_text(unmasked_causal: float, masked_causal: float) -> str:
 
 def _copy_evidence(step: int | None, steps: int | None, floor: float | None) -> str:
     """The end of the 'finds the copy far sooner' sentence, from when the unmasked training loss went below the
-    floor (no honest model gets there) or, without a floor, below the masked validation loss. Without a floor,
-    getting there late in the run is what honest learning does too, so it is not called evidence of the copy."""
+    floor (no honest model gets there) or, without a floor, below the masked validation loss. Only the first
+    half of the run is evidence of "sooner"; without a floor, getting there late is what honest learning does
+    too, so it is not called evidence of the copy."""
     reference = "the floor" if floor else "the masked validation loss"
     if step is None:
         return f"; in this run it had not got there yet (its training loss never went below {reference})."
-    if floor or (steps and step <= steps / 2):
+    if steps and step <= steps / 2:
         return f": the unmasked training loss was already below {reference} at step {step} of {steps}."
+    if floor:  # below the floor is the copy, but late in the run it says nothing about "sooner"
+        return (
+            f"; in this run it went below the floor, where no model of the arm's motion can go, only at step "
+            f"{step} of {steps}."
+        )
     return (
         f"; in this run that is not shown yet: its training loss went below {reference} only at step {step} of "
         f"{steps}, as late as honest learning would."

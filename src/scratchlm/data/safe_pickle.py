@@ -277,6 +277,10 @@ def safe_load(data: bytes | IO[bytes], source: str = "pickle") -> Any:
     stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         return _TrajectoryUnpickler(stream, source).load()
+    except UnsafePickleError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise UnsafePickleError(f"{source}: {exc}") from None  # the checks outside the unpickler know no path
     except DataError:
         raise
     except MemoryError:

@@ -14,10 +14,12 @@ A file without a (valid) sidecar gets the version its arrays show (`trajectories
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +91,16 @@ def load_trajectories(
                 "--set data.kind=tokens (and model.vocab_size at least its tokenizer's)."
             ) from None
         raise DataError(f"trajectory path {source!r} is a directory; pass the .pkl file inside it.") from None
-    if raw.startswith(b"PK\x03\x04"):
-        raise DataError(
-            f"{source}: this is a torch.save zip archive, not the course's pickle; re-save the dict of tensors "
-            "with pickle.dump (or regenerate it with `scratchlm data trajectories`)."
-        )
-    obj = safe_load(raw, source=source)
+    obj = _npz_arrays(raw, source) if raw.startswith(b"PK\x03\x04") else _unpickle(raw, source)
     if not isinstance(obj, dict):
         raise DataError(f"{source}: expected a dict with 'states' and 'actions', got {type(obj).__name__}.")
     states = _to_numpy(_pick(obj, STATE_KEYS, source), "states", source)
     actions = _to_numpy(_pick(obj, ACTION_KEYS, source), "actions", source)
+    if states.size == 0 or actions.size == 0:
+        raise DataError(
+            f"{source}: the file holds no trajectories (its states have shape {states.shape}, its actions "
+            f"{actions.shape}); generate some with `scratchlm data trajectories`."
+        )
     if not np.issubdtype(states.dtype, np.floating):
         raise DataError(f"{source}: 'states' must be floating point, got {states.dtype}.")
     if not np.issubdtype(actions.dtype, np.integer):
@@ -113,9 +115,56 @@ def load_trajectories(
             version = detect_version(states, actions)
             if version is not None:
                 logger.info("%s has no scratchlm sidecar; its contents are course %s data", source, version)
+            else:
+                logger.warning(
+                    "%s matches neither version of the course's generator (changed, damaged or other data), so "
+                    "no loss floor is reported; set data.version if it is course data",
+                    source,
+                )
     elif version not in VERSIONS:
         raise DataError(f"trajectory version {version!r} is unknown; use one of {', '.join(VERSIONS)}.")
     return TrajectoryData(states, actions, version)
+
+
+# torch.save's format before PyTorch 1.6: a pickle of this magic number, then the protocol, then the data.
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _unpickle(raw: bytes, source: str) -> Any:
+    if raw.startswith(b"\x93NUMPY"):
+        raise DataError(
+            f"{source}: this is one NumPy array (.npy), not the course's dict of 'states' and 'actions'; save both "
+            "with pickle.dump({'states': ..., 'actions': ...}) or np.savez(path, states=..., actions=...)."
+        )
+    obj = safe_load(raw, source=source)
+    if type(obj) is int and obj == _LEGACY_TORCH_MAGIC:
+        raise DataError(
+            f"{source}: this is a torch.save file (the format before PyTorch 1.6), not the course's pickle; load "
+            "it with torch.load and re-save the dict with pickle.dump (or regenerate it with `scratchlm data "
+            "trajectories`)."
+        )
+    return obj
+
+
+def _npz_arrays(raw: bytes, source: str) -> dict[str, np.ndarray]:
+    """The arrays of a NumPy .npz archive (read without pickle); a torch.save zip archive is refused."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{source}: a damaged zip archive ({exc}); regenerate the file.") from None
+    if not names or not all(name.endswith(".npy") for name in names):
+        raise DataError(
+            f"{source}: this is a torch.save zip archive, not the course's pickle; re-save the dict of tensors "
+            "with pickle.dump (or regenerate it with `scratchlm data trajectories`)."
+        )
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as exc:  # an object array, which would need pickle
+        raise DataError(f"{source}: an .npz array that is not numeric ({exc}); save numeric arrays.") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{source}: a damaged .npz archive ({exc}); regenerate the file.") from None
 
 
 def _pick(obj: dict, keys: tuple[str, ...], source: str) -> Any:

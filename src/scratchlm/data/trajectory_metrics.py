@@ -5,7 +5,9 @@ action tokens. Accuracy takes the argmax among the action ids alone, so a unifie
 penalized for probability it puts on state ids, and "within ±2" counts predictions at most two action
 bins away from the truth: on v2 data the course adds uniform {-2..2} noise to every token, so exact
 accuracy is capped near 1/5 while a model that has found the underlying bin scores ~100% within ±2.
-That same noise sets the loss floor ln 5 = 1.609 nats/token, reported beside the validation loss.
+That same noise sets the loss floor ln 5 = 1.609 nats/token, reported beside the validation loss: a lower
+bound, not the attainable loss, since the joint noise no token shows makes the clean token uncertain too
+(an oracle that sees the previous state and the target pays ~1.656; benchmarks/trajectory_floor.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ WITHIN_TOLERANCE = 2
 
 
 def loss_floor(version: str | None) -> float | None:
-    """The irreducible loss of the data version in nats/token: ln 5 for v2, None when unknown or none."""
+    """The loss no model can go below on the data version, nats/token: ln 5 for v2 (the action noise's
+    entropy; a lower bound, the attainable loss is higher), None when unknown or none."""
     return V2_LOSS_FLOOR if version == "v2" else None
 
 
