@@ -83,6 +83,15 @@ CASES: dict[str, Case] = {
     "infinite epochs budget": Case(train_args("train.epochs=inf"), "train.epochs must be a finite number, got inf"),
     "NaN clipping threshold": Case(train_args("optim.grad_clip=nan"), "optim.grad_clip must be a finite number"),
     "NaN in the betas": Case(train_args("optim.betas=[0.9, nan]"), "optim.betas must be finite numbers, got"),
+    "learning rate beyond float32": Case(train_args("optim.lr=1e39"), "optim.lr = 1e+39 is beyond float32's range"),
+    "a seed beyond 64 bits": Case(train_args("train.seed=99999999999999999999"), "does not fit in 64 bits"),
+    "negative seed": Case(train_args("train.seed=-1"), "train.seed must be >= 0, got -1"),
+    "negative split seed": Case(train_args("data.split_seed=-1"), "data.split_seed must be >= 0, got -1"),
+    "eps of zero": Case(train_args("optim.eps=0"), "optim.eps must be > 0, got 0.0"),
+    "a device torch parses but nothing runs on": Case(train_args('train.device="meta"'), "device of type 'meta'"),
+    "empty config path": Case(("train", "--preset", "debug", "--config", ""), "--config is empty; name a .toml"),
+    "config is a pipe": Case(("train", "--config", "{ws}/bad/fifo.toml"), "is a device, pipe or socket"),
+    "empty preset name": Case(("presets", "show", ""), "unknown preset ''; available presets:"),
     "--set without =": Case(("train", "--preset", "debug", "--set", "d_model"), "--set expects section.key=value"),
     "missing config file": Case(("train", "--config", "{ws}/none.toml"), "config file '{ws}/none.toml' does not"),
     "invalid TOML": Case(("train", "--config", "{ws}/bad/broken.toml"), "is not valid TOML"),
@@ -249,6 +258,7 @@ def build_workspace(ws: Path) -> None:
     # crafted bad files
     (bad / "broken.toml").write_text("[model\nd_model = \n")
     (bad / "deep.toml").write_text("a = " + "[" * 100_000)
+    os.mkfifo(bad / "fifo.toml")  # reading it would block forever
     (bad / "text.pkl").write_text("not a pickle")
     (bad / "list.pkl").write_bytes(pickle.dumps([1, 2, 3]))
     (bad / "evil.pkl").write_bytes(pickle.dumps({"states": RunsCommand(f"touch {ws / MARKER}")}))

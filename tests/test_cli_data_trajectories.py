@@ -49,3 +49,21 @@ def test_fast_mode_keeps_seeds_past_the_legacy_generators_range(tmp_path):
     argv = ["data", "trajectories", "--num-trajectories", "3", "--seq-length", "4", "--no-progress"]
     assert main([*argv, "--fast", "--seed", str(2**40), "--out", str(out)]) == 0
     assert load_trajectories(out).actions_NT.shape == (3, 4)
+
+
+def test_other_trajectories_at_out_are_kept_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "t.pkl"
+    argv = ["data", "trajectories", "--num-trajectories", "6", "--seq-length", "4", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 0  # the same recipe makes the same tensors: written again
+    first = out.read_bytes()
+    assert main([*argv, "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "already holds other trajectories (version v2, num_trajectories 6, seq_length 4, mode course, seed 42)" in err
+    )
+    assert out.read_bytes() == first
+    (tmp_path / "mine.pkl").write_bytes(b"someone's file")
+    assert main([*argv[:-1], str(tmp_path / "mine.pkl")]) == 2
+    assert "holds a file this command cannot vouch for" in capsys.readouterr().err
+    assert main([*argv, "--seed", "7", "--overwrite"]) == 0 and out.read_bytes() != first

@@ -386,3 +386,15 @@ def test_an_ablation_gap_within_the_seed_noise_is_marked() -> None:
     assert format_delta({"mean": 2.015, "std": 0.010, "n": 3}, best) == "+0.0150 ≈"
     assert format_delta({"mean": 2.020, "std": 0.010, "n": 3}, best) == "+0.0200"
     assert format_delta({"mean": 2.001, "std": 0.0, "n": 1}, best) == "+0.0010"  # one seed: no spread to judge
+
+
+def test_the_runs_config_diff_pastes_back_into_set() -> None:
+    from scratchlm.analysis.runs_table import _flatten, config_diff
+    from scratchlm.presets import parse_override, resolve_run_config
+
+    presets = {"debug": _flatten(resolve_run_config("debug").to_tables())}
+    changed = resolve_run_config("debug", None, ["model.fast=true", "optim.lr=2e-05", 'model.positional="learned"'])
+    preset, changes = config_diff(changed.to_tables(), presets)
+    assert preset == "debug" and "model.fast=true" in changes
+    again = resolve_run_config("debug", None, changes)  # each entry is a valid --set
+    assert again.to_tables() == changed.to_tables() and [parse_override(c)[1] for c in changes].count(True) == 1

@@ -107,6 +107,9 @@ def test_top_k_one_and_a_tiny_top_p_are_greedy() -> None:
     assert (
         generate(model, [[2, 7]], max_new_tokens=10, temperature=2.0, top_p=1e-6, generator=generator).tokens == greedy
     )
+    # Below float32's smallest normal number p rounds to 0 in the comparison: the top token must stay anyway.
+    for tiny in (1e-300, 1e-40):
+        assert generate(model, [[2, 7]], max_new_tokens=10, top_p=tiny, generator=generator).tokens == greedy
 
 
 def test_rows_stop_at_their_first_stop_token_and_generation_ends_when_all_have() -> None:

@@ -113,6 +113,47 @@ def test_out_of_memory_at_batch_size_one_suggests_what_can_still_shrink(
     assert "train.batch_size=4 --set train.grad_accum=2 keeps about the same tokens" in one_error_line(capsys)
 
 
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm import memory
+
+    built: list[int] = []
+    monkeypatch.setattr(TransformerLM, "__init__", lambda self, *a, **k: built.append(1))
+    # 10 million wide: 8e14 parameters, which the kernel would have killed the process for (exit 137, silent).
+    assert main(base(data, tmp_path / "run", "--set", "model.d_model=10000000")) == EXIT_OUT_OF_MEMORY
+    line = one_error_line(capsys)
+    assert "(800,009,010,000,000 parameters) needs at least" in line and "choose a smaller model" in line
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2**20)  # 1 MiB free: even the debug model
+    assert main(["bench", "train", "--preset", "debug", "--steps", "1"]) == EXIT_OUT_OF_MEMORY
+    assert "but only 1.0 MiB of cpu memory is free" in one_error_line(capsys)
+    assert not built and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resuming_a_run_whose_checkpoints_directory_is_gone_says_so(
+    tmp_path: Path, data: Path, finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(finished, tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    before = digest(run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "its checkpoints/ directory is gone (deleted or moved)" in one_error_line(capsys)
+    assert digest(run_dir) == before
+
+
+def test_a_trajectory_pickle_given_as_a_checkpoint_is_one_line_without_torch_s_warning(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    assert main(["info", str(data)]) == 2
+    assert "cannot be loaded safely" in one_error_line(capsys)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["info", str(data)]) == 2
+    assert not [w for w in caught if "Detected pickle protocol" in str(w.message)]
+
+
 def test_empty_paths_do_not_fall_back_to_a_default_run_directory(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,7 @@ from scratchlm.nn.attention import ATTENTION_BACKENDS
 from scratchlm.nn.ffn import default_d_ff
 
 T = TypeVar("T")
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _Section:
@@ -60,6 +61,17 @@ class _Section:
                 # TOML spells nan and inf; neither is a usable rate, size or clip (nan > 0 is even False).
                 what = "finite numbers" if origin is tuple else "a finite number"
                 raise ConfigError(f"{self.SECTION}.{f.name} must be {what}, got {value!r}.")
+            # Past these a value overflows inside torch (a float32 learning rate, an int64 size or seed).
+            if any(isinstance(v, float) and abs(v) > _FLOAT32_MAX for v in numbers_in):
+                raise ConfigError(
+                    f"{self.SECTION}.{f.name} = {value!r} is beyond float32's range (3.4e38); no setting needs a "
+                    "number that large."
+                )
+            if any(_is(v, int) and not -(2**63) <= v < 2**63 for v in numbers_in):
+                raise ConfigError(
+                    f"{self.SECTION}.{f.name} = {value!r} does not fit in 64 bits (at most 2**63 - 1); no setting "
+                    "needs a number that large."
+                )
 
     def _choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
@@ -233,7 +245,9 @@ class OptimConfig(_Section):
     def __post_init__(self) -> None:
         self._check_types()
         self._positive("lr")
-        self._positive("min_lr", "warmup_steps", "eps", "weight_decay", "grad_clip", allow_zero=True)
+        # eps = 0 divides 0 by 0 wherever a gradient is exactly zero (an unused embedding row): NaN weights.
+        self._positive("eps")
+        self._positive("min_lr", "warmup_steps", "weight_decay", "grad_clip", allow_zero=True)
         self._choice("schedule", ("cosine", "constant"))
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas must each be in [0, 1), got {list(self.betas)}.")
@@ -282,6 +296,7 @@ class DataConfig(_Section):
         self._choice("layout", ("actions", "unified"))
         self._choice("states", tuple(STATE_SUBSETS))
         self._positive("state_bins")
+        self._positive("split_seed", allow_zero=True)  # NumPy's generators take no negative seed
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}.")
         if not self.path:
@@ -291,6 +306,7 @@ class DataConfig(_Section):
 # ------------------------------------------------------------------------------------------------ train
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # torch parses meta, xla, hpu... too, which nothing here runs on
 COMPILE_SCOPES = ("blocks", "model")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SDPA_KERNELS = ("auto", "flash", "cudnn", "efficient", "math")
@@ -333,7 +349,7 @@ class TrainConfig(_Section):
         self._check_types()
         self._positive("batch_size", "grad_accum", "max_steps", "max_tokens", "epochs")
         self._positive("eval_interval", "checkpoint_interval", "log_interval")
-        self._positive("eval_batches", allow_zero=True)
+        self._positive("eval_batches", "seed", allow_zero=True)
         self._choice("dtype", DTYPES)
         self._choice("compile_scope", COMPILE_SCOPES)
         self._choice("compile_mode", COMPILE_MODES)
@@ -341,11 +357,16 @@ class TrainConfig(_Section):
         self._choice("on_nonfinite", ("stop", "skip"))
         if self.device != "auto":
             try:  # the name only: whether this machine has the device is checked when a run starts
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, ValueError):
                 raise ConfigError(
                     f"train.device = {self.device!r} is not a device name; use cpu, cuda, cuda:N, mps or auto."
                 ) from None
+            if kind not in DEVICE_TYPES:
+                raise ConfigError(
+                    f"train.device = {self.device!r} is a device of type '{kind}', which scratchlm does not train "
+                    "on; use cpu, cuda, cuda:N, mps or auto."
+                )
         budgets = [name for name in ("max_steps", "max_tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) != 1:
             raise ConfigError(

@@ -36,6 +36,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
             )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r} asked for Apple MPS, which is not available here; use cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(
+            f"device {device!r} is a device of type '{dev.type}', which scratchlm does not run on; use cpu, cuda, "
+            "cuda:N, mps or auto."
+        )
     return dev
 
 

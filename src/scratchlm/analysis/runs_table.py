@@ -93,6 +93,8 @@ def config_diff(saved: dict[str, Any], presets: dict[str, dict[str, Any]]) -> tu
 def _short(value: Any) -> str:
     if value is None:
         return "unset"  # the preset sets it, the run does not (e.g. a budget replaced by another)
+    if isinstance(value, bool):  # as TOML (and so --set) spells it: `model.fast=True` would not paste back
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast", action="store_true", help="vectorized NumPy Generator draws: much faster, not bit-compatible"
     )
     parser.add_argument("--out", default="data/trajectories.pkl", help="output pickle (default data/trajectories.pkl)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out file that holds other trajectories")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -36,8 +37,17 @@ def run(args: argparse.Namespace) -> int:
     from scratchlm.data.trajectory_io import save_trajectories
 
     check_generation_args(args.num_trajectories, args.seq_length, args.version, args.seed, args.fast)
-    check_generation_memory(args.num_trajectories, args.seq_length, args.fast, save=True)
     mode = "fast" if args.fast else "course"
+    recipe = {
+        "version": args.version,
+        "num_trajectories": args.num_trajectories,
+        "seq_length": args.seq_length,
+        "mode": mode,
+        "seed": args.seed,
+    }
+    if not args.overwrite:
+        _refuse_other_data(args.out, recipe)
+    check_generation_memory(args.num_trajectories, args.seq_length, args.fast, save=True)
     t_start = time.perf_counter()
     with tqdm(total=args.num_trajectories, unit="traj", disable=args.no_progress, desc=f"{args.version} {mode}") as bar:
         data = generate_trajectories(
@@ -58,3 +68,31 @@ def run(args: argparse.Namespace) -> int:
         digest[:12],
     )
     return 0
+
+
+def _refuse_other_data(out: str, recipe: dict) -> None:
+    """ConfigError when `out` exists and is not what this recipe makes (its sidecar says so, with the file's
+    hash): runs may have trained on it, and replacing it silently would leave them unable to continue."""
+    import hashlib
+    import json
+    import os
+
+    from scratchlm.data.trajectory_io import sidecar_path
+    from scratchlm.errors import ConfigError
+
+    if not os.path.lexists(out):
+        return
+    try:
+        meta = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+        with open(out, "rb") as fh:
+            same_file = meta.get("sha256") == hashlib.sha256(fh.read()).hexdigest()
+        if same_file and all(meta.get(key) == value for key, value in recipe.items()):
+            return  # the same recipe makes the same tensors: writing them again loses nothing
+        described = ", ".join(f"{key} {meta.get(key)}" for key in recipe) if same_file else None
+    except (OSError, ValueError, AttributeError):
+        described = None
+    what = f"other trajectories ({described})" if described else "a file this command cannot vouch for"
+    raise ConfigError(
+        f"{out} already holds {what}; runs trained on it would refuse to continue if it were replaced, so choose "
+        "another --out, or pass --overwrite to replace it."
+    )

@@ -50,5 +50,8 @@ def preset_toml(name: str) -> str:
     from scratchlm.presets import resolve_run_config, to_toml
 
     config = resolve_run_config(name)
-    header = f"# preset {name}, every key resolved; save as FILE.toml and pass --config FILE.toml\n"
-    return header + to_toml(config.to_tables())
+    header = (
+        f"# preset {name}, every key resolved (unset ones commented out); save as FILE.toml and pass "
+        "--config FILE.toml\n"
+    )
+    return header + to_toml(config.to_tables(), show_unset=True)

@@ -64,7 +64,7 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         run_dir = _resume_dir(args.resume)
         config = RunConfig.from_tables(_resumed_tables(run_dir, args))
     else:
-        if not (args.preset or args.config):
+        if args.preset is None and args.config is None:
             raise ConfigError("say what to train: --preset NAME (see `scratchlm presets`) and/or --config FILE.toml.")
         config = resolve_run_config(args.preset, args.config, args.set)
         run_dir = _out_dir(args.out, args.preset or Path(args.config).stem)

@@ -25,16 +25,15 @@ Shapes: N = trajectories, T = steps, J = 7 joints, S = 10 state dims (joints the
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from scratchlm.data.actions import COURSE_ACTION_VOCAB
 from scratchlm.errors import ConfigError, DataError, OutOfMemoryError
+from scratchlm.memory import available_memory_bytes, format_bytes
 
 VERSIONS = ("v2", "v1")
 LINK_LENGTHS_J = np.array([0.3, 0.3, 0.25, 0.25, 0.2, 0.15, 0.1])
@@ -424,35 +423,6 @@ def estimate_generation_bytes(num_trajectories: int, seq_length: int, fast: bool
     return max(generating, int(SAVE_PEAK_FACTOR * output)) if save else generating
 
 
-def available_memory_bytes() -> int | None:
-    """Memory this process can still take without swapping (MemAvailable, within a cgroup v2 limit); None when
-    the system does not say."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    if available is None:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, OSError, ValueError):
-            return None
-    # In a container the host may have memory to spare that the container's limit does not allow.
-    cgroup = Path("/sys/fs/cgroup")
-    try:
-        limit = (cgroup / "memory.max").read_text(encoding="ascii").strip()
-        if limit != "max":
-            used = int((cgroup / "memory.current").read_text(encoding="ascii").strip())
-            available = min(available, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return available
-
-
 def check_generation_memory(num_trajectories: int, seq_length: int, fast: bool = False, save: bool = False) -> None:
     """OutOfMemoryError, before anything is allocated, when the dataset would not fit in the available memory.
 
@@ -472,11 +442,3 @@ def _memory_sentence(num: int, steps: int, need: int, available: int | None, sav
         f"{doing} {num:,} trajectories x {steps:,} steps needs about {format_bytes(need)} of memory but {have}; "
         "lower num_trajectories or seq_length."
     )
-
-
-def format_bytes(n: int) -> str:
-    """n bytes in the largest binary unit that keeps the number at least 1, e.g. '1.5 GiB'."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n} bytes"

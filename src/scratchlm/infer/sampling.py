@@ -66,7 +66,8 @@ def filter_top_p(logits_BV: Tensor, p: float, rank_BV: Tensor | None = None) -> 
     # The slack absorbs float32 rounding: a prefix whose mass is p (0.4 + 0.3 + 0.1 against p = 0.8, or 2
     # of 3 equal tokens against 2/3) sums to a hair under p and would keep one token too many. (No float64:
     # MPS has none.)
-    drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= p * (1.0 - TOP_P_SLACK)
+    # A p below float32's smallest normal number would round to 0 and drop the top token too (all -inf).
+    drop_sorted_BV = (probs_BV.cumsum(dim=-1) - probs_BV) >= max(p * (1.0 - TOP_P_SLACK), FLOAT32_TINY)
     drop_BV = torch.zeros_like(drop_sorted_BV).scatter(-1, order_BV, drop_sorted_BV)
     return logits_BV.masked_fill(drop_BV, float("-inf"))
 

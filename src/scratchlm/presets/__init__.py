@@ -6,13 +6,15 @@ experiment command adds its own layers below the file and above `--set` (see `re
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from scratchlm.config import ModelConfig, RunConfig
-from scratchlm.errors import ConfigError
+from scratchlm.errors import ConfigError, DataError
+from scratchlm.fileio import refuse_special_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,6 +48,13 @@ def load_preset(name: str) -> dict[str, Any]:
 
 def load_toml_file(path: str) -> dict[str, Any]:
     """A user config file, with a clear message when it is missing or malformed."""
+    if not path:
+        raise ConfigError("--config is empty; name a .toml file (or leave --config out).")
+    try:  # a FIFO or device would block or read forever (a directory has its own sentence below)
+        if not os.path.isdir(path):
+            refuse_special_file(path, "config file")
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -120,10 +129,11 @@ def resolve_tables(
     layers below it: `--set train.epochs=3` on a preset budgeted in steps means 3 epochs, not a conflict.
     Two budgets within one layer are still an error, since nothing says which one was meant.
     """
-    tables = load_preset(preset) if preset else {}
+    # `is not None`: an empty name (an unset shell variable) is an error, not "no preset" or "no file".
+    tables = load_preset(preset) if preset is not None else {}
     for layer in under:
         tables = _apply_layer(tables, layer)
-    if config_file:
+    if config_file is not None:
         file_tables = load_toml_file(config_file)
         tables = merge_tables(replace_budget(tables, file_tables), file_tables)
     for layer in (overrides, *over):
@@ -174,14 +184,17 @@ def model_config_from_preset(name: str, overrides: list[str] | None = None) -> M
     return ModelConfig.from_dict(tables["model"])
 
 
-def to_toml(tables: dict[str, dict[str, Any]]) -> str:
-    """Serialize section tables of scalars and flat lists (None values are left out: they mean the default)."""
+def to_toml(tables: dict[str, dict[str, Any]], *, show_unset: bool = False) -> str:
+    """Serialize section tables of scalars and flat lists. None values (TOML has no null; they mean the
+    default) are left out, or with `show_unset` listed as comments, so a reader sees every key there is."""
     lines: list[str] = []
     for section, values in tables.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
             if value is not None:
                 lines.append(f"{key} = {toml_value(value)}")
+            elif show_unset:
+                lines.append(f"# {key} = ...  (unset: its default applies)")
         lines.append("")
     return "\n".join(lines)
 

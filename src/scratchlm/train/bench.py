@@ -19,7 +19,7 @@ from torch import Tensor
 from scratchlm.analysis.accounting import flops_per_token, param_counts
 from scratchlm.config import RunConfig
 from scratchlm.device import configure_cuda, resolve_device
-from scratchlm.errors import ConfigError, is_out_of_memory
+from scratchlm.errors import ConfigError, OutOfMemoryError, is_out_of_memory
 from scratchlm.train.datasets import TrainingData
 from scratchlm.train.distributed import DistInfo
 from scratchlm.train.run import step_peak_flops
@@ -98,6 +98,8 @@ def benchmark_training(config: RunConfig, steps: int = 20, warmup: int = 3) -> d
         first_step_s = timed_steps(run, 1)
         warmup_s = first_step_s + timed_steps(run, untimed - 1)
         seconds = timed_steps(run, steps) / steps
+    except OutOfMemoryError:
+        raise  # already the sentence (the model does not fit, said before building it)
     except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if is_out_of_memory(exc):
             raise out_of_memory_error(config, run, checkpoints=False) from None

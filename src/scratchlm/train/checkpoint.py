@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import IO, Any
 
 import torch
@@ -103,7 +104,11 @@ def load_safely(src: PathOrFile, map_location: str | torch.device | None = "cpu"
     if isinstance(src, (str, os.PathLike)) and not os.path.isfile(src):
         raise CheckpointError(f"checkpoint {name!r} does not exist; check the path.")
     try:
-        state = torch.load(src, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle (a trajectory file given as a checkpoint) makes torch warn about its protocol
+            # before failing; the one-sentence error below says what the file is not.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         refused = _REFUSED_GLOBAL.search(str(exc))
         if refused:  # torch's own text goes on to suggest weights_only=False, the one thing not to do here

@@ -38,6 +38,7 @@ from scratchlm.errors import (
     is_out_of_memory,
 )
 from scratchlm.fileio import atomic_copy, atomic_write, signals_deferred
+from scratchlm.memory import check_training_fits
 from scratchlm.model import IGNORE_INDEX, TransformerLM
 from scratchlm.nn.functional import cross_entropy, perplexity_from_loss
 from scratchlm.optim import AdamW, clip_grad_norm, weight_decay_param_groups
@@ -116,7 +117,7 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         _refuse_checkpoints_without_last(run_dir)
-        _refuse_files_of_no_run(run_dir, config)
+        _refuse_files_of_no_run(run_dir, config, resume)
     if resume and not last.is_file():
         saved_config = run_dir / "config.toml"
         if not saved_config.is_file():
@@ -215,7 +216,7 @@ def _refuse_checkpoints_without_last(run_dir: Path) -> None:
     )
 
 
-def _refuse_files_of_no_run(run_dir: Path, config: RunConfig) -> None:
+def _refuse_files_of_no_run(run_dir: Path, config: RunConfig, resume: bool) -> None:
     """Refuse to overwrite a config.toml or metrics.jsonl that no run wrote, e.g. `--config exp/config.toml
     --out exp`: a run makes checkpoints/ before it writes either, so without checkpoints/ they are the user's.
 
@@ -224,6 +225,12 @@ def _refuse_files_of_no_run(run_dir: Path, config: RunConfig) -> None:
     if (run_dir / "checkpoints").is_dir():
         return
     config_path, metrics_path = run_dir / "config.toml", run_dir / "metrics.jsonl"
+    # A run writes plan.json and metrics.jsonl beside its config.toml: with them, this was a run.
+    if resume and config_path.is_file() and (metrics_path.exists() or (run_dir / "plan.json").exists()):
+        raise CheckpointError(
+            f"cannot resume {run_dir}: its checkpoints/ directory is gone (deleted or moved), so nothing of the "
+            "run is left to continue from; put it back, or train again with --out in a new directory."
+        )
     if config_path.is_file() and config_path.read_bytes() != to_toml(config.to_tables()).encode("utf-8"):
         raise ConfigError(
             f"{config_path} was not written by a run ({run_dir} has no checkpoints/), and this run would overwrite "
@@ -247,6 +254,9 @@ def build_model_and_optimizer(
     config: RunConfig, device: torch.device
 ) -> tuple[TransformerLM, nn.Module, AdamW, torch.dtype | None, torch.amp.GradScaler | None]:
     """The model, its training view (compiled as configured; `wrap_for_ddp` adds DDP), AdamW, the precision setup."""
+    autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
+    element_bytes = 4 if autocast_dtype is None else 2
+    check_training_fits(config.model, config.train.batch_size, device, element_bytes)
     model = TransformerLM(config.model, device=device)
     optimizer = AdamW(
         weight_decay_param_groups(model, config.optim.weight_decay),
@@ -259,7 +269,6 @@ def build_model_and_optimizer(
     step_model: nn.Module = model
     if config.train.compile:
         step_model = compile_for_training(model, config.train.compile_scope, config.train.compile_mode)
-    autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
     return model, step_model, optimizer, autocast_dtype, scaler
 
@@ -596,6 +605,8 @@ def train(
             summary = fit(run, stop_after=stop_after, monitor=monitor)
             shutdown_distributed(wait_for_all=True)
             return summary
+        except OutOfMemoryError:
+            raise  # already the sentence (the model does not fit, said before building it)
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
             if is_out_of_memory(exc):
                 raise out_of_memory_error(config, run) from None
