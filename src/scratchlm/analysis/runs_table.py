@@ -139,6 +139,8 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         status = _lock_status(run_dir)
     elif summary and not (isinstance(summary_steps, int) and rows and rows[-1]["step"] > summary_steps):
         status = "incomplete"  # its summary is that of its last steps: --stop-after ended it
+    elif rows and not (run_dir / "checkpoints" / "last.pt").is_file():
+        status = "interrupted before its first checkpoint (--resume starts it over)"  # its rows are no resume point
     else:
         status = "interrupted" if rows else "not started"
     name = "." if run_dir == root else run_dir.relative_to(root).as_posix()

@@ -2,8 +2,9 @@
 
 The file is what the course's `generate_data.py` writes: a pickled dict {'states': float32 tensor
 (N, T, 10), 'actions': int64 tensor (N, T)} (the handout calls the keys 'trajectories' and 'tokenized';
-both spellings load). Reading goes through `safe_pickle.safe_load`, so a hostile file cannot run code,
-and the arrays are validated before use. Writing is atomic.
+both spellings load; so does a NumPy .npz of the same arrays, read without pickle). Reading goes through
+`safe_pickle.safe_load`, so a hostile file cannot run code, and the arrays are validated before use.
+Writing is atomic.
 
 Beside each file we write a small JSON sidecar (`<file>.json`) with its provenance: version, mode, seed
 and the pickle's sha256. The course format has no room for the version, yet it decides whether the
