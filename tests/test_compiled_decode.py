@@ -32,6 +32,7 @@ from scratchlm.infer.generate import DecodeStep, decode_steps, generate
 from scratchlm.infer.kv_cache import KVCache
 from scratchlm.infer.packed_weights import pack_projections
 from scratchlm.model import TransformerLM
+from scratchlm.optim import AdamW
 
 CONTEXT = 24
 VOCAB = 37
@@ -156,6 +157,12 @@ def test_packed_weights_see_every_kind_of_weight_change_and_only_changes() -> No
     ffn.w3.weight.data = torch.randn_like(ffn.w3.weight)  # new storage under the same Parameter, same version
     assert_packed_current()
     assert layer.qkv_weight.data_ptr() == qkv_memory  # re-packed in place: compiled code and graphs stay valid
+    for fused in (True, False):  # an optimizer step; torch's fused AdamW kernel bumps no version counter itself
+        optimizer = AdamW(model.parameters(), lr=0.1, fused=fused, foreach=not fused)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        assert_packed_current()
     watched = layer._watch
     layer.refresh()  # nothing changed: nothing re-packed
     assert layer._watch is watched

@@ -157,9 +157,24 @@ def test_low_precision_residual_changes_nothing_without_autocast_and_little_with
     torch.testing.assert_close(low(idx, idx)[1], plain(idx, idx)[1], rtol=0, atol=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss_low, loss_plain = low(idx, idx)[1], plain(idx, idx)[1]
-        logits_low = low(idx)[0]
-    assert logits_low.dtype == torch.bfloat16  # the stream (and so the head's input) stayed in bf16
-    torch.testing.assert_close(loss_low, loss_plain, rtol=2e-2, atol=2e-2)
+    # The residual stream itself, as every block and the final norm receive it (the head's output is bf16
+    # under autocast either way, so the logits' dtype would not tell).
+    assert _stream_dtypes(low) == {torch.bfloat16} and _stream_dtypes(plain) == {torch.float32}
+    assert loss_low != loss_plain  # the rounding happened ...
+    torch.testing.assert_close(loss_low, loss_plain, rtol=2e-2, atol=2e-2)  # ... and changed the loss little
+
+
+def _stream_dtypes(model: TransformerLM) -> set[torch.dtype]:
+    seen: set[torch.dtype] = set()
+    hooks = [
+        m.register_forward_pre_hook(lambda _, args: seen.add(args[0].dtype)) for m in (*model.layers, model.ln_final)
+    ]
+    idx = torch.randint(0, 61, (2, 24))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(idx)
+    for hook in hooks:
+        hook.remove()
+    return seen
 
 
 def _train_debug(tmp_path: Path, name: str, *sets: str) -> Path:

@@ -336,9 +336,10 @@ def test_get_batch_reads_a_copy_on_write_memmap_as_its_array(tmp_path: Path) -> 
 
 def test_input_files_are_separated_by_end_of_text_as_documents(tmp_path: Path) -> None:
     files = []
-    for name, text in (("a", "first story ends here."), ("b", f"second story.{EOT}"), ("c", f"{EOT}third.")):
+    stories = (("a", "first story ends here.\n"), ("b", f"second story.{EOT}\n"), ("c", f"\n{EOT}third.\n"))
+    for name, text in stories:
         files.append(tmp_path / f"{name}.txt")
-        files[-1].write_text(text * 40 + "\n", encoding="utf-8")
+        files[-1].write_text(text * 40, encoding="utf-8")
     last = tmp_path / "d.txt"
     last.write_text("fourth and last, long enough to hold the split.\n" * 40, encoding="utf-8")
     meta = prepare_text_corpus([*files, last], tmp_path / "data", "char", special_tokens=[EOT], val_fraction=0.1)

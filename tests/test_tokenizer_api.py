@@ -202,3 +202,39 @@ def test_gpt2_encode_batch_equals_encode(gpt2: Tokenizer) -> None:
     texts = [*ADVERSARIAL, *TEXTS]
     assert gpt2.encode_batch(texts, num_threads=4) == gpt2.encode_batch(texts) == [gpt2.encode(t) for t in texts]
     assert gpt2.decode_batch(gpt2.encode_batch(texts)) == texts
+
+
+def test_encode_ordinary_reads_special_tokens_as_text(tokenizer: Tokenizer | CharTokenizer) -> None:
+    text = f"the end.{EOT}Lily"
+    if isinstance(tokenizer, CharTokenizer):  # its alphabet has no "<" or "|": the special's text is unknown
+        with pytest.raises(DataError, match="not in this char tokenizer's alphabet"):
+            tokenizer.encode_ordinary(text)
+        tokenizer = CharTokenizer(sorted(set(text + "Once upon")), [EOT])
+    ordinary = tokenizer.encode_ordinary(text)
+    assert tokenizer.special_token_id(EOT) not in ordinary and tokenizer.decode(ordinary) == text
+    assert tokenizer.encode(text) != ordinary and tokenizer.encode_ordinary("Once upon") == tokenizer.encode(
+        "Once upon"
+    )
+
+
+def test_gpt2_encode_ordinary_matches_tiktoken(gpt2: Tokenizer) -> None:
+    # tiktoken's encode_ordinary("a<|endoftext|>") on GPT-2: the special token's text as seven ordinary tokens.
+    assert gpt2.encode_ordinary(f"a{EOT}") == [64, 27, 91, 437, 1659, 5239, 91, 29]
+    assert gpt2.encode(f"a{EOT}") == [64, 50256]
+
+
+def test_get_vocab_maps_every_token_string_to_its_id(tokenizer: Tokenizer | CharTokenizer) -> None:
+    vocab = tokenizer.get_vocab()
+    assert vocab[EOT] == tokenizer.special_token_id(EOT)
+    assert all(tokenizer.token_to_id(token) == i for token, i in vocab.items())
+    assert set(vocab.values()) <= set(range(tokenizer.vocab_size))
+
+
+@pytest.mark.parametrize(
+    "ids", [[1.0], [True], torch.tensor([1.0]), torch.tensor([True])], ids=["float", "bool", "tensor", "mask"]
+)
+def test_decode_refuses_ids_that_are_not_integers(tokenizer: Tokenizer | CharTokenizer, ids: object) -> None:
+    # 1.0 == 1 and True == 1 as dict keys: decoding them silently would hide a float tensor passed by mistake.
+    with pytest.raises(TypeError, match="token ids must be integers"):
+        tokenizer.decode(ids)
+    assert tokenizer.decode(torch.tensor([1, 2])) == tokenizer.decode([1, 2])

@@ -147,6 +147,8 @@ def test_an_interrupted_run_shows_how_far_it_got_of_its_total(tmp_path: Path, da
     before_first = "interrupted before its first checkpoint (--resume starts it over)"
     assert (row.status, row.steps, row.total_steps) == (before_first, 6, 12)
     assert row.elapsed_s is not None and row.elapsed_s > 0
+    (tmp_path / "cut" / "checkpoints" / "best.pt").write_bytes(b"")  # something a resume would stand on
+    assert runs_table(tmp_path)[0].status == "interrupted"
 
 
 def epoch_overrides(data: Path, epochs: int) -> list[str]:

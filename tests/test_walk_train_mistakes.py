@@ -130,6 +130,16 @@ def test_a_model_that_cannot_fit_is_refused_before_it_is_built(
     assert not built and not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_the_memory_check_sizes_activations_by_the_data_not_the_context(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlm import memory
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 * 2**30)
+    # A context of 2M positions, 12-step trajectories: a lower bound at the context would be ~30 GiB.
+    assert main(base(data, tmp_path / "run", "--set", "model.context_length=2000000")) == 0
+
+
 def test_resuming_a_run_whose_checkpoints_directory_is_gone_says_so(
     tmp_path: Path, data: Path, finished: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -172,9 +172,10 @@ class ModelConfig(_Section):
     # (`scratchlm.nn.fused`); same parameters and state dict as the reference path. Pair it with
     # attention_backend = "sdpa" for flash attention.
     fast: bool = False
-    # Under autocast, carry the residual stream in the autocast dtype (bf16) instead of float32: half the
-    # memory traffic of every norm and residual add, at bf16 precision for the stream (norms still compute
-    # in float32). No effect without autocast.
+    # Under autocast, carry the residual stream in the autocast dtype (bf16; fp16 under train.dtype =
+    # "float16", with its narrow range) instead of float32: half the memory traffic of every norm and
+    # residual add, at that precision for the stream (norms still compute in float32). No effect without
+    # autocast.
     low_precision_residual: bool = False
     # Fast path only: "triton" splits the fused QKV output into heads and applies RoPE in one hand-written
     # kernel (`scratchlm.nn.triton_rope`, CUDA; on the CPU only under TRITON_INTERPRET=1) instead of the

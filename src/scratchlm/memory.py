@@ -17,7 +17,8 @@ from scratchlm.config import ModelConfig
 from scratchlm.errors import OutOfMemoryError
 
 # fp32 weights + their gradients + AdamW's two moments: what training holds per parameter.
-TRAINING_BYTES_PER_PARAM = 4 + 4 + 8
+GRADIENT_BYTES_PER_PARAM = 4
+TRAINING_BYTES_PER_PARAM = 4 + GRADIENT_BYTES_PER_PARAM + 8
 
 
 def available_memory_bytes() -> int | None:
@@ -53,9 +54,12 @@ def device_memory_bytes(device: torch.device) -> int | None:
     """Free memory of `device`: a CUDA device's free bytes, the host's for cpu; None where unknown (mps)."""
     if device.type == "cuda":
         try:
-            return int(torch.cuda.mem_get_info(device)[0])
+            free = int(torch.cuda.mem_get_info(device)[0])
         except RuntimeError:
             return None
+        # Memory PyTorch's caching allocator holds but no tensor uses (an earlier run of a sweep in this
+        # process) is free to this process though the driver counts it as used.
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return available_memory_bytes() if device.type == "cpu" else None
 
 
@@ -68,19 +72,35 @@ def state_bytes(model: ModelConfig) -> int:
     return param_counts(model).total * TRAINING_BYTES_PER_PARAM + tables
 
 
-def activation_bytes_lower_bound(model: ModelConfig, batch_size: int, element_bytes: int) -> int:
-    """Half the textbook count of the activations a step keeps for its backward pass, at `element_bytes`
-    each, without the attention-score and vocabulary terms (flash attention and a fused loss never save
-    those); the halving leaves room for what a compiler recomputes instead of saving."""
-    kept = activation_estimate(model, batch_size)
+def activation_bytes_lower_bound(
+    model: ModelConfig, batch_size: int, element_bytes: int, seq_len: int | None = None
+) -> int:
+    """Half the textbook count of the activations a step keeps for its backward pass over `seq_len`
+    positions (default: the context), at `element_bytes` each, without the attention-score and vocabulary
+    terms (flash attention and a fused loss never save those); the halving leaves room for what a compiler
+    recomputes instead of saving."""
+    kept = activation_estimate(model, batch_size, seq_len)
     activations = kept.total - kept.attention_scores - kept.attention_softmax - kept.logits - kept.cross_entropy
     return element_bytes * activations // 2
 
 
-def check_training_fits(model: ModelConfig, batch_size: int, device: torch.device, element_bytes: int = 4) -> None:
+def check_training_fits(
+    model: ModelConfig,
+    batch_size: int,
+    device: torch.device,
+    element_bytes: int = 4,
+    *,
+    seq_len: int | None = None,
+    gradients_overlap: bool = True,
+) -> None:
     """OutOfMemoryError, before the model is built, when the training state alone, or with a lower bound of
-    one step's activations, exceeds the free memory of `device`: a request that cannot fit is refused, not
-    left to the kernel's OOM killer."""
+    one step's activations over `seq_len` positions, exceeds the free memory of `device`: a request that
+    cannot fit is refused, not left to the kernel's OOM killer.
+
+    `gradients_overlap=False` (one micro-batch a step, one process): the gradients are freed after each
+    step and the backward pass frees activations as it makes gradients, so the peak is weights, AdamW state
+    and the larger of the two; with accumulation or DDP's buckets both are held at once.
+    """
     available = device_memory_bytes(device)
     if available is None:
         return
@@ -93,15 +113,23 @@ def check_training_fits(model: ModelConfig, batch_size: int, device: torch.devic
             "model.num_layers, model.vocab_size; model.context_length sizes its position tables) or a device "
             "with more memory."
         )
-    step = state + activation_bytes_lower_bound(model, batch_size, element_bytes)
-    if step > available:
-        if state + activation_bytes_lower_bound(model, 1, element_bytes) > available:
-            fix = "even train.batch_size=1 would not fit, so shorten model.context_length or choose a smaller model"
+    gradients = param_counts(model).total * GRADIENT_BYTES_PER_PARAM
+
+    def step_bytes(batch: int) -> int:
+        activations = activation_bytes_lower_bound(model, batch, element_bytes, seq_len)
+        if gradients_overlap:
+            return state + activations
+        return state - gradients + max(gradients, activations)
+
+    if step_bytes(batch_size) > available:
+        if step_bytes(1) > available:
+            fix = "even train.batch_size=1 would not fit, so shorten the sequences or choose a smaller model"
         else:
             fix = "lower train.batch_size (raise train.grad_accum by the same factor to keep the tokens per step)"
         raise OutOfMemoryError(
-            f"a training step at train.batch_size={batch_size} needs at least {format_bytes(step)} (the model's "
-            f"weights, gradients and AdamW state, then the activations the step keeps), but {free}; {fix}."
+            f"a training step at train.batch_size={batch_size} needs at least {format_bytes(step_bytes(batch_size))} "
+            f"(the model's weights, gradients and AdamW state, and the activations the step keeps), but {free}; "
+            f"{fix}."
         )
 
 

@@ -161,6 +161,9 @@ class AdamW(torch.optim.Optimizer):
                 amsgrad=False,
                 maximize=False,
             )
+            # The fused kernel writes the weights without bumping their version counters, by which a
+            # decode cache's packed weights (infer/packed_weights.py) see that they changed.
+            torch.autograd.graph.increment_version(ps)
 
 
 def _is_number(value: object) -> bool:

@@ -368,16 +368,23 @@ def report_document(
     blocks.append(
         Figure(figures["curves"], "Training curves", "Loss, perplexity, learning rate and gradient norm against steps.")
     )
-    floor = facts.summary.get("data", {}).get("loss_floor")
+    data = facts.summary.get("data", {})
+    floor = data.get("loss_floor")
     if floor is not None:
+        # The oracle's figure holds for a model of the actions alone; the unified layout shows it the state.
+        actions_only = (data.get("layout") or {}).get("kind", "actions") == "actions"
         blocks.append(
             Paragraph(
                 "The course's v2 actions carry uniform noise over 5 neighbouring bins, so no model can go below "
                 f"ln 5 = {floor:.3f} nats/token: exact accuracy is capped near 20%, while within ±2 bins measures "
-                "whether the model found the underlying octant and distance bin. The floor is a lower bound, "
-                "not the attainable loss: the arm's joint noise, which no token shows, makes the clean bin "
-                "uncertain too, and even an oracle that sees the arm's previous state and its target pays about "
-                "1.656 (estimated by benchmarks/trajectory_floor.py)."
+                "whether the model found the underlying octant and distance bin."
+                + (
+                    " The floor is a lower bound, not the attainable loss: the arm's joint noise, which no action "
+                    "token shows, makes the clean bin uncertain too, and even an oracle that sees the arm's "
+                    "previous state and its target pays about 1.656 (estimated by benchmarks/trajectory_floor.py)."
+                    if actions_only
+                    else ""
+                )
             )
         )
     if samples is not None:

@@ -139,7 +139,7 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         status = _lock_status(run_dir)
     elif summary and not (isinstance(summary_steps, int) and rows and rows[-1]["step"] > summary_steps):
         status = "incomplete"  # its summary is that of its last steps: --stop-after ended it
-    elif rows and not (run_dir / "checkpoints" / "last.pt").is_file():
+    elif rows and (run_dir / "checkpoints").is_dir() and _no_checkpoint(run_dir / "checkpoints"):
         status = "interrupted before its first checkpoint (--resume starts it over)"  # its rows are no resume point
     else:
         status = "interrupted" if rows else "not started"
@@ -165,6 +165,14 @@ def run_row(run_dir: Path, root: Path, presets: dict[str, dict[str, Any]]) -> Ru
         best_val_loss=min(vals) if vals else None,
         elapsed_s=elapsed,
     )
+
+
+def _no_checkpoint(checkpoint_dir: Path) -> bool:
+    """Whether a run's checkpoints/ holds nothing a resume continues from (no last.pt and nothing to stand
+    in for it: then the resume refuses instead, and the plain "interrupted" status applies)."""
+    from scratchlm.train.run import fallback_checkpoint
+
+    return not (checkpoint_dir / "last.pt").is_file() and fallback_checkpoint(checkpoint_dir) is None
 
 
 def _count(value: Any) -> int | None:

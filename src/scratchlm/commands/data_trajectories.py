@@ -84,8 +84,11 @@ def _refuse_other_data(out: str, recipe: dict) -> None:
         return
     try:
         meta = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+        digest = hashlib.sha256()
         with open(out, "rb") as fh:
-            same_file = meta.get("sha256") == hashlib.sha256(fh.read()).hexdigest()
+            for block in iter(lambda: fh.read(1 << 20), b""):  # a multi-GB file is not read into memory
+                digest.update(block)
+        same_file = meta.get("sha256") == digest.hexdigest()
         if same_file and all(meta.get(key) == value for key, value in recipe.items()):
             return  # the same recipe makes the same tensors: writing them again loses nothing
         described = ", ".join(f"{key} {meta.get(key)}" for key in recipe) if same_file else None

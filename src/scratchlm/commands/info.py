@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             )
         config, checkpoint = _from_run(args.source)
     else:
-        tables = resolve_tables(args.preset or "debug", args.config, args.set)
+        tables = resolve_tables("debug" if args.preset is None else args.preset, args.config, args.set)
         # Every section is checked, as `train` would: `--set modle.d_model=128` or `--set optim.lr=abc` is an
         # error here too, not a silent description of the unchanged model.
         config = RunConfig.from_tables(tables).model

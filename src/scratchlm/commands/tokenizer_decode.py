@@ -62,7 +62,16 @@ def run(args: argparse.Namespace) -> int:
         ids = parse_ids(_stdin(args.input is None), "the ids on stdin", size)
     else:
         ids = _read_input(Path(args.input), Path(args.tokenizer), tokenizer)
-    print(tokenizer.decode(ids), end="" if args.no_newline else "\n")
+    text = tokenizer.decode(ids) + ("" if args.no_newline else "\n")
+    # UTF-8 whatever the locale, as `tokenizer encode` reads its input: print() would write a cp1252 or
+    # latin-1 console's encoding (and fail on an emoji), so `encode | decode -n` would not give back the file.
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a text-only stream (an embedding application's): it gets the text
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        out.write(text.encode("utf-8"))
+        out.flush()
     return 0
 
 

@@ -267,17 +267,21 @@ def encode_sources(
     return count
 
 
+_SEPARATOR_WHITESPACE = 256  # how much whitespace may stand between a file's end (or start) and its separator
+
+
 def _needs_separator(left: TextSource, right: TextSource, tokenizer: TextTokenizer, separator: int) -> bool:
     """Whether a separator goes between `left` and `right`: `left` ends its file, `right` starts one, and
-    neither already has the separator's text at that end."""
+    neither already has the separator's text at that end (whitespace around it aside)."""
     if left.stop() != os.path.getsize(left.path) or right.start != 0:
         return False  # the two halves of one file split in the middle, or part of a file
     marker = tokenizer.decode([separator]).encode("utf-8")
+    look = len(marker) + _SEPARATOR_WHITESPACE  # "<|endoftext|>\n" at a file's end is a separator too
     with open(left.path, "rb") as fh:
-        fh.seek(max(0, left.stop() - len(marker)))
-        ends_with = fh.read(len(marker)) == marker
+        fh.seek(max(0, left.stop() - look))
+        ends_with = fh.read(look).rstrip().endswith(marker)
     with open(right.path, "rb") as fh:
-        starts_with = fh.read(len(marker)) == marker
+        starts_with = fh.read(look).lstrip().startswith(marker)
     return not (ends_with or starts_with)
 
 

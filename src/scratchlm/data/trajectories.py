@@ -7,8 +7,9 @@ end-effector position from forward kinematics) and one action token in [0, 256).
 
 Two action encodings exist:
 - "v2" (the course's current one, our default): token = octant of the direction to the target * 32 +
-  distance bin (0..31) + uniform noise in {-2..2}, so no model pays less than ln 5 nats per token (the
-  joint noise makes the clean token uncertain too: benchmarks/trajectory_floor.py estimates ~1.656);
+  distance bin (0..31) + uniform noise in {-2..2}, so no model pays less than ln 5 nats per token (for a
+  model of the actions alone the joint noise makes the clean token uncertain too:
+  benchmarks/trajectory_floor.py estimates ~1.656);
 - "v1" (the course's shipped sample): token = the mean joint delta of the step, quantized to 256 bins.
 
 Two ways to run the same dynamics:

@@ -6,8 +6,9 @@ penalized for probability it puts on state ids, and "within ±2" counts predicti
 bins away from the truth: on v2 data the course adds uniform {-2..2} noise to every token, so exact
 accuracy is capped near 1/5 while a model that has found the underlying bin scores ~100% within ±2.
 That same noise sets the loss floor ln 5 = 1.609 nats/token, reported beside the validation loss: a lower
-bound, not the attainable loss, since the joint noise no token shows makes the clean token uncertain too
-(an oracle that sees the previous state and the target pays ~1.656; benchmarks/trajectory_floor.py).
+bound, not the attainable loss: for a model of the actions alone (the course's layout) the joint noise no
+action shows makes the clean token uncertain too (an oracle that sees the previous state and the target
+pays ~1.656; benchmarks/trajectory_floor.py). The unified layout shows the state, so only ln 5 holds there.
 """
 
 from __future__ import annotations

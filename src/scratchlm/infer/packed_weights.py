@@ -10,7 +10,8 @@ not parameters: the state dict, the optimizer and training never see them, a for
 records does not use them, and the reference path (fast = false) never packs.
 
 Staleness: each layer remembers, for every source weight, the Parameter object, its storage address and
-its version counter (bumped by every in-place change: an optimizer step, load_state_dict, copy_). The
+its version counter (bumped by every in-place change: an optimizer step, load_state_dict, copy_; not by
+torch's fused AdamW kernel or writes through `.data`, so scratchlm's fused AdamW bumps it itself). The
 cache calls `refresh` before every forward (`KVCache.advance`); a changed source is re-concatenated in
 place, into the same memory, so a compiled step or a captured CUDA graph that reads the copies stays valid.
 Shapes: D = d_model, F = d_ff.

@@ -6,15 +6,13 @@ experiment command adds its own layers below the file and above `--set` (see `re
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from scratchlm.config import ModelConfig, RunConfig
-from scratchlm.errors import ConfigError, DataError
-from scratchlm.fileio import refuse_special_file
+from scratchlm.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,11 +48,6 @@ def load_toml_file(path: str) -> dict[str, Any]:
     """A user config file, with a clear message when it is missing or malformed."""
     if not path:
         raise ConfigError("--config is empty; name a .toml file (or leave --config out).")
-    try:  # a FIFO or device would block or read forever (a directory has its own sentence below)
-        if not os.path.isdir(path):
-            refuse_special_file(path, "config file")
-    except DataError as exc:
-        raise ConfigError(str(exc)) from None
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -194,7 +187,7 @@ def to_toml(tables: dict[str, dict[str, Any]], *, show_unset: bool = False) -> s
             if value is not None:
                 lines.append(f"{key} = {toml_value(value)}")
             elif show_unset:
-                lines.append(f"# {key} = ...  (unset: its default applies)")
+                lines.append(f"# {key} is unset (its default applies)")
         lines.append("")
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ only need `load_tokenizer(run_or_data_dir / "tokenizer")` and the methods of `Te
 from __future__ import annotations
 
 import functools
+import numbers
 import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,6 +32,8 @@ class TextTokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]: ...
 
     def decode(self, ids: Iterable[int]) -> str: ...
@@ -50,6 +53,8 @@ class TextTokenizer(Protocol):
     def __len__(self) -> int: ...
 
     def get_vocab_size(self) -> int: ...
+
+    def get_vocab(self) -> dict[str, int]: ...
 
     def token_to_id(self, token: str) -> int | None: ...
 
@@ -95,7 +100,7 @@ class TokenizerAPIMixin:
 
     def decode_batch(self, batch: Iterable[Iterable[int]]) -> list[str]:
         """`[decode(ids) for ids in batch]` (tiktoken / HF name); a 2-D tensor or array is a batch of rows."""
-        rows = id_list(batch)
+        rows = id_list(batch, check=False)
         if any(not hasattr(row, "__iter__") and not hasattr(row, "tolist") for row in rows):
             raise DataError("decode_batch takes a batch of id sequences (e.g. [[1, 2], [3]]); use decode(ids) for one.")
         return [self.decode(ids) for ids in rows]
@@ -112,6 +117,11 @@ class TokenizerAPIMixin:
     def get_vocab_size(self) -> int:
         """HF tokenizers' name for `vocab_size`."""
         return self.vocab_size
+
+    def get_vocab(self) -> dict[str, int]:
+        """Every token's string form -> its id (HF tokenizers): GPT-2's byte alphabet for BPE tokens, the
+        text for special tokens and characters."""
+        return dict(self._token_tables[1])
 
     def token_to_id(self, token: str) -> int | None:
         """The id of the token whose string form is `token` (see the class's `_id_strings`), or None (HF
@@ -148,13 +158,41 @@ class TokenizerAPIMixin:
         return by_id, by_string
 
 
-def id_list(ids: Iterable[int]) -> list:
+def id_list(ids: Iterable[int], *, check: bool = True) -> list:
     """`ids` as a list, from any iterable or from a tensor / NumPy array (through its .tolist(), as HF and
-    tiktoken accept them): iterating a tensor would give 0-d tensors, not ids."""
+    tiktoken accept them): iterating a tensor would give 0-d tensors, not ids. With `check`, TypeError
+    unless every id is an integer (not a bool or a float, which would match ids as dict keys)."""
     if hasattr(ids, "tolist"):
+        dtype = getattr(ids, "dtype", None)
+        if check and dtype is not None and not _integer_dtype(dtype):  # a float 1.0 would decode as id 1
+            raise TypeError(
+                f"token ids must be integers, got an array of {dtype}; cast it with .long() or .astype(int)."
+            )
         values = ids.tolist()
-        return values if isinstance(values, list) else [values]
-    return list(ids)
+        values = values if isinstance(values, list) else [values]
+    else:
+        values = list(ids)
+    if check and not all(type(i) is int for i in values):  # the common case in one pass; else each id is checked
+        # A bool or a float equals an int id as a dict key (True == 1 == 1.0): decoding would hide the mistake.
+        # Anything else that is no id (a string, None) is the decoder's "cannot decode" error.
+        numeric = (
+            i
+            for i in values
+            if isinstance(i, bool) or (isinstance(i, numbers.Real) and not isinstance(i, numbers.Integral))
+        )
+        bad = next(numeric, None)
+        if bad is not None:
+            raise TypeError(f"token ids must be integers, got {bad!r} ({type(bad).__name__}).")
+    return values
+
+
+def _integer_dtype(dtype: object) -> bool:
+    kind = getattr(dtype, "kind", None)  # a NumPy dtype's: "i" / "u" for integers
+    if isinstance(kind, str):
+        return kind in "iu"
+    return not (
+        getattr(dtype, "is_floating_point", False) or getattr(dtype, "is_complex", False) or str(dtype) == "torch.bool"
+    )
 
 
 def load_tokenizer(directory: str | os.PathLike) -> TextTokenizer:

@@ -79,20 +79,24 @@ class CharTokenizer(TokenizerAPIMixin):
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
-        table = self._ids
         for piece, is_special in split_specials(text, self._special_re):
             if is_special:
                 ids.append(self._special_ids[piece])
-                continue
-            try:
-                ids.extend([table[c] for c in piece])
-            except KeyError:
-                unknown = next(c for c in piece if c not in table)
-                raise DataError(
-                    f"character {unknown!r} (U+{ord(unknown):04X}) is not in this char tokenizer's alphabet of "
-                    f"{len(self.chars)}; train the tokenizer on text that contains it."
-                ) from None
+            else:
+                ids.extend(self.encode_ordinary(piece))
         return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of `text`'s characters, special tokens' text included (tiktoken's `encode_ordinary`)."""
+        table = self._ids
+        try:
+            return [table[c] for c in text]
+        except KeyError:
+            unknown = next(c for c in text if c not in table)
+            raise DataError(
+                f"character {unknown!r} (U+{ord(unknown):04X}) is not in this char tokenizer's alphabet of "
+                f"{len(self.chars)}; train the tokenizer on text that contains it."
+            ) from None
 
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
         """Ids of the concatenated strings, lazily; a tail that may start a special token waits for more text."""

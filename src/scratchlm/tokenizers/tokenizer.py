@@ -137,7 +137,8 @@ class Tokenizer(TokenizerAPIMixin):
 
     # ----------------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; `decode(encode(text)) == text` for every string."""
+        """Token ids of `text`, a special token's text becoming its id; `decode(encode(text)) == text` for
+        every string UTF-8 can encode (a lone surrogate is a DataError)."""
         if self._fast is not None and self._fast_specials:
             return fast_backend.encode_exact(self._fast, text, self._fast.special_tokens_set)
         ids: list[int] = []
@@ -147,6 +148,11 @@ class Tokenizer(TokenizerAPIMixin):
             else:
                 ids.extend(self._encode_ordinary(piece))
         return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids of `text` with special tokens' text encoded as ordinary text (tiktoken's
+        `encode_ordinary`): for text from users, whose "<|endoftext|>" must not end a document."""
+        return self._encode_ordinary(text)
 
     def encode_pure(self, text: str) -> list[int]:
         """`encode` through the pure-Python path only (the reference the fast path is tested against)."""

@@ -157,7 +157,9 @@ def setup(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Ru
             f"the data's sequences have {data.seq_len} positions but model.context_length is "
             f"{config.model.context_length}; raise model.context_length to at least {data.seq_len}."
         )
-    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(config, device)
+    model, step_model, optimizer, autocast_dtype, scaler = build_model_and_optimizer(
+        config, device, data.seq_len, dist.world_size
+    )
     if dist.rank > 0:
         # Every rank initialized the same weights; from here each draws its own dropout masks (one mask on
         # every rank would be the same noise pattern N times). Rank 0 keeps the single-process stream.
@@ -251,12 +253,20 @@ def wrap_for_ddp(run: Run) -> None:
 
 
 def build_model_and_optimizer(
-    config: RunConfig, device: torch.device
+    config: RunConfig, device: torch.device, seq_len: int | None = None, world_size: int = 1
 ) -> tuple[TransformerLM, nn.Module, AdamW, torch.dtype | None, torch.amp.GradScaler | None]:
-    """The model, its training view (compiled as configured; `wrap_for_ddp` adds DDP), AdamW, the precision setup."""
+    """The model, its training view (compiled as configured; `wrap_for_ddp` adds DDP), AdamW, the precision setup.
+
+    `seq_len` (the data's positions, default the context) and `world_size` size the memory check."""
     autocast_dtype = resolve_autocast_dtype(config.train.dtype, device)
-    element_bytes = 4 if autocast_dtype is None else 2
-    check_training_fits(config.model, config.train.batch_size, device, element_bytes)
+    check_training_fits(
+        config.model,
+        config.train.batch_size,
+        device,
+        4 if autocast_dtype is None else 2,
+        seq_len=seq_len,
+        gradients_overlap=config.train.grad_accum > 1 or world_size > 1,
+    )
     model = TransformerLM(config.model, device=device)
     optimizer = AdamW(
         weight_decay_param_groups(model, config.optim.weight_decay),
